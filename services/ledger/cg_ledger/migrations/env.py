@@ -1,0 +1,5 @@
+from cglib.db import run_migrations_env
+from cg_ledger import models  # noqa: F401  (registers the tables)
+from sqlmodel import SQLModel
+
+run_migrations_env(SQLModel.metadata)

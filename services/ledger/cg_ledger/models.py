@@ -1,0 +1,69 @@
+"""Tables of the ledger database.
+
+Accounts keep TigerBeetle's four counters. ``posted balance = credits_posted -
+debits_posted``; ``available = posted balance - debits_pending``. An account with
+``debits_must_not_exceed_credits`` can never have ``debits_pending + debits_posted >
+credits_posted``. Transfers are immutable and carry a permanent idempotency id.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlmodel import BigInteger, Column, Field, SQLModel
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _amount() -> Column:
+    return Column(BigInteger, nullable=False, default=0)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: str = Field(primary_key=True, max_length=80)
+    kind: str = Field(max_length=16)
+    debits_must_not_exceed_credits: bool = True
+    debits_pending: int = Field(default=0, sa_column=_amount())
+    debits_posted: int = Field(default=0, sa_column=_amount())
+    credits_pending: int = Field(default=0, sa_column=_amount())
+    credits_posted: int = Field(default=0, sa_column=_amount())
+    created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))
+
+
+class Transfer(SQLModel, table=True):
+    __tablename__ = "transfers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_id: str = Field(unique=True, max_length=120)
+    # deposit | transfer | pending | post | void
+    kind: str = Field(max_length=16)
+    debit_account: str = Field(max_length=80, index=True)
+    credit_account: str = Field(max_length=80, index=True)
+    amount_ucr: int = Field(sa_column=_amount())
+    request_id: str | None = Field(default=None, max_length=120)
+    memo: str = Field(default="", max_length=200)
+    created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))
+
+
+class Reservation(SQLModel, table=True):
+    __tablename__ = "reservations"
+
+    request_id: str = Field(primary_key=True, max_length=120)
+    account: str = Field(max_length=80, index=True)
+    credit_account: str = Field(max_length=80)
+    model: str = Field(max_length=120)
+    input_usd_per_mtok: str = Field(max_length=40)
+    output_usd_per_mtok: str = Field(max_length=40)
+    price_book_version: str = Field(max_length=60)
+    held_ucr: int = Field(sa_column=_amount())
+    # pending | posted | voided | expired
+    status: str = Field(default="pending", max_length=16, index=True)
+    charged_ucr: int = Field(default=0, sa_column=_amount())
+    unpaid_ucr: int = Field(default=0, sa_column=_amount())
+    usage_source: str = Field(default="", max_length=16)
+    expires_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CG_LEDGER_")
+
+    host: str = "127.0.0.1"
+    port: int = 50052
+    metrics_port: int = 9102
+    database_url: str = "sqlite:///var/ledger.db"
+    default_reservation_ttl_s: int = 600
+    log_level: str = "INFO"

@@ -1,0 +1,82 @@
+"""Composition root of the proxy: ``create_app(settings)`` wires clients once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import make_asgi_app
+
+from cg_proxy import errors, routes
+from cg_proxy.auth import KeyAuthenticator
+from cg_proxy.metering import Meter
+from cg_proxy.middleware import RequestContext
+from cg_proxy.settings import Settings
+from cg_proxy.state import ProxyState
+from cg_proxy.upstream import Upstreams
+from cg_proxy.usage import UsageRecorder
+from cglib.grpc_client import insecure_channel
+from creditgate.keys.v1 import keys_pb2_grpc
+from creditgate.ledger.v1 import ledger_pb2_grpc
+
+log = logging.getLogger("cg_proxy")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys_channel = insecure_channel(settings.keys_addr)
+        ledger_channel = insecure_channel(settings.ledger_addr)
+        meter = Meter(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s)
+        state = ProxyState(
+            auth=KeyAuthenticator(
+                keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
+            ),
+            meter=meter,
+            upstreams=Upstreams(settings),
+            recorder=UsageRecorder(meter, settings.nats_url),
+            keys_channel=keys_channel,
+            ledger_channel=ledger_channel,
+        )
+        await state.upstreams.start()
+        await state.recorder.start()
+        app.state.proxy = state
+        log.info("proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr})
+        try:
+            yield
+        finally:
+            await state.recorder.drain(settings.shutdown_grace_s)
+            await state.upstreams.close()
+            await keys_channel.close()
+            await ledger_channel.close()
+
+    app = FastAPI(title="Creditgate proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    errors.install_handlers(app)
+    app.include_router(routes.router)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        st: ProxyState = request.app.state.proxy
+        checks = {}
+        for name, channel in (("keys", st.keys_channel), ("ledger", st.ledger_channel)):
+            try:
+                resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status).lower()
+            except grpc.aio.AioRpcError as e:
+                checks[name] = e.code().name.lower()
+        checks["nats"] = "serving" if st.recorder.connected else "not_connected"
+        ok = all(v == "serving" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+    return RequestContext(app)  # type: ignore[return-value]

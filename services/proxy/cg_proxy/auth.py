@@ -1,0 +1,85 @@
+"""Virtual key authentication: a short-lived in-process cache in front of the keys
+service. Only the SHA-256 of the presented secret leaves this module."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from cg_proxy import errors
+from cglib.keysecret import hash_secret, looks_like_key
+from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
+
+_STATUS_NAMES = {
+    keys_pb2.KEY_STATUS_SUSPENDED: "suspended",
+    keys_pb2.KEY_STATUS_EXHAUSTED: "exhausted",
+    keys_pb2.KEY_STATUS_EXPIRED: "expired",
+    keys_pb2.KEY_STATUS_REVOKED: "revoked",
+}
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+@dataclass(frozen=True)
+class AuthedKey:
+    key: keys_pb2.Key
+    models: dict[str, keys_pb2.ModelRoute]
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise errors.missing_key()
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise errors.missing_key()
+    return token
+
+
+class KeyAuthenticator:
+    def __init__(self, stub: keys_pb2_grpc.KeysServiceStub, ttl_s: float, timeout_s: float) -> None:
+        self.stub = stub
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._cache: dict[str, tuple[float, AuthedKey]] = {}
+
+    def invalidate(self, key_hash: str | None = None) -> None:
+        if key_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_hash, None)
+
+    async def authenticate(self, authorization: str | None) -> AuthedKey:
+        secret = bearer_token(authorization)
+        if not looks_like_key(secret):
+            raise errors.invalid_key(secret)
+        key_hash = hash_secret(secret)
+        now = time.monotonic()
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[0] > now:
+            authed = hit[1]
+        else:
+            authed = await self._lookup(key_hash, secret)
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key_hash] = (now + self.ttl_s, authed)
+        status = authed.key.status
+        if status != keys_pb2.KEY_STATUS_ACTIVE:
+            if status == keys_pb2.KEY_STATUS_REVOKED:
+                raise errors.invalid_key(secret)
+            raise errors.key_not_usable(_STATUS_NAMES.get(status, "inactive"))
+        return authed
+
+    async def _lookup(self, key_hash: str, secret: str) -> AuthedKey:
+        try:
+            resp = await self.stub.AuthenticateKey(
+                keys_pb2.AuthenticateKeyRequest(key_hash=key_hash), timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                raise errors.invalid_key(secret) from None
+            if e.code() in _UNAVAILABLE:
+                raise errors.service_unavailable("keys") from None
+            raise
+        return AuthedKey(key=resp.key, models={m.id: m for m in resp.models})

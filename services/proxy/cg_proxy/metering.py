@@ -1,0 +1,106 @@
+"""Metering: the reservation before forwarding, and the token counts settled after.
+
+The hold is an upper bound: the prompt can hold no more tokens than the request body
+has bytes, and the reply no more than ``max_tokens`` (or the model's output cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from cg_proxy import errors
+from creditgate.keys.v1 import keys_pb2
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+# Transient failures worth retrying for a settlement that must not be lost.
+RETRYABLE = _UNAVAILABLE + (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+@dataclass
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    source: int  # ledger_pb2.UsageSource
+
+    @property
+    def source_name(self) -> str:
+        return "provider" if self.source == ledger_pb2.USAGE_SOURCE_PROVIDER else "estimated"
+
+
+def max_output_tokens(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
+    cap = route.max_output_tokens or 4096
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise errors.bad_request(f"`{field}` must be a positive integer.", param=field)
+        return min(value, cap)
+    return cap
+
+
+def usage_from(payload: dict[str, Any] | None) -> Usage | None:
+    """The provider-reported usage block, if it is well formed."""
+    usage = (payload or {}).get("usage")
+    if not isinstance(usage, dict):
+        return None
+    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not isinstance(pt, int) or not isinstance(ct, int) or pt < 0 or ct < 0:
+        return None
+    return Usage(pt, ct, ledger_pb2.USAGE_SOURCE_PROVIDER)
+
+
+def estimate(prompt_bound: int, output_chars: int) -> Usage:
+    """A marked estimate when the provider never reported usage: the prompt bound we
+    reserved with, and ~4 characters per output token, rounded up."""
+    return Usage(prompt_bound, (output_chars + 3) // 4, ledger_pb2.USAGE_SOURCE_ESTIMATED)
+
+
+class Meter:
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, ttl_s: int) -> None:
+        self.stub = stub
+        self.timeout_s = timeout_s
+        self.ttl_s = ttl_s
+
+    async def reserve(
+        self, request_id: str, account: str, route: keys_pb2.ModelRoute, max_input: int, max_output: int
+    ) -> ledger_pb2.ReserveResponse:
+        req = ledger_pb2.ReserveRequest(
+            request_id=request_id,
+            account=account,
+            model=route.id,
+            price=ledger_pb2.Price(
+                input_usd_per_mtok=route.input_usd_per_mtok,
+                output_usd_per_mtok=route.output_usd_per_mtok,
+                price_book_version=route.price_book_version,
+            ),
+            max_input_tokens=max_input,
+            max_output_tokens=max_output,
+            ttl_seconds=self.ttl_s,
+        )
+        try:
+            return await self.stub.Reserve(req, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                raise errors.insufficient_quota() from None
+            if e.code() in _UNAVAILABLE:
+                raise errors.service_unavailable("ledger") from None
+            raise
+
+    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
+        return await self.stub.Settle(
+            ledger_pb2.SettleRequest(
+                request_id=request_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usage_source=usage.source,
+            ),
+            timeout=self.timeout_s,
+        )
+
+    async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse:
+        return await self.stub.Void(ledger_pb2.VoidRequest(request_id=request_id, reason=reason), timeout=self.timeout_s)

@@ -1,0 +1,102 @@
+"""Streaming relay: reads the provider's SSE stream in a task of its own and hands
+events to the client through a queue.
+
+The reader does not depend on the client: when the client disconnects, the reader
+keeps going until the provider's usage chunk arrives, so the request is billed for
+what the provider really produced. The proxy always asks the provider for the usage
+chunk; it is passed on only when the client asked for it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import AsyncIterator, Callable
+
+import aiohttp
+
+from cg_proxy.metering import Usage, estimate, usage_from
+
+log = logging.getLogger(__name__)
+
+OnDone = Callable[[Usage, str], None]
+
+
+class StreamRelay:
+    def __init__(self, resp: aiohttp.ClientResponse, client_wants_usage: bool, prompt_bound: int, on_done: OnDone) -> None:
+        self.resp = resp
+        self.client_wants_usage = client_wants_usage
+        self.prompt_bound = prompt_bound
+        self.on_done = on_done
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.client_gone = False
+        self.usage: Usage | None = None
+        self.output_chars = 0
+
+    def _inspect(self, event: bytes) -> bytes | None:
+        """Returns the event to forward (or None to drop it), noting usage and output."""
+        data = event.strip()
+        if not data.startswith(b"data:"):
+            return event  # comments, keep-alives
+        payload = data[5:].strip()
+        if payload == b"[DONE]":
+            return event
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.output_chars += len(content)
+            for call in delta.get("tool_calls") or ():
+                self.output_chars += len(json.dumps(call.get("function") or {}))
+        usage = usage_from(chunk)
+        if usage is not None:
+            self.usage = usage
+            if not self.client_wants_usage:
+                if not chunk.get("choices"):
+                    return None  # the usage-only chunk the client did not ask for
+        return event
+
+    async def pump(self) -> None:
+        status = "ok"
+        buffer = b""
+        try:
+            async for piece in self.resp.content.iter_any():
+                buffer += piece.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    out = self._inspect(event)
+                    if out is not None and not self.client_gone:
+                        self.queue.put_nowait(out + b"\n\n")
+            if buffer.strip():
+                out = self._inspect(buffer)
+                if out is not None and not self.client_gone:
+                    self.queue.put_nowait(out + b"\n\n")
+        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+            status = "upstream_error"
+            log.warning("upstream stream broke", extra={"error": repr(e)})
+        finally:
+            self.resp.release()
+            self.queue.put_nowait(None)
+            if self.client_gone and status == "ok":
+                status = "client_disconnected"
+            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars), status)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            while True:
+                item = await self.queue.get()
+                if item is None:
+                    finished = True
+                    return
+                yield item
+        finally:
+            if not finished:
+                self.client_gone = True
