@@ -56,3 +56,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def metrics_route(app) -> None:
+    """Adds ``GET /metrics`` (exactly that path, no redirect) to a FastAPI/Starlette app."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.responses import Response
+
+    async def metrics(_request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from importlib import resources
 
+from cglib.metrics import metrics_route
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import make_asgi_app
 
 
 def create_app(proxy_public_url: str) -> FastAPI:
     page = resources.files("cg_bff").joinpath("static/index.html").read_text()
     page = page.replace("{{PROXY_URL}}", proxy_public_url)
     app = FastAPI(title="Creditgate portal", docs_url=None, redoc_url=None)
-    app.mount("/metrics", make_asgi_app())
+    metrics_route(app)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

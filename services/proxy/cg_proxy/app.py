@@ -8,10 +8,10 @@ import logging
 from typing import AsyncIterator
 
 import grpc
+from cglib.metrics import metrics_route
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import make_asgi_app
 
 from cg_proxy import errors, routes
 from cg_proxy.auth import KeyAuthenticator
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Creditgate proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     errors.install_handlers(app)
     app.include_router(routes.router)
-    app.mount("/metrics", make_asgi_app())
+    metrics_route(app)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

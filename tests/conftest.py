@@ -1,0 +1,27 @@
+"""Fixtures shared by every suite. PostgreSQL is one server per test session and one
+fresh database per test; it is never skipped silently (see support.postgres)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from support.postgres import PgServer, postgres_server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        with server.database() as dsn:
+            yield dsn

@@ -1,0 +1,40 @@
+"""End-to-end fixtures: the whole stack as real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cg_devstack import Stack, StackConfig
+from cg_devstack.seed import Seeder
+
+
+@contextlib.contextmanager
+def running_stack(var: Path, keys_db: str = "", ledger_db: str = "", env=None) -> Iterator[Stack]:
+    stack = Stack(StackConfig(var_dir=var, keys_db=keys_db, ledger_db=ledger_db, env=env or {}))
+    with stack:
+        yield stack
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(request) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="cg-e2e-") as var:
+        if request.param == "sqlite":
+            with running_stack(Path(var)) as s:
+                yield s
+        else:
+            pg = request.getfixturevalue("pg_server")
+            with pg.database("keys") as keys_db, pg.database("ledger") as ledger_db:
+                with running_stack(Path(var), keys_db, ledger_db) as s:
+                    yield s
+
+
+@pytest.fixture(scope="module")
+def seeder(stack: Stack) -> Iterator[Seeder]:
+    s = Seeder(stack.keys_addr, stack.ledger_addr)
+    yield s
+    s.close()

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import time
+from decimal import ROUND_CEILING, Decimal
+from typing import Callable, TypeVar
+
+import openai
+
+from cg_devstack import Stack
+from cg_keys.catalog import load_catalog
+from cg_keys.settings import Settings as KeysSettings
+
+T = TypeVar("T")
+CATALOG = load_catalog(KeysSettings().catalog_path)
+
+
+def client(stack: Stack, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key, max_retries=0, timeout=10)
+
+
+def expected_cost_ucr(model: str, prompt_tokens: int, completion_tokens: int) -> int:
+    """Written independently of cg_ledger.pricing: USD/1M tokens -> ucr is x100, rounded up."""
+    m = CATALOG.get(model)
+    exact = (prompt_tokens * m.input_usd_per_mtok + completion_tokens * m.output_usd_per_mtok) * 100
+    return int(Decimal(exact).to_integral_value(ROUND_CEILING))
+
+
+def eventually(probe: Callable[[], T], timeout_s: float = 20, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s}s")
+        time.sleep(0.05)

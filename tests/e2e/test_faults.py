@@ -1,0 +1,63 @@
+"""A dead dependency gives the client a fast, OpenAI-shaped 503, and service comes
+back when the dependency does, without restarting the proxy."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from cg_devstack.seed import Seeder
+from conftest import running_stack
+from helpers import client, eventually
+
+RPC_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def fault_stack():
+    env = {"proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0", "CG_PROXY_RPC_TIMEOUT_S": str(RPC_TIMEOUT_S)}}
+    with tempfile.TemporaryDirectory(prefix="cg-faults-") as var:
+        with running_stack(Path(var), env=env) as stack:
+            seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+            key = seeder.funded_key(seeder.partner("faults", credits=100), 10, ["gpt-4o-mini"])
+            seeder.close()
+            yield stack, key
+
+
+def _call(stack, key):
+    return client(stack, key.secret).chat.completions.create(
+        model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
+
+
+@pytest.mark.parametrize("service", ["ledger", "keys"])
+def test_dependency_down_is_a_fast_503_and_recovers(fault_stack, service):
+    stack, key = fault_stack
+    assert _call(stack, key).choices
+    stack.stop_service(service)
+    try:
+        for _ in range(3):
+            start = time.monotonic()
+            with pytest.raises(openai.InternalServerError) as e:
+                _call(stack, key)
+            elapsed = time.monotonic() - start
+            assert e.value.status_code == 503
+            err = e.value.response.json()["error"]
+            assert err["code"] == "service_unavailable" and service in err["message"]
+            assert e.value.response.headers.get("retry-after") == "1"
+            assert elapsed < RPC_TIMEOUT_S + 1, f"took {elapsed:.2f}s"
+    finally:
+        stack.start_service(service)
+
+    def works():
+        try:
+            return _call(stack, key).choices
+        except openai.APIStatusError:
+            return None
+
+    eventually(works, timeout_s=15, what=f"service back after {service} restart")
+    assert stack.procs["proxy"].running

@@ -1,0 +1,375 @@
+"""The deploy files, checked offline (no container engine here).
+
+docker-compose.yml against the compose-spec schema, then against the code: build
+targets exist in deploy/Dockerfile and run importable modules, every CG_* variable is a
+real Settings field of its service, and the ports in addresses, URLs, health checks
+and published ports agree with the ports the services listen on. Last, the health
+check CLI the images use, against real servers started here.
+"""
+
+from __future__ import annotations
+
+import http.server
+import importlib
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+INFRA = {"nats", "postgres"}
+# compose service -> (module run by its image, module defining its Settings class)
+APPS = {
+    "keys": ("cg_keys", "cg_keys.settings"),
+    "ledger": ("cg_ledger", "cg_ledger.settings"),
+    "proxy": ("cg_proxy", "cg_proxy.settings"),
+    "worker": ("cg_worker", "cg_worker.settings"),
+    "bff": ("cg_bff", "cg_bff.__main__"),  # run code is under `if __name__ == "__main__"`
+    "mock-upstream": ("cg_mock_upstream", "cg_mock_upstream.__main__"),
+}
+NATS_CLIENT_PORT = 4222  # nats-server default; the compose command does not change it
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def settings_class(service: str) -> type:
+    return importlib.import_module(APPS[service][1]).Settings
+
+
+def env_of(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def prefix_of(service: str) -> str:
+    return settings_class(service).model_config["env_prefix"]
+
+
+def effective_settings(service: str, svc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's Settings as its container would build them: from compose's env only."""
+    for name in list(os.environ):
+        if name.startswith("CG_"):
+            monkeypatch.delenv(name)
+    for name, value in env_of(svc).items():
+        monkeypatch.setenv(name, value)
+    return settings_class(service)()
+
+
+def listen_ports(service: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Port fields (`port`, `metrics_port`) -> the value the container listens on."""
+    if service == "nats":
+        cmd = services["nats"]["command"]
+        ports = {"port": NATS_CLIENT_PORT}
+        if "-m" in cmd:
+            ports["monitor_port"] = int(cmd[cmd.index("-m") + 1])
+        return ports
+    if service == "postgres":
+        return {"port": 5432}
+    s = effective_settings(service, services[service], monkeypatch)
+    return {f: getattr(s, f) for f in type(s).model_fields if f == "port" or f.endswith("_port")}
+
+
+def host_port(value: str) -> tuple[str, int] | None:
+    """`host:port` or a URL with an explicit port -> (host, port); else None."""
+    if "://" in value:
+        parts = urlsplit(value)
+        return (parts.hostname or "", parts.port) if parts.port else None
+    m = re.fullmatch(r"([A-Za-z0-9_.\-]+):(\d+)", value)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def dockerfile_stages() -> dict[str, dict[str, Any]]:
+    """Stage name -> {"from": image, "lines": [...], "cmd": exec-form list or None}."""
+    stages: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())  # join continuation lines
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?\s*$", line, re.IGNORECASE)
+        if m:
+            current = {"from": m.group(1), "lines": [], "cmd": None}
+            stages[m.group(2) or f"#{len(stages)}"] = current
+            continue
+        assert current is not None, f"instruction before FROM: {line}"
+        current["lines"].append(line)
+        if line.upper().startswith("CMD "):
+            current["cmd"] = json.loads(line[4:])
+    return stages
+
+
+# -- compose: schema and shape -------------------------------------------------------------
+
+
+def test_compose_is_valid_against_compose_spec() -> None:
+    exe = os.path.join(sysconfig.get_path("scripts"), "check-jsonschema")
+    proc = subprocess.run(
+        [exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_service_set(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    assert "version" not in compose  # obsolete in the compose spec
+    assert set(services) == INFRA | set(APPS)
+
+
+def test_depends_on_waits_for_healthy_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on needs conditions"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert spec.get("condition") == "service_healthy", f"{name} -> {dep}"
+            assert "test" in services[dep].get("healthcheck", {}), f"{dep} has no healthcheck for {name} to wait on"
+        # Every other compose service this one talks to is waited for.
+        for value in env_of(svc).values():
+            hp = host_port(value)
+            if hp and hp[0] in services and hp[0] != name:
+                assert hp[0] in deps, f"{name} uses {hp[0]} ({value}) but does not depend on it"
+
+
+# -- Dockerfile ------------------------------------------------------------------------
+
+
+def test_dockerfile_base_stage() -> None:
+    stages = dockerfile_stages()
+    base = stages["base"]
+    assert base["from"] == "python:3.11-slim"
+    body = "\n".join(base["lines"])
+    assert re.search(r"pip install --no-cache-dir \.(\s|$)", body) and " -e " not in body
+    assert "grpc_tools.protoc" in body and "PYTHONPATH=/app/gen" in body
+    users = [line.split(None, 1)[1] for line in base["lines"] if line.upper().startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
+    for target in APPS:
+        assert stages[target]["from"] == "base", target
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".venv", "var", "gen", ".git", ".pytest_cache"):
+        assert entry in ignored
+    assert any("__pycache__" in e for e in ignored)
+
+
+def test_build_targets_exist_and_run_importable_modules(services: dict[str, dict[str, Any]]) -> None:
+    stages = dockerfile_stages()
+    for name, (module, _) in APPS.items():
+        build = services[name]["build"]
+        assert build["context"] == "." and build["dockerfile"] == "deploy/Dockerfile", name
+        target = build["target"]
+        assert target in stages, f"{name}: no `FROM ... AS {target}` in {DOCKERFILE.name}"
+        cmd = stages[target]["cmd"]
+        assert cmd == ["python", "-m", module], f"{target}: CMD {cmd}"
+        assert importlib.util.find_spec(module) is not None, module
+        assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no __main__"
+
+
+# -- environment vs Settings -------------------------------------------------------------
+
+
+def test_env_vars_are_settings_fields(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    prefixes = {name: prefix_of(name) for name in APPS}
+    for name in APPS:
+        cls = settings_class(name)
+        delimiter = cls.model_config.get("env_nested_delimiter") or None
+        env = env_of(services[name])
+        assert env, f"{name} has no environment"
+        for var in env:
+            assert var.startswith(prefixes[name]), f"{name}: {var} is not {prefixes[name]}*"
+            key = var[len(prefixes[name]):].lower()
+            parts = key.split(delimiter) if delimiter else [key]
+            assert parts[0] in cls.model_fields, f"{name}: {var} is not a field of {cls.__module__}.Settings"
+            if len(parts) > 1:
+                nested = cls.model_fields[parts[0]].annotation
+                assert isinstance(nested, type) and issubclass(nested, BaseModel), var
+                assert parts[1] in nested.model_fields, f"{name}: {var}: no field {parts[1]!r} in {nested.__name__}"
+        # The container binds every interface, and the values parse as the service would.
+        assert env.get(f"{prefixes[name]}HOST") == "0.0.0.0", name
+        effective_settings(name, services[name], monkeypatch)
+
+
+# -- ports ---------------------------------------------------------------------------------
+
+
+def test_addresses_and_urls_point_at_listening_ports(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = {  # host port -> (service, container port)
+        int(p.split(":")[-2]): (name, int(p.split(":")[-1]))
+        for name, svc in services.items() for p in svc.get("ports", [])
+    }
+    for name in APPS:
+        for var, value in env_of(services[name]).items():
+            hp = host_port(value)
+            if hp is None:
+                continue
+            host, port = hp
+            if host in services:
+                ports = listen_ports(host, services, monkeypatch)
+                if var.endswith("_ADDR") or value.startswith("nats://"):
+                    assert port == ports["port"], f"{name}: {var}={value}, {host} listens on {ports['port']}"
+                else:
+                    assert port in ports.values(), f"{name}: {var}={value}, {host} listens on {ports}"
+            elif host in LOCAL_HOSTS:
+                # A URL for the host's browser: must be a published port of a listening service.
+                assert port in published, f"{name}: {var}={value}: port {port} is not published"
+                target, container_port = published[port]
+                assert container_port in listen_ports(target, services, monkeypatch).values(), var
+            else:
+                pytest.fail(f"{name}: {var}={value}: unknown host {host!r}")
+
+    for name, db in (("keys", "keys"), ("ledger", "ledger")):
+        url = urlsplit(env_of(services[name])[f"{prefix_of(name)}DATABASE_URL"])
+        pg = env_of(services["postgres"])
+        assert (url.username, url.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
+        assert url.path == f"/{db}"
+    init_mounts = [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d/" in v]
+    assert len(init_mounts) == 1
+    init_sql = (ROOT / init_mounts[0].split(":")[0]).read_text()
+    for db in ("keys", "ledger"):
+        assert re.search(rf"CREATE DATABASE {db}\b", init_sql), db
+
+
+def test_published_ports(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    published = {name: svc.get("ports", []) for name, svc in services.items() if svc.get("ports")}
+    assert set(published) == {"proxy", "bff"}
+    for name, ports in published.items():
+        listening = listen_ports(name, services, monkeypatch)
+        for p in ports:
+            host, container = (int(x) for x in str(p).split(":")[-2:])
+            assert container == listening["port"] == host, f"{name}: {p} vs {listening}"
+    assert "8080:8080" in published["proxy"] and "8090:8090" in published["bff"]
+
+
+def test_healthchecks_probe_own_listening_ports(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, svc in services.items():
+        test = svc["healthcheck"]["test"]
+        assert test[0] in ("CMD", "CMD-SHELL"), name
+        if name == "postgres":
+            assert "pg_isready" in test
+            continue
+        if name == "nats":
+            assert test[1] == "wget"
+            host, port = host_port(test[-1]) or ("", 0)
+            assert "js-enabled-only=true" in test[-1]
+            assert host in LOCAL_HOSTS and port == listen_ports("nats", services, monkeypatch)["monitor_port"]
+            continue
+        assert test[1:5] == ["python", "-m", "cglib.healthcheck", test[4]] and test[4] in ("grpc", "http"), test
+        host, port = host_port(test[5]) or ("", 0)
+        assert host in LOCAL_HOSTS, f"{name}: health check must probe the container itself"
+        ports = listen_ports(name, services, monkeypatch)
+        if test[4] == "grpc":
+            assert port == ports["port"], f"{name}: {test}"
+        else:
+            assert port in ports.values(), f"{name}: {test} vs {ports}"
+    assert services["proxy"]["healthcheck"]["test"][-1].endswith("/readyz")
+    assert services["worker"]["healthcheck"]["test"][-1].endswith("/metrics")
+
+
+# -- the health check CLI --------------------------------------------------------------------
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cglib.healthcheck", *args], capture_output=True, text=True, timeout=20
+    )
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: connecting is refused at once, and nothing else
+    can take it while the test runs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ok" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def grpc_health() -> Iterator[tuple[str, health.HealthServicer]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", servicer
+    finally:
+        server.stop(None).wait(5)
+
+
+def test_healthcheck_closed_port_fails(closed_port: int) -> None:
+    assert run_check("grpc", f"127.0.0.1:{closed_port}").returncode == 1
+    assert run_check("http", f"http://127.0.0.1:{closed_port}/healthz").returncode == 1
+
+
+def test_healthcheck_http(http_server: str) -> None:
+    ok = run_check("http", f"{http_server}/ok")
+    assert ok.returncode == 0, ok.stderr
+    bad = run_check("http", f"{http_server}/down")
+    assert bad.returncode == 1 and "503" in bad.stderr
+
+
+def test_healthcheck_grpc(grpc_health: tuple[str, health.HealthServicer]) -> None:
+    target, servicer = grpc_health
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    ok = run_check("grpc", target)
+    assert ok.returncode == 0, ok.stderr
+    servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    bad = run_check("grpc", target)
+    assert bad.returncode == 1 and "NOT_SERVING" in bad.stderr

@@ -1,0 +1,59 @@
+"""Golden prices: the ledger's arithmetic, to the micro-credit."""
+
+from decimal import Decimal
+
+import pytest
+
+from cg_ledger.pricing import MAX_UCR, parse_price, provider_cost_ucr, round_up_ucr, usd_to_ucr
+
+D = Decimal
+
+
+@pytest.mark.parametrize(
+    "model, in_price, out_price, input_tokens, output_tokens, expected_ucr",
+    [
+        # 1 token at p USD/1M = p * 100 ucr
+        ("gpt-4o-mini", "0.15", "0.60", 1000, 500, 15_000 + 30_000),
+        ("gpt-4o", "2.50", "10.00", 1_000_000, 1_000_000, 1_250_000_000),  # $12.50 = 1250 credits
+        ("claude-haiku-4-5", "1.00", "5.00", 7, 16, 700 + 8_000),
+        ("gemini-2.5-flash", "0.30", "2.50", 123_456, 789, 3_703_680 + 197_250),
+        ("mistral-small-latest", "0.10", "0.30", 1, 1, 10 + 30),
+        ("llama-3.3-70b-versatile", "0.59", "0.79", 3, 0, 177),
+        # rounding up, once per charge: 7.5 -> 8 ; 3 * 3.75 = 11.25 -> 12 ; 0.3+0.3 = 0.6 -> 1
+        ("half", "0.075", "0", 1, 0, 8),
+        ("quarter", "0.0375", "0", 3, 0, 12),
+        ("tiny", "0.003", "0.003", 1, 1, 1),
+        ("free", "0", "0", 10_000, 10_000, 0),
+    ],
+)
+def test_golden_prices(model, in_price, out_price, input_tokens, output_tokens, expected_ucr):
+    assert provider_cost_ucr(input_tokens, output_tokens, D(in_price), D(out_price)) == expected_ucr
+
+
+def test_rounding_is_once_per_charge_not_per_side():
+    # 1 token at 0.003 on each side is 0.3 + 0.3 = 0.6 ucr -> 1, not ceil(0.3) + ceil(0.3) = 2.
+    assert provider_cost_ucr(1, 1, D("0.003"), D("0.003")) == 1
+
+
+def test_huge_counts_stay_exact():
+    cost = provider_cost_ucr(10**12, 10**12, D("0.15"), D("0.60"))
+    assert cost == 10**12 * 15 + 10**12 * 60
+    assert cost < MAX_UCR
+
+
+def test_unit_helpers():
+    assert round_up_ucr(D("0.000001")) == 1
+    assert round_up_ucr(D("5")) == 5
+    assert usd_to_ucr(D("1")) == 100_000_000
+    assert usd_to_ucr(D("0.01")) == 1_000_000  # one cent is one credit
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "abc", ""])
+def test_bad_prices_are_refused(raw):
+    with pytest.raises(ValueError):
+        parse_price(raw, "price")
+
+
+def test_negative_tokens_are_refused():
+    with pytest.raises(ValueError):
+        provider_cost_ucr(-1, 0, D("1"), D("1"))

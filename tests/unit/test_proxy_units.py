@@ -1,0 +1,150 @@
+"""The proxy's pure parts: bounds, usage parsing, the SSE relay, and the error shape."""
+
+import asyncio
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from cg_proxy import errors
+from cg_proxy.auth import bearer_token
+from cg_proxy.metering import estimate, max_output_tokens, usage_from
+from cg_proxy.relay import StreamRelay
+from creditgate.keys.v1 import keys_pb2
+from creditgate.ledger.v1 import ledger_pb2
+
+ROUTE = keys_pb2.ModelRoute(id="m", max_output_tokens=1000)
+
+
+def test_max_output_tokens_prefers_request_and_caps_at_model():
+    assert max_output_tokens({}, ROUTE) == 1000
+    assert max_output_tokens({"max_tokens": 10}, ROUTE) == 10
+    assert max_output_tokens({"max_completion_tokens": 20, "max_tokens": 10}, ROUTE) == 20
+    assert max_output_tokens({"max_tokens": 10**9}, ROUTE) == 1000
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", 1.5, True])
+def test_max_tokens_must_be_positive_int(bad):
+    with pytest.raises(errors.APIError) as e:
+        max_output_tokens({"max_tokens": bad}, ROUTE)
+    assert e.value.status == 400 and e.value.param == "max_tokens"
+
+
+def test_usage_parsing():
+    u = usage_from({"usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+    assert (u.input_tokens, u.output_tokens, u.source) == (3, 4, ledger_pb2.USAGE_SOURCE_PROVIDER)
+    assert usage_from({"usage": None}) is None
+    assert usage_from({"usage": {"prompt_tokens": -1, "completion_tokens": 4}}) is None
+    assert usage_from(None) is None
+    e = estimate(100, 9)
+    assert (e.input_tokens, e.output_tokens, e.source_name) == (100, 3, "estimated")
+
+
+def test_bearer_token():
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer  abc ") == "abc"
+    for bad in (None, "", "Basic abc", "Bearer "):
+        with pytest.raises(errors.APIError) as e:
+            bearer_token(bad)
+        assert e.value.status == 401
+
+
+class FakeContent:
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    async def iter_any(self):
+        for p in self.pieces:
+            await asyncio.sleep(0)
+            yield p
+
+
+class FakeResp:
+    def __init__(self, pieces):
+        self.content = FakeContent(pieces)
+        self.released = False
+
+    def release(self):
+        self.released = True
+
+
+SSE = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+async def _run(relay, consume_all=True, take=None):
+    pump = asyncio.create_task(relay.pump())
+    got = []
+    body = relay.body()
+    async for item in body:
+        got.append(item)
+        if take is not None and len(got) >= take:
+            await body.aclose()  # the client went away
+            break
+    await pump
+    return got
+
+
+@pytest.mark.parametrize("split", [1, 7, 1000])
+async def test_relay_finds_usage_and_hides_it_when_not_asked(split):
+    done = []
+    pieces = [SSE[i : i + split] for i in range(0, len(SSE), split)]
+    relay = StreamRelay(FakeResp(pieces), False, 50, lambda u, s: done.append((u, s)))
+    got = await _run(relay)
+    assert b"usage" not in b"".join(got) and got[-1] == b"data: [DONE]\n\n" and len(got) == 3
+    (usage, status), = done
+    assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (5, 2, "provider", "ok")
+    assert relay.resp.released
+
+
+async def test_relay_passes_usage_when_asked():
+    relay = StreamRelay(FakeResp([SSE]), True, 50, lambda u, s: None)
+    got = await _run(relay)
+    assert any(b'"usage"' in g for g in got) and len(got) == 4
+
+
+async def test_relay_keeps_reading_after_client_disconnect():
+    done = []
+    relay = StreamRelay(FakeResp([SSE[:60], SSE[60:120], SSE[120:]]), False, 50, lambda u, s: done.append((u, s)))
+    await _run(relay, take=1)
+    (usage, status), = done
+    assert (usage.input_tokens, usage.output_tokens, status) == (5, 2, "client_disconnected")
+
+
+async def test_relay_estimates_without_usage():
+    done = []
+    sse = b'data: {"choices":[{"index":0,"delta":{"content":"abcdefgh"}}]}\n\ndata: [DONE]\n\n'
+    relay = StreamRelay(FakeResp([sse]), False, 40, lambda u, s: done.append((u, s)))
+    await _run(relay)
+    (usage, status), = done
+    assert (usage.input_tokens, usage.output_tokens, usage.source_name) == (40, 2, "estimated")
+
+
+def test_error_shape_for_every_failure_kind():
+    app = FastAPI()
+    errors.install_handlers(app)
+
+    @app.get("/quota")
+    async def quota():
+        raise errors.insufficient_quota()
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret detail")
+
+    @app.post("/typed")
+    async def typed(n: int):
+        return {}
+
+    client = TestClient(app, raise_server_exceptions=False)
+    for path, method, status in (("/quota", "get", 429), ("/boom", "get", 500), ("/nope", "get", 404),
+                                 ("/quota", "post", 405), ("/typed?n=x", "post", 400)):
+        resp = getattr(client, method)(path)
+        assert resp.status_code == status, path
+        err = resp.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"}
+        assert "secret detail" not in resp.text and "Traceback" not in resp.text
