@@ -6,7 +6,8 @@ GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
-.PHONY: run test protos install clean deploy-check
+.PHONY: run test protos install clean system-deps
+PG_BIN ?= /usr/lib/postgresql/15/bin
 
 # One install step: every service and lib into one virtual environment (editable),
 # plus a .pth that puts the generated protobuf package on the path.
@@ -31,8 +32,19 @@ protos: $(GEN)/.stamp
 run: protos
 	$(PY) -m cg_devstack
 
+# The PostgreSQL tests start a throwaway server from the local PostgreSQL 15 binaries
+# (or use CG_TEST_PG_DSN). On Debian as root this installs them when they are missing.
+system-deps:
+	@if [ -z "$$CG_TEST_PG_DSN" ] && [ ! -x "$(PG_BIN)/initdb" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15; \
+	  else \
+	    echo "The tests need PostgreSQL 15 server binaries in $(PG_BIN): apt-get install postgresql-15 (or set CG_TEST_PG_DSN)"; exit 1; \
+	  fi; \
+	fi
+
 # pytest exits 5 when it collected no test; that fails here like any other non-zero exit.
-test: protos
+test: protos system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
