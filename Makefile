@@ -4,7 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
-SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 
 .PHONY: run test protos install clean system-deps
 PG_BIN ?= /usr/lib/postgresql/15/bin
@@ -15,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	echo "$(CURDIR)/$(GEN)" > "$(SITE)/creditgate-gen.pth"
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "creditgate-gen.pth").write_text("$(CURDIR)/$(GEN)\n")'
 	touch $@
 
 install: $(VENV)/.installed

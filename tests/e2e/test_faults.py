@@ -12,14 +12,17 @@ import pytest
 
 from cg_devstack.seed import Seeder
 from conftest import running_stack
-from helpers import client, eventually
+from helpers import client, eventually, expected_cost_ucr
 
 RPC_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def fault_stack():
-    env = {"proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0", "CG_PROXY_RPC_TIMEOUT_S": str(RPC_TIMEOUT_S)}}
+    env = {
+        "proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0", "CG_PROXY_RPC_TIMEOUT_S": str(RPC_TIMEOUT_S)},
+        "mock": {"CG_MOCK_CHUNK_DELAY_MS": "50"},
+    }
     with tempfile.TemporaryDirectory(prefix="cg-faults-") as var:
         with running_stack(Path(var), env=env) as stack:
             seeder = Seeder(stack.keys_addr, stack.ledger_addr)
@@ -61,3 +64,30 @@ def test_dependency_down_is_a_fast_503_and_recovers(fault_stack, service):
 
     eventually(works, timeout_s=15, what=f"service back after {service} restart")
     assert stack.procs["proxy"].running
+
+
+def test_sigterm_lets_an_in_flight_stream_finish_and_bills_it(fault_stack):
+    """The proxy stops accepting, finishes the stream it is serving, settles it, exits 0."""
+    stack, key = fault_stack
+    seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+    before = seeder.balance_ucr(key.account)
+    stream = client(stack, key.secret).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [next(stream)]
+    stack.procs["proxy"].popen.send_signal(15)  # SIGTERM, mid-stream (the mock pauses 50 ms per chunk)
+    chunks.extend(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.endswith("priced exactly.")
+    usage = chunks[-1].usage
+    # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done
+    assert stack.procs["proxy"].popen.wait(20) in (0, -15)
+    assert "Application shutdown complete" in stack.procs["proxy"].log_text()
+    try:
+        assert before - seeder.balance_ucr(key.account) == expected_cost_ucr(
+            "gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens
+        )
+    finally:
+        seeder.close()
+        stack.start_service("proxy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -39,6 +40,7 @@ def _error(status: int, message: str, type_: str = "invalid_request_error") -> J
 
 
 async def chat_completions(request: Request) -> Response:
+    chunk_delay_s = request.app.state.chunk_delay_ms / 1000
     try:
         body = json.loads(await request.body())
     except ValueError:
@@ -89,6 +91,8 @@ async def chat_completions(request: Request) -> Response:
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""}, None)
         for i, w in enumerate(words):
+            if chunk_delay_s:
+                await asyncio.sleep(chunk_delay_s)
             yield chunk({"content": w if i == 0 else " " + w}, None)
         yield chunk({}, finish)
         if include_usage:
@@ -117,11 +121,15 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app() -> Starlette:
-    return Starlette(
+def create_app(chunk_delay_ms: int = 0) -> Starlette:
+    """``chunk_delay_ms`` slows streams down (a pause before each content chunk), for
+    tests of what happens while a stream is in flight."""
+    app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
+    app.state.chunk_delay_ms = chunk_delay_ms
+    return app

@@ -1,0 +1,32 @@
+"""``python -m cg_devstack.balance``: the demo key's ledger balance, in credits and µcr,
+from the stack that ``make run`` started (reads ``var/demo-key.json``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cg_devstack.seed import Seeder
+from cg_devstack.stack import DEFAULT_PORTS
+from creditgate.ledger.v1 import ledger_pb2
+
+
+def main() -> int:
+    state = Path("var/demo-key.json")
+    if not state.exists():
+        print("no demo key yet: run `make run` first", file=sys.stderr)
+        return 1
+    key = json.loads(state.read_text())
+    seeder = Seeder(f"127.0.0.1:{DEFAULT_PORTS['keys']}", f"127.0.0.1:{DEFAULT_PORTS['ledger']}")
+    try:
+        b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=key["account"]), timeout=5)
+    finally:
+        seeder.close()
+    for label, ucr in (("posted", b.posted_ucr), ("pending", b.pending_ucr), ("available", b.available_ucr)):
+        print(f"{label:>9}: {ucr / 1_000_000:,.6f} credits  ({ucr:,} µcr)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
