@@ -1,10 +1,12 @@
 """The ledger service: double-entry credit accounts, two-phase reservations, pricing.
 
-- ``pricing``: the one place money is computed (Decimal rates, integer micro-credits,
+- ``pricing``: the one place money is computed (Decimal rates, integer millionths,
   rounded up once per charge).
+- ``accounts``: account ids, kinds and units.
 - ``models``: accounts (TigerBeetle-style pending/posted counters), immutable
-  transfers, reservations.
-- ``book``: the operations (deposit, transfer, reserve, settle, void) as atomic
-  transactions; raises ``LedgerError`` subclasses.
+  transfers, reservations; ``store``: row-level primitives and the lock order.
+- ``book``: deposits, grants, key funding and refunds, key deposits, balances,
+  statements; ``reservations``: reserve, settle, void, expire.
+- ``errors``: what every operation may raise; ``faults``: crash points for tests.
 - ``servicer``: proto <-> domain, errors -> status codes.
 """

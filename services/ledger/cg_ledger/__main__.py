@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
 from cg_ledger.book import Book
+from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import LedgerServicer
 from cg_ledger.settings import Settings
 from cglib.db import make_engine, migrate
@@ -19,20 +21,38 @@ log = logging.getLogger("cg_ledger")
 SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
 
 
+async def expire_forever(reservations: Reservations, every_s: float) -> None:
+    """Voids stale holds on a timer, in the ledger itself: a crashed proxy (or worker)
+    can never pin credits, and every replica may run it (rows are re-checked under lock)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            count, released = await reservations.expire()
+            if count:
+                log.info("reservations expired", extra={"count": count, "released_ucr": released})
+        except Exception:
+            log.exception("expiry sweep failed; retrying next round")
+
+
 async def main(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     await migrate(engine, Path(__file__).parent / "migrations")
-    servicer = LedgerServicer(Book(engine, settings.default_reservation_ttl_s))
+    reservations = Reservations(engine, settings.default_reservation_ttl_s)
+    servicer = LedgerServicer(Book(engine), reservations)
     server, port, health = create_server(
         f"{settings.host}:{settings.port}",
         lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
     )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
+    sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
     try:
         await serve(server, health, [SERVICE_NAME])
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await engine.dispose()
 
 

@@ -1,418 +1,311 @@
-"""Ledger operations. Each is one database transaction and is safe to retry.
+"""Money movements between accounts: deposits, AI-credit grants, key funding, refunds,
+key deposits, balances and statements. Reservations are in ``reservations``.
 
-Errors (all ``LedgerError``):
-
-- ``InvalidArgument``: the request is malformed; nothing was written.
-- ``NotFound``: an account or reservation does not exist.
-- ``InsufficientFunds``: the debit account cannot cover the amount.
-- ``Conflict``: an idempotency id was reused with other fields, or the reservation
-  is in a state that forbids the operation (e.g. settling a voided one).
-
-Holds and debits are conditional UPDATEs (``... WHERE available >= amount``), so
-concurrent callers can never overdraw a constrained account. Idempotency ids are
-unique in ``transfers``; a concurrent duplicate loses the insert, rolls back, and is
-answered with the stored outcome.
+Each operation is one transaction, keyed by a caller-supplied idempotency id that is
+permanent: a replay returns the stored outcome (a failure included), and a replay with
+other fields is a ``Conflict``. A concurrent duplicate loses the unique insert, rolls
+back, and is answered from what the winner stored.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Awaitable, Callable
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cg_ledger.models import Account, Reservation, Transfer
-from cg_ledger.pricing import MAX_UCR, parse_price, provider_cost_ucr
+from cg_ledger import accounts, store
+from cg_ledger.accounts import CREDITS, FEES, AccountId
+from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
+from cg_ledger.faults import crash_point
+from cg_ledger.pricing import MAX_UCR, parse_price, platform_fee_ucr
 
-EXTERNAL = "external"  # where deposits come from; the only account allowed below zero
-USAGE_SINK = "platform:usage"  # provider cost of settled usage
-ACCOUNT_KINDS = {"partner", "key", "customer", "platform"}
-
-A = Account.__table__
-T = Transfer.__table__
-R = Reservation.__table__
-
-
-class LedgerError(Exception):
-    pass
-
-
-class InvalidArgument(LedgerError):
-    pass
-
-
-class NotFound(LedgerError):
-    pass
-
-
-class InsufficientFunds(LedgerError):
-    pass
-
-
-class Conflict(LedgerError):
-    pass
+FAILED_FUNDS = "insufficient_funds"
 
 
 @dataclass(frozen=True)
 class TransferOutcome:
     transfer_id: int
     idempotency_id: str
-    amount_ucr: int
+    amount: int
     replayed: bool
 
 
 @dataclass(frozen=True)
-class ReserveOutcome:
-    request_id: str
-    held_ucr: int
-    available_ucr: int
+class FundingOutcome:
+    budget_ucr: int
+    fee_ucr: int
     replayed: bool
 
-
-@dataclass(frozen=True)
-class SettleOutcome:
-    request_id: str
-    held_ucr: int
-    charged_ucr: int
-    released_ucr: int
-    unpaid_ucr: int
-    price_book_version: str
-    replayed: bool
+    @property
+    def total_ucr(self) -> int:
+        return self.budget_ucr + self.fee_ucr
 
 
 @dataclass(frozen=True)
 class BalanceView:
     account: str
-    posted_ucr: int
-    pending_ucr: int
-    available_ucr: int
+    posted: int
+    pending: int
+    available: int
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def check_amount(amount: int, field: str = "amount") -> None:
+    if amount <= 0:
+        raise InvalidArgument(f"{field}: must be positive")
+    if amount > MAX_UCR:
+        raise InvalidArgument(f"{field}: too large")
 
 
-def _check_amount(amount_ucr: int) -> None:
-    if amount_ucr <= 0:
-        raise InvalidArgument("amount_ucr: must be positive")
-    if amount_ucr > MAX_UCR:
-        raise InvalidArgument("amount_ucr: too large")
+def check_id(value: str, field: str) -> None:
+    if not value or len(value) > 120 or not value.isprintable():
+        raise InvalidArgument(f"{field}: required, printable, at most 120 characters")
 
 
-def _check_account_id(account: str) -> str:
-    kind, sep, rest = account.partition(":")
-    if not sep or kind not in ACCOUNT_KINDS or not rest or len(account) > 80:
-        raise InvalidArgument(f"account: expected <{'|'.join(sorted(ACCOUNT_KINDS))}>:<id>, got {account!r}")
-    return kind
-
-
-def _check_id(value: str, field: str) -> None:
-    if not value or len(value) > 120:
-        raise InvalidArgument(f"{field}: required, at most 120 characters")
+def _owner(value: str, field: str) -> str:
+    if not value or len(value) > 64 or ":" in value or not value.isprintable():
+        raise InvalidArgument(f"{field}: required, at most 64 characters, no ':'")
+    return value
 
 
 class Book:
-    def __init__(self, engine: AsyncEngine, default_ttl_s: int = 600) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.default_ttl_s = default_ttl_s
 
-    # -- helpers --------------------------------------------------------------
+    # -- the idempotent transaction ------------------------------------------------
 
-    async def _ensure_account(self, conn: AsyncConnection, account: str, kind: str, constrained: bool = True) -> None:
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(A)
-        await conn.execute(
-            insert.values(
-                id=account,
-                kind=kind,
-                debits_must_not_exceed_credits=constrained,
-                debits_pending=0,
-                debits_posted=0,
-                credits_pending=0,
-                credits_posted=0,
-                created_at_ms=_now_ms(),
-            ).on_conflict_do_nothing(index_elements=["id"])
-        )
-
-    async def _available(self, conn: AsyncConnection, account: str, lock: bool = False) -> int:
-        q = select(A.c.credits_posted - A.c.debits_posted - A.c.debits_pending).where(A.c.id == account)
-        if lock:
-            q = q.with_for_update()
-        value = (await conn.execute(q)).scalar_one_or_none()
-        if value is None:
-            raise NotFound(f"account {account!r} not found")
-        return int(value)
-
-    async def _stored_transfer(self, conn: AsyncConnection, idempotency_id: str):
-        return (await conn.execute(select(T).where(T.c.idempotency_id == idempotency_id))).first()
-
-    def _replay_transfer(self, row, kind: str, debit: str, credit: str, amount_ucr: int) -> TransferOutcome:
-        if (row.kind, row.debit_account, row.credit_account, row.amount_ucr) != (kind, debit, credit, amount_ucr):
-            raise Conflict(f"idempotency id {row.idempotency_id!r} was used for a different transfer")
-        return TransferOutcome(row.id, row.idempotency_id, row.amount_ucr, replayed=True)
-
-    async def _debit(self, conn: AsyncConnection, account: str, posted: int = 0, pending: int = 0) -> bool:
-        """Adds to an account's debit counters unless that would overdraw it."""
-        result = await conn.execute(
-            update(A)
-            .where(A.c.id == account)
-            .where(
-                (A.c.debits_must_not_exceed_credits == False)  # noqa: E712
-                | (A.c.credits_posted - A.c.debits_posted - A.c.debits_pending >= posted + pending)
-            )
-            .values(debits_posted=A.c.debits_posted + posted, debits_pending=A.c.debits_pending + pending)
-        )
-        return result.rowcount == 1
-
-    async def _credit(self, conn: AsyncConnection, account: str, posted: int = 0, pending: int = 0) -> None:
-        await conn.execute(
-            update(A)
-            .where(A.c.id == account)
-            .values(credits_posted=A.c.credits_posted + posted, credits_pending=A.c.credits_pending + pending)
-        )
-
-    # -- operations -----------------------------------------------------------
-
-    async def deposit(self, idempotency_id: str, account: str, amount_ucr: int, memo: str = "") -> TransferOutcome:
-        _check_id(idempotency_id, "idempotency_id")
-        kind = _check_account_id(account)
-        _check_amount(amount_ucr)
-        return await self._post_transfer(idempotency_id, "deposit", EXTERNAL, account, kind, amount_ucr, memo)
-
-    async def transfer(
-        self, idempotency_id: str, debit_account: str, credit_account: str, amount_ucr: int, memo: str = ""
+    async def _once(
+        self,
+        idempotency_id: str,
+        op: str,
+        debit: str,
+        credit: str,
+        amount: int | None,
+        apply: Callable[[AsyncConnection], Awaitable[TransferOutcome]],
     ) -> TransferOutcome:
-        _check_id(idempotency_id, "idempotency_id")
-        _check_account_id(debit_account)
-        kind = _check_account_id(credit_account)
-        _check_amount(amount_ucr)
-        if debit_account == credit_account:
-            raise InvalidArgument("credit_account: must differ from debit_account")
-        return await self._post_transfer(idempotency_id, "transfer", debit_account, credit_account, kind, amount_ucr, memo)
-
-    async def _post_transfer(
-        self, idempotency_id: str, kind: str, debit: str, credit: str, credit_kind: str, amount_ucr: int, memo: str
-    ) -> TransferOutcome:
+        """Runs ``apply`` once per idempotency id. ``amount=None``: decided by ``apply``."""
         try:
             async with self.engine.begin() as conn:
-                row = await self._stored_transfer(conn, idempotency_id)
+                row = await store.stored_transfer(conn, idempotency_id)
                 if row is not None:
-                    return self._replay_transfer(row, kind, debit, credit, amount_ucr)
-                if debit == EXTERNAL:
-                    await self._ensure_account(conn, EXTERNAL, "external", constrained=False)
-                else:
-                    available = await self._available(conn, debit)
-                    if available < amount_ucr:
-                        raise InsufficientFunds(f"account {debit!r} has {available} ucr available")
-                await self._ensure_account(conn, credit, credit_kind)
-                if not await self._debit(conn, debit, posted=amount_ucr):
-                    raise InsufficientFunds(f"account {debit!r} cannot cover {amount_ucr} ucr")
-                await self._credit(conn, credit, posted=amount_ucr)
-                result = await conn.execute(
-                    T.insert().values(
-                        idempotency_id=idempotency_id,
-                        kind=kind,
-                        debit_account=debit,
-                        credit_account=credit,
-                        amount_ucr=amount_ucr,
-                        memo=memo[:200],
-                        created_at_ms=_now_ms(),
-                    )
-                )
-                return TransferOutcome(result.inserted_primary_key[0], idempotency_id, amount_ucr, replayed=False)
+                    return self._replay(row, op, debit, credit, amount)
+                outcome = await apply(conn)
+                crash_point(f"{op}:before_commit")
+            crash_point(f"{op}:after_commit")
+            return outcome
+        except InsufficientFunds:
+            await self._store_failure(idempotency_id, op, debit, credit, amount or 0)
+            raise
         except IntegrityError:
-            # A concurrent call with the same idempotency id committed first.
             async with self.engine.connect() as conn:
-                row = await self._stored_transfer(conn, idempotency_id)
+                row = await store.stored_transfer(conn, idempotency_id)
             if row is None:
                 raise
-            return self._replay_transfer(row, kind, debit, credit, amount_ucr)
+            return self._replay(row, op, debit, credit, amount)
 
-    async def reserve(
-        self,
-        request_id: str,
-        account: str,
-        model: str,
-        input_usd_per_mtok: str,
-        output_usd_per_mtok: str,
-        price_book_version: str,
-        max_input_tokens: int,
-        max_output_tokens: int,
-        ttl_s: int = 0,
-    ) -> ReserveOutcome:
-        _check_id(request_id, "request_id")
-        _check_account_id(account)
-        if max_input_tokens < 0 or max_output_tokens < 0:
-            raise InvalidArgument("max_input_tokens, max_output_tokens: must be non-negative")
-        try:
-            in_price = parse_price(input_usd_per_mtok, "price.input_usd_per_mtok")
-            out_price = parse_price(output_usd_per_mtok, "price.output_usd_per_mtok")
-        except ValueError as e:
-            raise InvalidArgument(str(e)) from e
-        held = provider_cost_ucr(max_input_tokens, max_output_tokens, in_price, out_price)
-        if held > MAX_UCR:
-            raise InvalidArgument("reservation too large")
-        ttl_s = ttl_s if ttl_s > 0 else self.default_ttl_s
+    async def _store_failure(self, idempotency_id: str, op: str, debit: str, credit: str, amount: int) -> None:
+        """Keeps a failed outcome under its id. If a concurrent call stored an outcome
+        first, that one stands (and is what a replay will see)."""
         try:
             async with self.engine.begin() as conn:
-                existing = (await conn.execute(select(R).where(R.c.request_id == request_id))).first()
-                if existing is not None:
-                    return await self._replay_reserve(conn, existing, account)
-                available = await self._available(conn, account)
-                if not await self._debit(conn, account, pending=held):
-                    raise InsufficientFunds(f"account {account!r} has {available} ucr available, needs {held}")
-                await self._ensure_account(conn, USAGE_SINK, "platform")
-                await self._credit(conn, USAGE_SINK, pending=held)
-                now = _now_ms()
-                await conn.execute(
-                    R.insert().values(
-                        request_id=request_id,
-                        account=account,
-                        credit_account=USAGE_SINK,
-                        model=model[:120],
-                        input_usd_per_mtok=str(in_price),
-                        output_usd_per_mtok=str(out_price),
-                        price_book_version=price_book_version[:60],
-                        held_ucr=held,
-                        status="pending",
-                        charged_ucr=0,
-                        unpaid_ucr=0,
-                        usage_source="",
-                        expires_at_ms=now + ttl_s * 1000,
-                        created_at_ms=now,
-                    )
-                )
-                await conn.execute(
-                    T.insert().values(
-                        idempotency_id=f"reserve:{request_id}",
-                        kind="pending",
-                        debit_account=account,
-                        credit_account=USAGE_SINK,
-                        amount_ucr=held,
-                        request_id=request_id,
-                        memo=model[:200],
-                        created_at_ms=now,
-                    )
-                )
-                return ReserveOutcome(request_id, held, available - held, replayed=False)
+                await store.insert_transfer(conn, idempotency_id, op, debit, credit, amount, outcome=FAILED_FUNDS)
         except IntegrityError:
-            async with self.engine.connect() as conn:
-                existing = (await conn.execute(select(R).where(R.c.request_id == request_id))).first()
-                if existing is None:
-                    raise
-                return await self._replay_reserve(conn, existing, account)
+            pass
 
-    async def _replay_reserve(self, conn: AsyncConnection, row, account: str) -> ReserveOutcome:
-        if row.account != account:
-            raise Conflict(f"request id {row.request_id!r} was reserved on another account")
-        return ReserveOutcome(row.request_id, row.held_ucr, await self._available(conn, account), replayed=True)
+    @staticmethod
+    def _replay(row, op: str, debit: str, credit: str, amount: int | None) -> TransferOutcome:
+        same = (row.kind, row.debit_account, row.credit_account) == (op, debit, credit)
+        if not same or (amount is not None and row.amount_ucr != amount and row.outcome == "ok"):
+            raise Conflict(f"idempotency id {row.idempotency_id!r} was used for a different operation")
+        if row.outcome != "ok":
+            raise InsufficientFunds(f"idempotency id {row.idempotency_id!r} failed before: {row.outcome}")
+        return TransferOutcome(row.id, row.idempotency_id, row.amount_ucr, replayed=True)
 
-    async def settle(self, request_id: str, input_tokens: int, output_tokens: int, usage_source: str) -> SettleOutcome:
-        _check_id(request_id, "request_id")
-        if input_tokens < 0 or output_tokens < 0:
-            raise InvalidArgument("input_tokens, output_tokens: must be non-negative")
-        async with self.engine.begin() as conn:
-            r = (
-                await conn.execute(select(R).where(R.c.request_id == request_id).with_for_update())
-            ).first()
-            if r is None:
-                raise NotFound(f"reservation {request_id!r} not found")
-            if r.status == "posted":
-                return SettleOutcome(
-                    request_id, r.held_ucr, r.charged_ucr, r.held_ucr - min(r.charged_ucr, r.held_ucr),
-                    r.unpaid_ucr, r.price_book_version, replayed=True,
-                )
-            if r.status == "voided":
-                raise Conflict(f"reservation {request_id!r} was voided")
-            charge = provider_cost_ucr(
-                input_tokens, output_tokens, Decimal(r.input_usd_per_mtok), Decimal(r.output_usd_per_mtok)
-            )
-            if charge > MAX_UCR:
-                raise InvalidArgument("usage too large")
-            held = r.held_ucr if r.status == "pending" else 0  # an expired hold was already released
-            from_hold = min(charge, held)
-            extra = charge - from_hold
-            # Release the hold and post what it covers; then take any excess from what is
-            # available, never more (the shortfall is recorded as unpaid, never a negative balance).
-            await conn.execute(
-                update(A)
-                .where(A.c.id == r.account)
-                .values(debits_pending=A.c.debits_pending - held, debits_posted=A.c.debits_posted + from_hold)
-            )
-            paid_extra = 0
-            if extra:
-                available = await self._available(conn, r.account, lock=True)
-                paid_extra = min(extra, max(available, 0))
-                if paid_extra and not await self._debit(conn, r.account, posted=paid_extra):
-                    raise InsufficientFunds("account changed under a locked settlement")  # cannot happen
-            charged = from_hold + paid_extra
-            await conn.execute(
-                update(A)
-                .where(A.c.id == r.credit_account)
-                .values(credits_pending=A.c.credits_pending - held, credits_posted=A.c.credits_posted + charged)
-            )
-            await conn.execute(
-                update(R)
-                .where(R.c.request_id == request_id)
-                .values(status="posted", charged_ucr=charged, unpaid_ucr=extra - paid_extra, usage_source=usage_source)
-            )
-            await conn.execute(
-                T.insert().values(
-                    idempotency_id=f"settle:{request_id}",
-                    kind="post",
-                    debit_account=r.account,
-                    credit_account=r.credit_account,
-                    amount_ucr=charged,
-                    request_id=request_id,
-                    memo=f"{usage_source} usage {input_tokens}+{output_tokens} tokens"[:200],
-                    created_at_ms=_now_ms(),
-                )
-            )
-            return SettleOutcome(
-                request_id, held, charged, held - from_hold, extra - paid_extra, r.price_book_version, replayed=False
-            )
+    async def _move(self, conn: AsyncConnection, op: str, idem: str, debit: AccountId, credit: AccountId,
+                    amount: int, memo: str, create_debit: bool = False) -> int:
+        """Posts one transfer: debit (never below zero unless external) and credit."""
+        if debit.unit != credit.unit:
+            raise InvalidArgument(f"cannot move {debit.unit} into a {credit.unit} account")
+        if create_debit:
+            await store.ensure_account(conn, debit)
+        elif not await store.exists(conn, debit.id):
+            raise NotFound(f"account {debit.id!r} not found")
+        await store.ensure_account(conn, credit)
+        await store.lock_accounts(conn, [debit.id, credit.id])
+        if not await store.debit(conn, debit.id, posted=amount):
+            have = await store.available(conn, debit.id)
+            raise InsufficientFunds(f"account {debit.id!r} has {have} available, needs {amount}")
+        await store.credit(conn, credit.id, amount)
+        return await store.insert_transfer(conn, idem, op, debit.id, credit.id, amount, memo=memo)
 
-    async def void(self, request_id: str, reason: str = "") -> tuple[int, bool]:
-        """Releases a pending hold. Returns ``(released_ucr, replayed)``."""
-        _check_id(request_id, "request_id")
-        async with self.engine.begin() as conn:
-            r = (
-                await conn.execute(select(R).where(R.c.request_id == request_id).with_for_update())
-            ).first()
-            if r is None:
-                raise NotFound(f"reservation {request_id!r} not found")
-            if r.status == "voided":
-                return r.held_ucr, True
-            if r.status != "pending":
-                raise Conflict(f"reservation {request_id!r} is {r.status}")
-            await conn.execute(
-                update(A).where(A.c.id == r.account).values(debits_pending=A.c.debits_pending - r.held_ucr)
-            )
-            await conn.execute(
-                update(A).where(A.c.id == r.credit_account).values(credits_pending=A.c.credits_pending - r.held_ucr)
-            )
-            await conn.execute(update(R).where(R.c.request_id == request_id).values(status="voided"))
-            await conn.execute(
-                T.insert().values(
-                    idempotency_id=f"void:{request_id}",
-                    kind="void",
-                    debit_account=r.account,
-                    credit_account=r.credit_account,
-                    amount_ucr=r.held_ucr,
-                    request_id=request_id,
-                    memo=reason[:200],
-                    created_at_ms=_now_ms(),
-                )
-            )
-            return r.held_ucr, False
+    async def _simple(self, op: str, idem: str, debit: AccountId, credit: AccountId, amount: int, memo: str,
+                      create_debit: bool = False) -> TransferOutcome:
+        async def apply(conn: AsyncConnection) -> TransferOutcome:
+            tid = await self._move(conn, op, idem, debit, credit, amount, memo, create_debit)
+            return TransferOutcome(tid, idem, amount, replayed=False)
+
+        return await self._once(idem, op, debit.id, credit.id, amount, apply)
+
+    # -- operations ------------------------------------------------------------------
+
+    async def deposit(self, idempotency_id: str, account: str, amount_ucr: int, memo: str = "") -> TransferOutcome:
+        """A partner buys credits."""
+        check_id(idempotency_id, "idempotency_id")
+        target = accounts.parse(account, kinds={"partner"})
+        check_amount(amount_ucr, "amount_ucr")
+        return await self._simple("deposit", idempotency_id, accounts.external(CREDITS), target, amount_ucr, memo,
+                                  create_debit=True)
+
+    async def grant_ai_credits(self, idempotency_id: str, customer_account: str, amount_uai: int,
+                               memo: str = "") -> TransferOutcome:
+        check_id(idempotency_id, "idempotency_id")
+        target = accounts.parse(customer_account, "customer_account", kinds={"customer"})
+        check_amount(amount_uai, "amount_uai")
+        return await self._simple("grant", idempotency_id, accounts.external(target.unit), target, amount_uai, memo,
+                                  create_debit=True)
+
+    async def transfer(self, idempotency_id: str, debit_account: str, credit_account: str, amount_ucr: int,
+                       memo: str = "") -> TransferOutcome:
+        check_id(idempotency_id, "idempotency_id")
+        debit = accounts.parse(debit_account, "debit_account", kinds={"partner", "key", "customer"})
+        credit = accounts.parse(credit_account, "credit_account", kinds={"partner", "key", "customer"})
+        check_amount(amount_ucr, "amount_ucr")
+        if debit.id == credit.id:
+            raise InvalidArgument("credit_account: must differ from debit_account")
+        return await self._simple("transfer", idempotency_id, debit, credit, amount_ucr, memo)
+
+    @staticmethod
+    def quote_funding(budget_ucr: int, fee_rate: str) -> tuple[int, int]:
+        check_amount(budget_ucr, "budget_ucr")
+        try:
+            fee = platform_fee_ucr(budget_ucr, parse_price(fee_rate or "0", "fee_rate"))
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from e
+        if budget_ucr + fee > MAX_UCR:
+            raise InvalidArgument("budget_ucr: too large")
+        return budget_ucr, fee
+
+    async def fund_key(self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int,
+                       fee_rate: str) -> FundingOutcome:
+        """Budget into the key and the tier's fee to the platform, from the partner, atomically."""
+        check_id(idempotency_id, "idempotency_id")
+        partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
+        key = accounts.parse(accounts.key_account(_owner(key_id, "key_id")))
+        budget, fee = self.quote_funding(budget_ucr, fee_rate)
+        fees = accounts.parse(FEES)
+
+        async def apply(conn: AsyncConnection) -> TransferOutcome:
+            if not await store.exists(conn, partner.id):
+                raise NotFound(f"account {partner.id!r} not found")
+            await store.ensure_account(conn, key)
+            await store.ensure_account(conn, fees)
+            await store.lock_accounts(conn, [partner.id, key.id])
+            if not await store.debit(conn, partner.id, posted=budget + fee):
+                have = await store.available(conn, partner.id)
+                raise InsufficientFunds(f"partner has {have} ucr available, funding needs {budget + fee}")
+            await store.credit(conn, key.id, budget)
+            tid = await store.insert_transfer(conn, idempotency_id, "fund", partner.id, key.id, budget,
+                                              memo=f"key budget, fee rate {fee_rate or '0'}")
+            if fee:
+                await store.credit(conn, fees.id, fee)
+                await store.insert_transfer(conn, f"{idempotency_id}:fee", "fee", partner.id, fees.id, fee,
+                                            memo="platform fee on key funding")
+            return TransferOutcome(tid, idempotency_id, budget, replayed=False)
+
+        out = await self._once(idempotency_id, "fund", partner.id, key.id, budget, apply)
+        return FundingOutcome(budget, fee, out.replayed)
+
+    async def refund_key(self, idempotency_id: str, partner_id: str, key_id: str) -> TransferOutcome:
+        """Moves what the key has available back to its partner (0 is a valid refund).
+        Holds of requests still in flight stay, and settle from the key as usual."""
+        check_id(idempotency_id, "idempotency_id")
+        partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
+        key = accounts.parse(accounts.key_account(_owner(key_id, "key_id")))
+
+        async def apply(conn: AsyncConnection) -> TransferOutcome:
+            if not await store.exists(conn, key.id):
+                raise NotFound(f"account {key.id!r} not found")
+            await store.ensure_account(conn, partner)
+            await store.lock_accounts(conn, [partner.id, key.id])
+            amount = max(await store.available(conn, key.id), 0)
+            if amount:
+                await store.debit(conn, key.id, posted=amount)
+                await store.credit(conn, partner.id, amount)
+            tid = await store.insert_transfer(conn, idempotency_id, "refund", key.id, partner.id, amount,
+                                              memo="unused budget of a revoked key")
+            return TransferOutcome(tid, idempotency_id, amount, replayed=False)
+
+        return await self._once(idempotency_id, "refund", key.id, partner.id, None, apply)
+
+    async def hold_key_deposit(self, idempotency_id: str, partner_id: str, key_id: str,
+                               amount_ucr: int) -> TransferOutcome:
+        check_id(idempotency_id, "idempotency_id")
+        partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
+        deposit = accounts.parse(f"keydeposit:{_owner(key_id, 'key_id')}")
+        check_amount(amount_ucr, "amount_ucr")
+        return await self._simple("hold_deposit", idempotency_id, partner, deposit, amount_ucr, "key deposit")
+
+    async def release_key_deposit(self, idempotency_id: str, partner_id: str, key_id: str) -> TransferOutcome:
+        check_id(idempotency_id, "idempotency_id")
+        partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
+        deposit = accounts.parse(f"keydeposit:{_owner(key_id, 'key_id')}")
+
+        async def apply(conn: AsyncConnection) -> TransferOutcome:
+            if not await store.exists(conn, deposit.id):
+                raise NotFound(f"account {deposit.id!r} not found")
+            await store.lock_accounts(conn, [partner.id, deposit.id])
+            amount = max(await store.available(conn, deposit.id), 0)
+            if amount:
+                await store.debit(conn, deposit.id, posted=amount)
+                await store.credit(conn, partner.id, amount)
+            tid = await store.insert_transfer(conn, idempotency_id, "release_deposit", deposit.id, partner.id,
+                                              amount, memo="key deposit released")
+            return TransferOutcome(tid, idempotency_id, amount, replayed=False)
+
+        return await self._once(idempotency_id, "release_deposit", deposit.id, partner.id, None, apply)
+
+    # -- reads -----------------------------------------------------------------------
 
     async def balance(self, account: str) -> BalanceView:
+        if account not in accounts.EXTERNAL.values():
+            accounts.parse(account)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(A).where(A.c.id == account))).first()
+            row = (await conn.execute(select(store.A).where(store.A.c.id == account))).first()
         if row is None:
             raise NotFound(f"account {account!r} not found")
         posted = row.credits_posted - row.debits_posted
         return BalanceView(account, posted, row.debits_pending, posted - row.debits_pending)
+
+    async def statement(self, account: str, page_size: int = 50, page_token: str = ""):
+        """Transfers that moved money in or out of ``account``, newest first.
+        Returns ``(rows, next_page_token)``; the token is the last id seen."""
+        accounts.parse(account)
+        if not 0 <= page_size <= 1000:
+            raise InvalidArgument("page_size: between 1 and 1000")
+        page_size = page_size or 50
+        try:
+            before = int(page_token) if page_token else None
+        except ValueError:
+            raise InvalidArgument("page_token: not a token from this API") from None
+        T = store.T
+        q = select(T).where(or_(T.c.debit_account == account, T.c.credit_account == account), T.c.outcome == "ok")
+        if before is not None:
+            q = q.where(T.c.id < before)
+        q = q.order_by(T.c.id.desc()).limit(page_size + 1)
+        async with self.engine.connect() as conn:
+            if not await store.exists(conn, account):
+                raise NotFound(f"account {account!r} not found")
+            rows = (await conn.execute(q)).all()
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        return rows, (str(rows[-1].id) if more else "")
+
+
+def decimal_or_invalid(raw: str, field: str, default: str = "") -> Decimal:
+    try:
+        return parse_price(raw or default, field)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from e

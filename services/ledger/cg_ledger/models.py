@@ -26,6 +26,7 @@ class Account(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=80)
     kind: str = Field(max_length=16)
+    unit: str = Field(default="credits", max_length=16)
     debits_must_not_exceed_credits: bool = True
     debits_pending: int = Field(default=0, sa_column=_amount())
     debits_posted: int = Field(default=0, sa_column=_amount())
@@ -39,8 +40,11 @@ class Transfer(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_id: str = Field(unique=True, max_length=120)
-    # deposit | transfer | pending | post | void
+    # deposit | grant | transfer | fee | pending | post | void | expire
     kind: str = Field(max_length=16)
+    # ok, or why it failed (insufficient_funds): a failed outcome is stored too, so a
+    # replay of the idempotency id fails the same way; it moved no money.
+    outcome: str = Field(default="ok", max_length=24)
     debit_account: str = Field(max_length=80, index=True)
     credit_account: str = Field(max_length=80, index=True)
     amount_ucr: int = Field(sa_column=_amount())
@@ -60,6 +64,16 @@ class Reservation(SQLModel, table=True):
     output_usd_per_mtok: str = Field(max_length=40)
     price_book_version: str = Field(max_length=60)
     held_ucr: int = Field(sa_column=_amount())
+    customer_account: str = Field(default="", max_length=80)
+    revenue_account: str = Field(default="", max_length=80)
+    profit_multiplier: str = Field(default="", max_length=40)
+    price_per_ai_credit_cents: str = Field(default="", max_length=40)
+    floor_usd_per_mtok: str = Field(default="", max_length=40)
+    customer_held_uai: int = Field(default=0, sa_column=_amount())
+    customer_charged_uai: int = Field(default=0, sa_column=_amount())
+    customer_unpaid_uai: int = Field(default=0, sa_column=_amount())
+    input_tokens: int = Field(default=0, sa_column=_amount())
+    output_tokens: int = Field(default=0, sa_column=_amount())
     # pending | posted | voided | expired
     status: str = Field(default="pending", max_length=16, index=True)
     charged_ucr: int = Field(default=0, sa_column=_amount())

@@ -1,4 +1,4 @@
-"""gRPC servicer: translates proto <-> ``Book`` calls and ``LedgerError`` -> status codes."""
+"""gRPC servicer: translates proto <-> the ledger's operations, ``LedgerError`` -> status codes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import logging
 
 import grpc
 
-from cg_ledger.book import Book, Conflict, InsufficientFunds, InvalidArgument, LedgerError, NotFound
+from cg_ledger.book import Book, decimal_or_invalid
+from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, LedgerError, NotFound
+from cg_ledger.pricing import MAX_UCR, CustomerBilling, quote
+from cg_ledger.reservations import MAX_TOKENS, Reservations, parse_billing
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,29 +40,96 @@ def _mapped_errors(handler):
 
 def _transfer_pb(t) -> ledger_pb2.TransferResult:
     return ledger_pb2.TransferResult(
-        transfer_id=str(t.transfer_id), idempotency_id=t.idempotency_id, amount_ucr=t.amount_ucr, replayed=t.replayed
+        transfer_id=str(t.transfer_id), idempotency_id=t.idempotency_id, amount_ucr=t.amount, replayed=t.replayed
+    )
+
+
+def _terms(b: ledger_pb2.CustomerBilling) -> CustomerBilling | None:
+    if not b.profit_multiplier and not b.price_per_ai_credit_cents:
+        return None
+    try:
+        return CustomerBilling(
+            decimal_or_invalid(b.profit_multiplier, "billing.profit_multiplier"),
+            decimal_or_invalid(b.price_per_ai_credit_cents, "billing.price_per_ai_credit_cents"),
+            decimal_or_invalid(b.floor_usd_per_mtok, "billing.floor_usd_per_mtok", default="0"),
+        )
+    except ValueError as e:
+        raise InvalidArgument(f"billing.{e}") from e
+
+
+def _quote_pb(price: ledger_pb2.Price, input_tokens: int, output_tokens: int, terms) -> ledger_pb2.QuoteResponse:
+    for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if value < 0 or value > MAX_TOKENS:
+            raise InvalidArgument(f"{field}: between 0 and {MAX_TOKENS}")
+    q = quote(
+        input_tokens,
+        output_tokens,
+        decimal_or_invalid(price.input_usd_per_mtok, "price.input_usd_per_mtok"),
+        decimal_or_invalid(price.output_usd_per_mtok, "price.output_usd_per_mtok"),
+        terms,
+    )
+    if max(q.provider_cost_ucr, q.customer_price_ucr, q.customer_price_uai) > MAX_UCR:
+        raise InvalidArgument("amount too large")
+    return ledger_pb2.QuoteResponse(
+        provider_cost_ucr=q.provider_cost_ucr,
+        customer_price_ucr=q.customer_price_ucr,
+        customer_price_uai=q.customer_price_uai,
+        partner_margin_ucr=q.partner_margin_ucr,
     )
 
 
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
-    def __init__(self, book: Book) -> None:
+    def __init__(self, book: Book, reservations: Reservations) -> None:
         self.book = book
+        self.reservations = reservations
 
     @_mapped_errors
     async def Deposit(self, request, context):  # noqa: N802 (gRPC names)
         return _transfer_pb(await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo))
 
     @_mapped_errors
+    async def GrantAiCredits(self, request, context):  # noqa: N802
+        return _transfer_pb(await self.book.grant_ai_credits(
+            request.idempotency_id, request.customer_account, request.amount_uai, request.memo))
+
+    @_mapped_errors
     async def Transfer(self, request, context):  # noqa: N802
-        return _transfer_pb(
-            await self.book.transfer(
-                request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo
-            )
-        )
+        return _transfer_pb(await self.book.transfer(
+            request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo))
+
+    @_mapped_errors
+    async def FundKey(self, request, context):  # noqa: N802
+        out = await self.book.fund_key(
+            request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate)
+        return ledger_pb2.FundKeyResponse(budget_ucr=out.budget_ucr, fee_ucr=out.fee_ucr, total_ucr=out.total_ucr,
+                                          replayed=out.replayed)
+
+    @_mapped_errors
+    async def QuoteKeyFunding(self, request, context):  # noqa: N802
+        budget, fee = self.book.quote_funding(request.budget_ucr, request.fee_rate)
+        return ledger_pb2.FundKeyResponse(budget_ucr=budget, fee_ucr=fee, total_ucr=budget + fee)
+
+    @_mapped_errors
+    async def RefundKey(self, request, context):  # noqa: N802
+        return _transfer_pb(await self.book.refund_key(request.idempotency_id, request.partner_id, request.key_id))
+
+    @_mapped_errors
+    async def HoldKeyDeposit(self, request, context):  # noqa: N802
+        return _transfer_pb(await self.book.hold_key_deposit(
+            request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr))
+
+    @_mapped_errors
+    async def ReleaseKeyDeposit(self, request, context):  # noqa: N802
+        return _transfer_pb(await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id))
 
     @_mapped_errors
     async def Reserve(self, request, context):  # noqa: N802
-        out = await self.book.reserve(
+        billing = None
+        if request.HasField("customer"):
+            c = request.customer
+            billing = parse_billing(c.customer_account, c.revenue_account, c.profit_multiplier,
+                                    c.price_per_ai_credit_cents, c.floor_usd_per_mtok)
+        out = await self.reservations.reserve(
             request.request_id,
             request.account,
             request.model,
@@ -69,9 +139,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             request.max_input_tokens,
             request.max_output_tokens,
             request.ttl_seconds,
+            billing,
         )
         return ledger_pb2.ReserveResponse(
-            request_id=out.request_id, held_ucr=out.held_ucr, available_ucr=out.available_ucr, replayed=out.replayed
+            request_id=out.request_id, held_ucr=out.held_ucr, available_ucr=out.available_ucr, replayed=out.replayed,
+            customer_held_uai=out.customer_held_uai,
         )
 
     @_mapped_errors
@@ -79,7 +151,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         source = _SOURCES.get(request.usage_source)
         if source is None:
             raise InvalidArgument("usage_source: provider or estimated")
-        out = await self.book.settle(request.request_id, request.input_tokens, request.output_tokens, source)
+        out = await self.reservations.settle(request.request_id, request.input_tokens, request.output_tokens, source)
         return ledger_pb2.SettleResponse(
             request_id=out.request_id,
             held_ucr=out.held_ucr,
@@ -88,16 +160,53 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             unpaid_ucr=out.unpaid_ucr,
             price_book_version=out.price_book_version,
             replayed=out.replayed,
+            customer_charged_uai=out.customer_charged_uai,
+            customer_unpaid_uai=out.customer_unpaid_uai,
         )
 
     @_mapped_errors
     async def Void(self, request, context):  # noqa: N802
-        released, replayed = await self.book.void(request.request_id, request.reason)
+        released, replayed = await self.reservations.void(request.request_id, request.reason)
         return ledger_pb2.VoidResponse(request_id=request.request_id, released_ucr=released, replayed=replayed)
+
+    @_mapped_errors
+    async def ExpireReservations(self, request, context):  # noqa: N802
+        count, released = await self.reservations.expire(request.now_unix_ms, request.limit or 500)
+        return ledger_pb2.ExpireReservationsResponse(expired=count, released_ucr=released)
 
     @_mapped_errors
     async def GetBalance(self, request, context):  # noqa: N802
         b = await self.book.balance(request.account)
-        return ledger_pb2.Balance(
-            account=b.account, posted_ucr=b.posted_ucr, pending_ucr=b.pending_ucr, available_ucr=b.available_ucr
+        return ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available)
+
+    @_mapped_errors
+    async def ListTransfers(self, request, context):  # noqa: N802
+        rows, token = await self.book.statement(request.account, request.page_size, request.page_token)
+        return ledger_pb2.ListTransfersResponse(
+            transfers=[
+                ledger_pb2.LedgerTransfer(
+                    id=str(r.id), idempotency_id=r.idempotency_id, kind=r.kind, debit_account=r.debit_account,
+                    credit_account=r.credit_account, amount=r.amount_ucr, request_id=r.request_id or "",
+                    memo=r.memo, created_at_ms=r.created_at_ms,
+                )
+                for r in rows
+            ],
+            next_page_token=token,
         )
+
+    @_mapped_errors
+    async def Quote(self, request, context):  # noqa: N802
+        return _quote_pb(request.price, request.input_tokens, request.output_tokens, _terms(request.billing))
+
+    @_mapped_errors
+    async def BillingPreview(self, request, context):  # noqa: N802
+        if len(request.models) > 500:
+            raise InvalidArgument("models: at most 500")
+        terms = _terms(request.billing)
+        rows = [
+            ledger_pb2.BillingPreviewRow(
+                model=m.model, quote=_quote_pb(m.price, request.sample_input_tokens, request.sample_output_tokens, terms)
+            )
+            for m in request.models
+        ]
+        return ledger_pb2.BillingPreviewResponse(rows=rows)

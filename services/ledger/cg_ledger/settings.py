@@ -11,4 +11,6 @@ class Settings(BaseSettings):
     metrics_port: int = 9102
     database_url: str = "sqlite:///var/ledger.db"
     default_reservation_ttl_s: int = 600
+    # How often stale reservations are voided.
+    expiry_sweep_s: float = 5.0
     log_level: str = "INFO"
