@@ -57,3 +57,39 @@ def test_bad_prices_are_refused(raw):
 def test_negative_tokens_are_refused():
     with pytest.raises(ValueError):
         provider_cost_ucr(-1, 0, D("1"), D("1"))
+
+
+from cg_ledger.pricing import CustomerBilling, platform_fee_ucr, quote  # noqa: E402
+
+
+def test_customer_price_multiplier_floor_and_ai_credits():
+    # gpt-4o-mini, 1000 in + 500 out: provider $0.00045 = 45,000 ucr
+    billing = CustomerBilling(D("1.5"), D("2"))  # x1.5, 1 AI credit = 2 cents
+    q = quote(1000, 500, D("0.15"), D("0.60"), billing)
+    assert q.provider_cost_ucr == 45_000
+    assert q.customer_price_ucr == 67_500  # $0.000675
+    assert q.customer_price_uai == 33_750  # 0.03375 AI credits at $0.02
+    assert q.partner_margin_ucr == 22_500
+    # a floor of $0.50 per 1M tokens on 1,500 tokens is $0.00075, above the markup
+    floored = quote(1000, 500, D("0.15"), D("0.60"), CustomerBilling(D("1.5"), D("2"), D("0.50")))
+    assert (floored.customer_price_ucr, floored.customer_price_uai, floored.partner_margin_ucr) == (75_000, 37_500, 30_000)
+    # AI credits round up once: $0.000001 at 3 cents per AI credit = 33.33.. uai -> 34
+    tiny = quote(0, 1, D("0"), D("1"), CustomerBilling(D("1"), D("3")))
+    assert tiny.customer_price_uai == 34
+    assert quote(1, 1, D("1"), D("1"), None).customer_price_uai == 0
+
+
+@pytest.mark.parametrize("multiplier, cents, floor", [("0", "1", "0"), ("-1", "1", "0"), ("1", "0", "0"),
+                                                      ("1", "1", "-0.5"), ("nan", "1", "0")])
+def test_bad_customer_terms_are_refused(multiplier, cents, floor):
+    with pytest.raises(ValueError):
+        CustomerBilling(D(multiplier), D(cents), D(floor))
+
+
+def test_platform_fee():
+    assert platform_fee_ucr(100_000_000, D("0.05")) == 5_000_000
+    assert platform_fee_ucr(1, D("0.05")) == 1  # rounded up
+    assert platform_fee_ucr(123, D("0")) == 0
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(ValueError):
+            platform_fee_ucr(100, D(bad))
