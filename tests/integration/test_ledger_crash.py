@@ -1,0 +1,98 @@
+"""The ledger process dies at the worst moments; callers retry; every operation
+happens exactly once.
+
+For each crash point the ledger is restarted with ``CG_LEDGER_CRASH_AT`` set, the
+call kills it (the caller sees UNAVAILABLE), then a normal ledger comes back on the
+same database and the caller retries the very same request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from cg_devstack.procs import Proc, free_port, grpc_serving
+from creditgate.ledger.v1 import ledger_pb2 as pb
+from creditgate.ledger.v1 import ledger_pb2_grpc
+
+CREDIT = 1_000_000
+HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_book_version="v1")
+
+
+@contextlib.contextmanager
+def ledger(db_url: str, logs: Path, crash_at: str = "") -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
+    port = free_port()
+    env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
+    if crash_at:
+        env["CG_LEDGER_CRASH_AT"] = crash_at
+    proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
+                              grpc_serving(f"127.0.0.1:{port}"))
+    proc.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        proc.wait_ready(60)
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        stub.proc = proc
+        yield stub
+    finally:
+        channel.close()
+        proc.stop()
+
+
+# Each case: the operation, and what a successful run of it leaves behind.
+FUND = pb.FundKeyRequest(idempotency_id="create:k", partner_id="p", key_id="k", budget_ucr=10 * CREDIT, fee_rate="0.05")
+RESERVE = pb.ReserveRequest(request_id="req-1", account="key:k", model="m", price=HAIKU,
+                            max_input_tokens=100, max_output_tokens=100)
+SETTLE = pb.SettleRequest(request_id="req-1", input_tokens=10, output_tokens=20, usage_source=pb.USAGE_SOURCE_PROVIDER)
+
+
+def setup_before(stub, op: str) -> None:
+    stub.Deposit(pb.DepositRequest(idempotency_id="dep", account="partner:p", amount_ucr=100 * CREDIT), timeout=5)
+    if op in ("reserve", "settle"):
+        stub.FundKey(FUND, timeout=5)
+    if op == "settle":
+        stub.Reserve(RESERVE, timeout=5)
+
+
+def call(stub, op: str):
+    return {"fund": stub.FundKey, "reserve": stub.Reserve, "settle": stub.Settle}[op](
+        {"fund": FUND, "reserve": RESERVE, "settle": SETTLE}[op], timeout=5
+    )
+
+
+def check_exactly_once(stub, op: str) -> None:
+    key = stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5)
+    partner = stub.GetBalance(pb.GetBalanceRequest(account="partner:p"), timeout=5)
+    assert partner.posted_ucr == 100 * CREDIT - 10_500_000  # budget + 5% fee, taken once
+    if op == "fund":
+        assert (key.posted_ucr, key.pending_ucr) == (10 * CREDIT, 0)
+    elif op == "reserve":
+        assert (key.posted_ucr, key.pending_ucr) == (10 * CREDIT, 60_000)
+    else:
+        assert (key.posted_ucr, key.pending_ucr) == (10 * CREDIT - 11_000, 0)
+    statement = stub.ListTransfers(pb.ListTransfersRequest(account="key:k", page_size=100), timeout=5).transfers
+    kinds = sorted(t.kind for t in statement)
+    expected = {"fund": ["fund"], "reserve": ["fund", "pending"], "settle": ["fund", "pending", "post"]}[op]
+    assert kinds == expected
+
+
+@pytest.mark.parametrize("op", ["fund", "reserve", "settle"])
+@pytest.mark.parametrize("when", ["before_commit", "after_commit"])
+def test_crash_then_retry_applies_exactly_once(db_url, tmp_path, op, when):
+    with ledger(db_url, tmp_path) as stub:
+        setup_before(stub, op)
+    with ledger(db_url, tmp_path, crash_at=f"{op}:{when}") as doomed:
+        with pytest.raises(grpc.RpcError) as e:
+            call(doomed, op)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert doomed.proc.popen.wait(10) == 137
+    with ledger(db_url, tmp_path) as stub:
+        out = call(stub, op)
+        # after a commit the retry is answered from the record; before it, it is applied now
+        assert out.replayed == (when == "after_commit")
+        assert call(stub, op).replayed  # and any further retry is a replay
+        check_exactly_once(stub, op)
