@@ -24,9 +24,10 @@ HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_bo
 
 
 @contextlib.contextmanager
-def ledger(db_url: str, logs: Path, crash_at: str = "") -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
+def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
     port = free_port()
     env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
+    env.update({f"CG_LEDGER_{k.upper()}": v for k, v in settings.items()})
     if crash_at:
         env["CG_LEDGER_CRASH_AT"] = crash_at
     proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
@@ -96,3 +97,20 @@ def test_crash_then_retry_applies_exactly_once(db_url, tmp_path, op, when):
         assert out.replayed == (when == "after_commit")
         assert call(stub, op).replayed  # and any further retry is a replay
         check_exactly_once(stub, op)
+
+
+def test_the_ledger_voids_stale_holds_by_itself(tmp_path):
+    """A proxy that crashed after reserving never pins credits: the ledger's own sweep
+    releases the hold once it expires."""
+    import time
+
+    with ledger(f"sqlite:///{tmp_path / 'l.db'}", tmp_path, expiry_sweep_s="0.2") as stub:
+        setup_before(stub, "reserve")
+        stub.Reserve(pb.ReserveRequest(request_id="orphan", account="key:k", model="m", price=HAIKU,
+                                       max_output_tokens=100, ttl_seconds=1), timeout=5)
+        assert stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5).pending_ucr == 50_000
+        deadline = time.monotonic() + 10
+        while stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5).pending_ucr:
+            assert time.monotonic() < deadline, "the hold was never released"
+            time.sleep(0.1)
+        assert "reservations expired" in stub.proc.log_text()
