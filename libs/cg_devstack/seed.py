@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,21 +61,18 @@ class Seeder:
             )
         return partner.id
 
-    def funded_key(self, partner_id: str, budget_credits: int, models: list[str], name: str = "Demo key") -> FundedKey:
+    def funded_key(self, partner_id: str, budget_credits: int, models: list[str], name: str = "Demo key",
+                   **fields) -> FundedKey:
+        """A partner key with this budget (the partner pays budget + its tier's fee)."""
         created = self.keys.CreateKey(
-            keys_pb2.CreateKeyRequest(partner_id=partner_id, name=name, allowed_models=models), timeout=TIMEOUT
+            keys_pb2.CreateKeyRequest(
+                actor=keys_pb2.Actor(partner_id=partner_id),
+                idempotency_key=f"seed:{uuid.uuid4().hex}",
+                fields=keys_pb2.KeyFields(name=name, allowed_models=models, **fields),
+                budget_credits=budget_credits,
+            ),
+            timeout=TIMEOUT,
         )
-        if budget_credits:
-            self.ledger.Transfer(
-                ledger_pb2.TransferRequest(
-                    idempotency_id=f"fund:{created.key.id}",
-                    debit_account=f"partner:{partner_id}",
-                    credit_account=created.key.budget_account,
-                    amount_ucr=budget_credits * UCR_PER_CREDIT,
-                    memo="key budget",
-                ),
-                timeout=TIMEOUT,
-            )
         return FundedKey(partner_id, created.key.id, created.secret, created.key.budget_account, list(models))
 
     def balance_ucr(self, account: str) -> int:
@@ -89,7 +87,7 @@ class Seeder:
 
 
 def ensure_demo(seeder: Seeder, var_dir: Path) -> FundedKey:
-    """The demo partner (10,000 credits) and its demo key (5,000 credits budget)."""
+    """The demo partner (10,000 credits, growth tier) and its demo key (5,000 credits budget)."""
     state = var_dir / "demo-key.json"
     partner_id = seeder.partner("demo", credits=10_000, name="Demo Partner")
     if state.exists():

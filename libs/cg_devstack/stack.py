@@ -96,7 +96,8 @@ class Stack:
             return Proc("nats", argv, extra, logs / "nats.log", ready, **echo)
         if name == "keys":
             env = {"CG_KEYS_PORT": str(p["keys"]), "CG_KEYS_METRICS_PORT": str(p["keys_metrics"]),
-                   "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}"}
+                   "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}",
+                   "CG_KEYS_LEDGER_ADDR": self.ledger_addr, "CG_KEYS_NATS_URL": self.nats_url}
             return Proc.python_module("keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo)
         if name == "ledger":
             env = {"CG_LEDGER_PORT": str(p["ledger"]), "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),

@@ -14,10 +14,17 @@ log = logging.getLogger(__name__)
 
 USAGE_STREAM = "USAGE"
 USAGE_SUBJECTS = ["usage.>"]
+# Key lifecycle changes: durable for the worker, and seen live by every proxy replica.
+KEYS_STREAM = "KEYS"
+KEYS_SUBJECTS = ["keys.>"]
 
 
 def usage_subject(partner_id: str, key_id: str) -> str:
     return f"usage.{partner_id}.{key_id}"
+
+
+def key_subject(partner_id: str, key_id: str) -> str:
+    return f"keys.{partner_id}.{key_id}"
 
 
 async def connect(url: str, name: str) -> Client:
@@ -35,10 +42,18 @@ async def connect(url: str, name: str) -> Client:
 
 
 async def ensure_usage_stream(js: JetStreamContext) -> None:
-    """Declares the usage stream; safe to call from every replica at every start."""
+    await ensure_stream(js, USAGE_STREAM, USAGE_SUBJECTS)
+
+
+async def ensure_keys_stream(js: JetStreamContext) -> None:
+    await ensure_stream(js, KEYS_STREAM, KEYS_SUBJECTS)
+
+
+async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> None:
+    """Declares a stream; safe to call from every replica at every start."""
     config = StreamConfig(
-        name=USAGE_STREAM,
-        subjects=USAGE_SUBJECTS,
+        name=name,
+        subjects=subjects,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=7 * 24 * 3600,

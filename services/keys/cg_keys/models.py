@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlmodel import JSON, Column, Field, SQLModel
+from sqlmodel import JSON, BigInteger, Column, Field, SQLModel
 
 
 def _now() -> int:
@@ -18,6 +18,24 @@ class Partner(SQLModel, table=True):
     name: str = Field(max_length=200)
     tier: str = Field(max_length=32)
     external_ref: str | None = Field(default=None, max_length=200, unique=True)
+    status: str = Field(default="active", max_length=16)
+    # customer self-service
+    ss_enabled: bool = False
+    ss_apply_to_new: bool = False
+    ss_profit_multiplier: str = Field(default="1.5", max_length=40)
+    ss_ai_credit_cents: str = Field(default="1", max_length=40)
+    created_at: int = Field(default_factory=_now)
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    partner_id: str = Field(foreign_key="partners.id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    ai_credits_enabled: bool = False
+    ai_gateway_visible: bool = False
+    api_access_enabled: bool = False
     created_at: int = Field(default_factory=_now)
 
 
@@ -27,9 +45,45 @@ class VirtualKey(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     partner_id: str = Field(foreign_key="partners.id", index=True, max_length=64)
     name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=2000)
     key_hash: str = Field(unique=True, max_length=64)
     prefix: str = Field(max_length=16)
-    status: str = Field(default="active", max_length=16)
+    # provisioning -> active | failed; then suspended, exhausted, revoked (expired is derived)
+    status: str = Field(default="provisioning", max_length=16)
+    status_reason: str = Field(default="", max_length=200)
+    # partner (funded budget) | customer (pay-as-you-go, deposit held)
+    kind: str = Field(default="partner", max_length=16)
+    owner_customer_id: str | None = Field(default=None, max_length=64, index=True)
     allowed_models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allowed_domains: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     budget_account: str = Field(max_length=80)
+    billing_customer_id: str | None = Field(default=None, max_length=64)
+    profit_multiplier: str = Field(default="", max_length=40)
+    price_per_ai_credit_cents: str = Field(default="", max_length=40)
+    floor_usd_per_mtok: str = Field(default="", max_length=40)
+    auto_topup_enabled: bool = False
+    auto_topup_threshold_usd: str = Field(default="", max_length=40)
+    auto_topup_amount_usd: str = Field(default="", max_length=40)
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    expires_at: int = 0
+    funded_ucr: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    refunded_ucr: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    last_used_at: int = 0
+    idempotency_key: str | None = Field(default=None, max_length=120)
+    # revoke: money returned to the partner (refund or deposit release) is done
+    settled_on_revoke: bool = False
+    created_at: int = Field(default_factory=_now)
+
+
+class KeyFunding(SQLModel, table=True):
+    """One row per ledger funding of a key (create or top-up), keyed by the ledger's
+    idempotency id: a retried top-up adds to ``funded_ucr`` once."""
+
+    __tablename__ = "key_fundings"
+
+    idempotency_id: str = Field(primary_key=True, max_length=160)
+    key_id: str = Field(foreign_key="virtual_keys.id", index=True, max_length=64)
+    amount_ucr: int = Field(sa_column=Column(BigInteger, nullable=False))
+    fee_ucr: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at: int = Field(default_factory=_now)

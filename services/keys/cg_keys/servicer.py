@@ -1,155 +1,224 @@
-"""gRPC servicer: translates proto <-> domain and maps failures to status codes."""
+"""gRPC servicer: translates proto <-> the keys domain and ``KeysError`` -> status codes."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 import grpc
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from cg_keys import repository
-from cg_keys.catalog import Catalog
-from cg_keys.models import Partner, VirtualKey
-from cglib.ids import new_id
-from cglib.keysecret import display_prefix, hash_secret, new_secret
-from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
+from cg_keys.catalog import CATEGORIES, Catalog
+from cg_keys.errors import FailedPrecondition, InvalidArgument, KeysError, NotFound, PermissionDenied, Unavailable
+from cg_keys.keyops import KeyOps, effective_status
+from cg_keys.models import Customer, Partner, VirtualKey
+from cg_keys.tenants import Tenants
+from creditgate.keys.v1 import keys_pb2 as pb
+from creditgate.keys.v1 import keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_STATUS = {
-    "active": keys_pb2.KEY_STATUS_ACTIVE,
-    "suspended": keys_pb2.KEY_STATUS_SUSPENDED,
-    "exhausted": keys_pb2.KEY_STATUS_EXHAUSTED,
-    "expired": keys_pb2.KEY_STATUS_EXPIRED,
-    "revoked": keys_pb2.KEY_STATUS_REVOKED,
+_CODES = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
-TIERS = ("starter", "growth", "enterprise")
+_STATUS = {
+    "active": pb.KEY_STATUS_ACTIVE,
+    "suspended": pb.KEY_STATUS_SUSPENDED,
+    "exhausted": pb.KEY_STATUS_EXHAUSTED,
+    "expired": pb.KEY_STATUS_EXPIRED,
+    "revoked": pb.KEY_STATUS_REVOKED,
+}
 
 
-def partner_account(partner_id: str) -> str:
-    return f"partner:{partner_id}"
+def _mapped_errors(handler):
+    @functools.wraps(handler)
+    async def wrapper(self, request, context):
+        try:
+            return await handler(self, request, context)
+        except KeysError as e:
+            await context.abort(_CODES[type(e)], str(e))
+
+    return wrapper
 
 
-def key_account(key_id: str) -> str:
-    return f"key:{key_id}"
-
-
-def _partner_pb(p: Partner) -> keys_pb2.Partner:
-    return keys_pb2.Partner(id=p.id, name=p.name, tier=p.tier, external_ref=p.external_ref or "")
-
-
-def _key_pb(k: VirtualKey) -> keys_pb2.Key:
-    return keys_pb2.Key(
-        id=k.id,
-        partner_id=k.partner_id,
-        name=k.name,
-        prefix=k.prefix,
-        status=_STATUS[k.status],
-        allowed_models=list(k.allowed_models),
-        budget_account=k.budget_account,
-        created_at_unix=k.created_at,
+def partner_pb(p: Partner) -> pb.Partner:
+    return pb.Partner(
+        id=p.id, name=p.name, tier=p.tier, external_ref=p.external_ref or "", status=p.status,
+        self_service=pb.SelfServiceSettings(
+            enabled=p.ss_enabled, apply_to_new_customers=p.ss_apply_to_new,
+            default_profit_multiplier=p.ss_profit_multiplier, ai_credit_price_cents=p.ss_ai_credit_cents,
+        ),
     )
 
 
+def customer_pb(c: Customer) -> pb.Customer:
+    return pb.Customer(id=c.id, partner_id=c.partner_id, name=c.name, ai_credits_enabled=c.ai_credits_enabled,
+                       ai_gateway_visible=c.ai_gateway_visible, api_access_enabled=c.api_access_enabled)
+
+
+def key_pb(k: VirtualKey, now: int | None = None) -> pb.Key:
+    billing = None
+    if k.billing_customer_id:
+        billing = pb.CustomerBilling(customer_id=k.billing_customer_id, profit_multiplier=k.profit_multiplier,
+                                     price_per_ai_credit_cents=k.price_per_ai_credit_cents,
+                                     floor_usd_per_mtok=k.floor_usd_per_mtok)
+    return pb.Key(
+        id=k.id, partner_id=k.partner_id, name=k.name, prefix=k.prefix,
+        status=_STATUS.get(effective_status(k, now), pb.KEY_STATUS_UNSPECIFIED),
+        allowed_models=list(k.allowed_models), budget_account=k.budget_account, created_at_unix=k.created_at,
+        description=k.description, kind=k.kind, owner_customer_id=k.owner_customer_id or "", billing=billing,
+        auto_topup=pb.AutoTopUp(enabled=k.auto_topup_enabled, threshold_usd=k.auto_topup_threshold_usd,
+                                amount_usd=k.auto_topup_amount_usd),
+        allowed_domains=list(k.allowed_domains), rpm_limit=k.rpm_limit, tpm_limit=k.tpm_limit,
+        expires_at_unix=k.expires_at, funded_ucr=k.funded_ucr, last_used_unix=k.last_used_at,
+        status_reason=k.status_reason,
+    )
+
+
+def _created_pb(c) -> pb.CreateKeyResponse:
+    return pb.CreateKeyResponse(key=key_pb(c.key), secret=c.secret, total_ucr=c.total_ucr, fee_ucr=c.fee_ucr)
+
+
 class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog) -> None:
-        self.sessions = sessions
+    def __init__(self, tenants: Tenants, keys: KeyOps, catalog: Catalog) -> None:
+        self.tenants = tenants
+        self.keys = keys
         self.catalog = catalog
 
+    # -- tenants ---------------------------------------------------------------------
+
+    @_mapped_errors
     async def CreatePartner(self, request, context):  # noqa: N802 (gRPC names)
-        name = request.name.strip()
-        if not name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: required")
-        tier = request.tier or "starter"
-        if tier not in TIERS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"tier: must be one of {', '.join(TIERS)}")
-        async with self.sessions() as session:
-            if request.external_ref:
-                existing = await repository.partner_by_ref(session, request.external_ref)
-                if existing:
-                    return _partner_pb(existing)
-            partner = Partner(id=new_id("ptn"), name=name, tier=tier, external_ref=request.external_ref or None)
-            session.add(partner)
-            try:
-                await session.commit()
-            except IntegrityError:  # a concurrent create with the same external_ref won
-                await session.rollback()
-                existing = await repository.partner_by_ref(session, request.external_ref)
-                if existing is None:
-                    raise
-                return _partner_pb(existing)
-            return _partner_pb(partner)
+        return partner_pb(await self.tenants.create_partner(request.name, request.tier, request.external_ref))
 
+    @_mapped_errors
     async def GetPartner(self, request, context):  # noqa: N802
-        async with self.sessions() as session:
-            partner = await session.get(Partner, request.partner_id)
-        if partner is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "partner not found")
-        return _partner_pb(partner)
+        return partner_pb(await self.tenants.get_partner(request.actor))
 
+    @_mapped_errors
+    async def UpdateSelfService(self, request, context):  # noqa: N802
+        return partner_pb(await self.tenants.update_self_service(
+            request.actor, request.settings, request.apply_to_existing_customers))
+
+    @_mapped_errors
+    async def CreateCustomer(self, request, context):  # noqa: N802
+        return customer_pb(await self.tenants.create_customer(
+            request.actor, request.name, request.ai_credits_enabled, request.api_access_enabled))
+
+    @_mapped_errors
+    async def UpdateCustomer(self, request, context):  # noqa: N802
+        return customer_pb(await self.tenants.update_customer(request.actor, request))
+
+    @_mapped_errors
+    async def GetCustomer(self, request, context):  # noqa: N802
+        return customer_pb(await self.tenants.get_customer(request.actor, request.customer_id))
+
+    @_mapped_errors
+    async def ListCustomers(self, request, context):  # noqa: N802
+        return pb.ListCustomersResponse(customers=[customer_pb(c) for c in await self.tenants.list_customers(request.actor)])
+
+    @_mapped_errors
+    async def ListModels(self, request, context):  # noqa: N802
+        partner = await self.tenants.get_partner(request.actor)
+        by_category: dict[str, list] = {c: [] for c in CATEGORIES}
+        for m in self.catalog.models_for_tier(partner.tier):
+            by_category[m.category].append(pb.CatalogModel(
+                id=m.id, provider=m.provider, category=m.category, input_usd_per_mtok=str(m.input_usd_per_mtok),
+                output_usd_per_mtok=str(m.output_usd_per_mtok), context_window=m.context_window))
+        return pb.ListModelsResponse(
+            tier=partner.tier, catalog_version=self.catalog.version,
+            categories=[pb.ModelCategory(category=c, models=ms) for c, ms in by_category.items() if ms],
+        )
+
+    # -- keys ------------------------------------------------------------------------
+
+    @_mapped_errors
+    async def QuoteKey(self, request, context):  # noqa: N802
+        quote, rate = await self.keys.quote(request.actor, request.budget_credits)
+        return pb.QuoteKeyResponse(budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr,
+                                   fee_rate=rate)
+
+    @_mapped_errors
     async def CreateKey(self, request, context):  # noqa: N802
-        name = request.name.strip()
-        if not name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name: required")
-        if not request.allowed_models:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "allowed_models: at least one model")
-        unknown = [m for m in request.allowed_models if self.catalog.get(m) is None]
-        if unknown:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"allowed_models: not in the catalog: {', '.join(unknown)}"
-            )
-        async with self.sessions() as session:
-            partner = await session.get(Partner, request.partner_id)
-            if partner is None:
-                await context.abort(grpc.StatusCode.NOT_FOUND, "partner not found")
-            secret = new_secret()
-            key_id = new_id("key")
-            key = VirtualKey(
-                id=key_id,
-                partner_id=partner.id,
-                name=name,
-                key_hash=hash_secret(secret),
-                prefix=display_prefix(secret),
-                allowed_models=list(dict.fromkeys(request.allowed_models)),
-                budget_account=key_account(key_id),
-            )
-            session.add(key)
-            await session.commit()
-            log.info("key created", extra={"key_id": key.id, "partner_id": partner.id, "prefix": key.prefix})
-            return keys_pb2.CreateKeyResponse(key=_key_pb(key), secret=secret)
+        return _created_pb(await self.keys.create_partner_key(
+            request.actor, request.idempotency_key, request.fields, request.budget_credits))
 
+    @_mapped_errors
+    async def CreateCustomerKey(self, request, context):  # noqa: N802
+        return _created_pb(await self.keys.create_customer_key(
+            request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)))
+
+    @_mapped_errors
     async def GetKey(self, request, context):  # noqa: N802
-        async with self.sessions() as session:
-            key = await session.get(VirtualKey, request.key_id)
-        if key is None or key.partner_id != request.partner_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "key not found")
-        return _key_pb(key)
+        key, balance = await self.keys.get(request.actor, request.key_id)
+        detail = pb.KeyDetail(key=key_pb(key))
+        if balance is not None:
+            detail.reserved_ucr = balance.pending_ucr
+            detail.remaining_ucr = balance.available_ucr
+            detail.used_ucr = max(key.funded_ucr - key.refunded_ucr - balance.posted_ucr, 0)
+        return detail
 
+    @_mapped_errors
+    async def ListKeys(self, request, context):  # noqa: N802
+        now = int(time.time())
+        keys = await self.keys.list(request.actor, request.include_revoked)
+        return pb.ListKeysResponse(keys=[key_pb(k, now) for k in keys])
+
+    @_mapped_errors
+    async def UpdateKey(self, request, context):  # noqa: N802
+        return key_pb(await self.keys.update(request.actor, request.key_id, request.fields, list(request.update_mask)))
+
+    @_mapped_errors
+    async def RegenerateKey(self, request, context):  # noqa: N802
+        return _created_pb(await self.keys.regenerate(request.actor, request.key_id))
+
+    @_mapped_errors
+    async def RevokeKey(self, request, context):  # noqa: N802
+        return key_pb(await self.keys.revoke(request.actor, request.key_id))
+
+    @_mapped_errors
+    async def SuspendKey(self, request, context):  # noqa: N802
+        return key_pb(await self.keys.suspend(request.actor, request.key_id, request.reason))
+
+    @_mapped_errors
+    async def ResumeKey(self, request, context):  # noqa: N802
+        return key_pb(await self.keys.resume(request.actor, request.key_id, request.only_if_reason))
+
+    @_mapped_errors
+    async def TopUpKey(self, request, context):  # noqa: N802
+        key, funded = await self.keys.top_up(request.actor, request.key_id, request.idempotency_key,
+                                             request.amount_credits)
+        return pb.TopUpKeyResponse(key=key_pb(key), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr)
+
+    @_mapped_errors
     async def AuthenticateKey(self, request, context):  # noqa: N802
         if len(request.key_hash) != 64:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key_hash: expected 64 hex characters")
-        async with self.sessions() as session:
-            key = await repository.key_by_hash(session, request.key_hash)
-        if key is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, "key not found")
+            raise InvalidArgument("key_hash", "expected 64 hex characters")
+        key, partner = await self.keys.authenticate(request.key_hash)
         routes = []
         for model_id in key.allowed_models:
             m = self.catalog.get(model_id)
-            if m is None:  # removed from the catalog since the key was made
-                continue
-            routes.append(
-                keys_pb2.ModelRoute(
-                    id=m.id,
-                    provider=m.provider,
-                    upstream_model=m.upstream_model,
-                    category=m.category,
-                    input_usd_per_mtok=str(m.input_usd_per_mtok),
-                    output_usd_per_mtok=str(m.output_usd_per_mtok),
-                    context_window=m.context_window,
-                    max_output_tokens=m.max_output_tokens,
-                    price_book_version=self.catalog.version,
-                )
-            )
-        return keys_pb2.AuthenticateKeyResponse(key=_key_pb(key), models=routes)
+            if m is None or not self.catalog.allowed(partner.tier, model_id):
+                continue  # gone from the catalog or the partner's tier since the key was made
+            routes.append(pb.ModelRoute(
+                id=m.id, provider=m.provider, upstream_model=m.upstream_model, category=m.category,
+                input_usd_per_mtok=str(m.input_usd_per_mtok), output_usd_per_mtok=str(m.output_usd_per_mtok),
+                context_window=m.context_window, max_output_tokens=m.max_output_tokens,
+                price_book_version=self.catalog.version,
+            ))
+        billing = pb.LedgerBilling(payer_account=key.budget_account)
+        if key.billing_customer_id:
+            if key.kind == "customer":  # pay-as-you-go at the partner's current defaults
+                multiplier, cents, floor = partner.ss_profit_multiplier, partner.ss_ai_credit_cents, ""
+            else:
+                multiplier, cents, floor = key.profit_multiplier, key.price_per_ai_credit_cents, key.floor_usd_per_mtok
+            billing.customer_account = f"customer:{key.billing_customer_id}"
+            billing.revenue_account = f"partnerrev:{key.partner_id}"
+            billing.profit_multiplier, billing.price_per_ai_credit_cents = multiplier, cents
+            billing.floor_usd_per_mtok = floor
+        return pb.AuthenticateKeyResponse(key=key_pb(key), models=routes, billing=billing,
+                                          partner_status=partner.status)

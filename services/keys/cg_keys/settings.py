@@ -15,4 +15,9 @@ class Settings(BaseSettings):
     metrics_port: int = 9101
     database_url: str = "sqlite:///var/keys.db"
     catalog_path: Path = _HERE / "catalog.yaml"
+    ledger_addr: str = "127.0.0.1:50052"
+    nats_url: str = "nats://127.0.0.1:4222"
+    rpc_timeout_s: float = 5.0
+    # How often half-done operations (crashed creates, unrefunded revokes) are finished.
+    reconcile_every_s: float = 10.0
     log_level: str = "INFO"

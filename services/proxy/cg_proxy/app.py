@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cg_proxy import errors, routes
 from cg_proxy.auth import KeyAuthenticator
+from cg_proxy.bus import Bus
 from cg_proxy.metering import Meter
 from cg_proxy.middleware import RequestContext
 from cg_proxy.settings import Settings
@@ -34,24 +35,28 @@ def create_app(settings: Settings) -> FastAPI:
         keys_channel = insecure_channel(settings.keys_addr)
         ledger_channel = insecure_channel(settings.ledger_addr)
         meter = Meter(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s)
+        bus = Bus(settings.nats_url)
+        auth = KeyAuthenticator(keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s,
+                                settings.rpc_timeout_s)
+        bus.on("keys.>", auth.on_key_changed)  # every lifecycle change drops the cached key
         state = ProxyState(
-            auth=KeyAuthenticator(
-                keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
-            ),
+            auth=auth,
             meter=meter,
             upstreams=Upstreams(settings),
-            recorder=UsageRecorder(meter, settings.nats_url),
+            recorder=UsageRecorder(meter, bus),
+            bus=bus,
             keys_channel=keys_channel,
             ledger_channel=ledger_channel,
         )
         await state.upstreams.start()
-        await state.recorder.start()
+        await bus.start()
         app.state.proxy = state
         log.info("proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr})
         try:
             yield
         finally:
             await state.recorder.drain(settings.shutdown_grace_s)
+            await bus.close()
             await state.upstreams.close()
             await keys_channel.close()
             await ledger_channel.close()
@@ -75,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
                 checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status).lower()
             except grpc.aio.AioRpcError as e:
                 checks[name] = e.code().name.lower()
-        checks["nats"] = "serving" if st.recorder.connected else "not_connected"
+        checks["nats"] = "serving" if st.bus.connected else "not_connected"
         ok = all(v == "serving" for v in checks.values())
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 

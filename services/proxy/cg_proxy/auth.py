@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 import grpc
 
 from cg_proxy import errors
 from cglib.keysecret import hash_secret, looks_like_key
+from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
 
 _STATUS_NAMES = {
@@ -25,6 +27,7 @@ _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, 
 class AuthedKey:
     key: keys_pb2.Key
     models: dict[str, keys_pb2.ModelRoute]
+    billing: keys_pb2.LedgerBilling
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -43,12 +46,19 @@ class KeyAuthenticator:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._cache: dict[str, tuple[float, AuthedKey]] = {}
+        self._hashes_by_key: dict[str, set[str]] = {}
 
-    def invalidate(self, key_hash: str | None = None) -> None:
-        if key_hash is None:
-            self._cache.clear()
-        else:
+    def invalidate_key(self, key_id: str, stale_hashes: Iterable[str] = ()) -> None:
+        """Drops every cached entry of a key (after any lifecycle change)."""
+        for key_hash in {*self._hashes_by_key.pop(key_id, ()), *stale_hashes}:
             self._cache.pop(key_hash, None)
+
+    async def on_key_changed(self, msg) -> None:
+        try:
+            event = events_pb2.KeyChanged.FromString(msg.data)
+        except Exception:
+            return
+        self.invalidate_key(event.key_id, event.stale_key_hashes)
 
     async def authenticate(self, authorization: str | None) -> AuthedKey:
         secret = bearer_token(authorization)
@@ -63,7 +73,9 @@ class KeyAuthenticator:
             authed = await self._lookup(key_hash, secret)
             if len(self._cache) > 100_000:
                 self._cache.clear()
+                self._hashes_by_key.clear()
             self._cache[key_hash] = (now + self.ttl_s, authed)
+            self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
         status = authed.key.status
         if status != keys_pb2.KEY_STATUS_ACTIVE:
             if status == keys_pb2.KEY_STATUS_REVOKED:
@@ -82,4 +94,4 @@ class KeyAuthenticator:
             if e.code() in _UNAVAILABLE:
                 raise errors.service_unavailable("keys") from None
             raise
-        return AuthedKey(key=resp.key, models={m.id: m for m in resp.models})
+        return AuthedKey(key=resp.key, models={m.id: m for m in resp.models}, billing=resp.billing)

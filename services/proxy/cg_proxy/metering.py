@@ -67,11 +67,12 @@ class Meter:
         self.ttl_s = ttl_s
 
     async def reserve(
-        self, request_id: str, account: str, route: keys_pb2.ModelRoute, max_input: int, max_output: int
+        self, request_id: str, billing: keys_pb2.LedgerBilling, route: keys_pb2.ModelRoute, max_input: int,
+        max_output: int,
     ) -> ledger_pb2.ReserveResponse:
         req = ledger_pb2.ReserveRequest(
             request_id=request_id,
-            account=account,
+            account=billing.payer_account,
             model=route.id,
             price=ledger_pb2.Price(
                 input_usd_per_mtok=route.input_usd_per_mtok,
@@ -82,6 +83,14 @@ class Meter:
             max_output_tokens=max_output,
             ttl_seconds=self.ttl_s,
         )
+        if billing.customer_account:
+            req.customer.CopyFrom(ledger_pb2.CustomerBilling(
+                customer_account=billing.customer_account,
+                revenue_account=billing.revenue_account,
+                profit_multiplier=billing.profit_multiplier,
+                price_per_ai_credit_cents=billing.price_per_ai_credit_cents,
+                floor_usd_per_mtok=billing.floor_usd_per_mtok,
+            ))
         try:
             return await self.stub.Reserve(req, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:

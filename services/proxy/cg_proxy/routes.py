@@ -81,7 +81,7 @@ async def chat_completions(request: Request) -> Response:
 
     prompt_bound = len(raw)  # a prompt has no more tokens than its JSON body has bytes
     max_out = max_output_tokens(body, route)
-    await st.meter.reserve(request_id, authed.key.budget_account, route, prompt_bound, max_out)
+    await st.meter.reserve(request_id, authed.billing, route, prompt_bound, max_out)
 
     upstream_body = dict(body)
     upstream_body["model"] = route.upstream_model

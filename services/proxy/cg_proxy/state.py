@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from cg_proxy.auth import KeyAuthenticator
+from cg_proxy.bus import Bus
 from cg_proxy.metering import Meter
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage import UsageRecorder
@@ -18,5 +19,6 @@ class ProxyState:
     meter: Meter
     upstreams: Upstreams
     recorder: UsageRecorder
+    bus: Bus
     keys_channel: grpc.aio.Channel
     ledger_channel: grpc.aio.Channel

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import grpc
-from nats.aio.client import Client as NATS
 from prometheus_client import Counter, Gauge
 
+from cg_proxy.bus import Bus
 from cg_proxy.metering import RETRYABLE, Meter, Usage
 from cglib import natsx
 from creditgate.events.v1 import events_pb2
@@ -65,29 +65,10 @@ async def _retry(what: str, request_id: str, call: Callable[[], Awaitable], give
 
 
 class UsageRecorder:
-    def __init__(self, meter: Meter, nats_url: str) -> None:
+    def __init__(self, meter: Meter, bus: Bus) -> None:
         self.meter = meter
-        self.nats_url = nats_url
-        self.nc: NATS | None = None
-        self._connected = asyncio.Event()
+        self.bus = bus
         self._tasks: set[asyncio.Task] = set()
-        self._connector: asyncio.Task | None = None
-
-    async def start(self) -> None:
-        self._connector = asyncio.create_task(self._connect())
-
-    async def _connect(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                self.nc = await natsx.connect(self.nats_url, "proxy")
-                await natsx.ensure_usage_stream(self.nc.jetstream())
-                self._connected.set()
-                return
-            except Exception as e:
-                log.warning("nats not reachable yet", extra={"error": repr(e)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def _spawn(self, coro: Awaitable) -> None:
         task = asyncio.create_task(coro)
@@ -99,10 +80,6 @@ class UsageRecorder:
             PENDING.set(len(self._tasks))
 
         task.add_done_callback(done)
-
-    @property
-    def connected(self) -> bool:
-        return self.nc is not None and self.nc.is_connected
 
     def track(self, coro: Awaitable) -> None:
         """Runs work that must finish before shutdown (e.g. a stream's reader)."""
@@ -152,9 +129,8 @@ class UsageRecorder:
             log.exception("usage event lost", extra={"request_id": f.request_id})
 
     async def _publish(self, event: events_pb2.UsageEvent) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout=5)
-        assert self.nc is not None
-        await self.nc.jetstream().publish(
+        await asyncio.wait_for(self.bus.ready.wait(), timeout=5)
+        await self.bus.nc.jetstream().publish(
             natsx.usage_subject(event.partner_id, event.key_id),
             event.SerializeToString(),
             timeout=2,
@@ -162,10 +138,6 @@ class UsageRecorder:
         )
 
     async def drain(self, timeout_s: float) -> None:
-        """Waits for pending settlements and events (bounded), then closes NATS."""
+        """Waits (bounded) for pending settlements and events."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        if self._connector is not None:
-            self._connector.cancel()
-        if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()

@@ -1,0 +1,66 @@
+"""Who may touch what. Every call resolves its ``Actor`` here first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from cg_keys.errors import NotFound, PermissionDenied
+from cg_keys.models import Customer, Partner, VirtualKey
+
+
+@dataclass(frozen=True)
+class Acting:
+    partner: Partner
+    customer: Customer | None
+
+    @property
+    def is_partner(self) -> bool:
+        return self.customer is None
+
+
+async def resolve(session: AsyncSession, actor) -> Acting:
+    """The actor's partner (and customer), or NOT_FOUND when they do not exist or the
+    customer is not the partner's."""
+    if not actor.partner_id:
+        raise PermissionDenied("actor.partner_id: required")
+    partner = await session.get(Partner, actor.partner_id)
+    if partner is None:
+        raise NotFound("partner not found")
+    customer = None
+    if actor.customer_id:
+        customer = await session.get(Customer, actor.customer_id)
+        if customer is None or customer.partner_id != partner.id:
+            raise NotFound("customer not found")
+    return Acting(partner, customer)
+
+
+def require_partner(acting: Acting) -> None:
+    if not acting.is_partner:
+        raise PermissionDenied("only the partner may do this")
+
+
+def visible_key(acting: Acting, key: VirtualKey | None) -> VirtualKey:
+    """A key the actor may see: the partner's own, or the customer's own."""
+    if key is None or key.partner_id != acting.partner.id or key.status in ("provisioning", "failed"):
+        raise NotFound("key not found")
+    if acting.customer is not None and acting.customer.id not in (key.owner_customer_id, key.billing_customer_id):
+        raise NotFound("key not found")
+    return key
+
+
+def changeable_key(acting: Acting, key: VirtualKey | None) -> VirtualKey:
+    """A key the actor may change: any of the partner's; a customer only its own."""
+    key = visible_key(acting, key)
+    if acting.customer is not None and key.owner_customer_id != acting.customer.id:
+        raise PermissionDenied("a customer may only change the keys it created")
+    return key
+
+
+def visible_customer(acting: Acting, customer: Customer | None) -> Customer:
+    if customer is None or customer.partner_id != acting.partner.id:
+        raise NotFound("customer not found")
+    if acting.customer is not None and acting.customer.id != customer.id:
+        raise NotFound("customer not found")
+    return customer

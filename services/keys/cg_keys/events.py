@@ -1,0 +1,107 @@
+"""NATS for the keys service.
+
+- ``KeyEvents.publish``: a ``KeyChanged`` on ``keys.<partner>.<key>`` after every
+  lifecycle change (JetStream stream KEYS, so the worker can consume it durably;
+  proxies subscribe to the subject and drop the key from their caches at once).
+  Published in the background and retried; the proxies' short cache TTL bounds
+  staleness if NATS is away.
+- ``run_last_used``: a durable consumer of the usage stream that keeps each key's
+  last-used time current in one UPDATE per key per batch, not a write per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from cg_keys.models import VirtualKey
+from cglib import natsx
+from creditgate.events.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+class KeyEvents:
+    def __init__(self) -> None:
+        self.nc: Client | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def publish(self, key: VirtualKey, change: str, stale_hashes: list[str] | None = None) -> None:
+        event = events_pb2.KeyChanged(
+            key_id=key.id, partner_id=key.partner_id, change=change, status=key.status, reason=key.status_reason,
+            stale_key_hashes=stale_hashes or [], time_unix_ms=int(time.time() * 1000),
+        )
+        if self.nc is None:
+            return
+        task = asyncio.create_task(self._send(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, event: events_pb2.KeyChanged) -> None:
+        delay = 0.05
+        for _ in range(60):
+            try:
+                await self.nc.jetstream().publish(natsx.key_subject(event.partner_id, event.key_id),
+                                                  event.SerializeToString(), timeout=2)
+                return
+            except Exception as e:  # nats raises several unrelated types
+                log.warning("key event not published yet", extra={"key_id": event.key_id, "error": repr(e)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+        log.error("key event dropped", extra={"key_id": event.key_id, "change": event.change})
+
+    async def drain(self, timeout_s: float = 5) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+async def run_last_used(nc: Client, sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event,
+                        durable: str = "keys-last-used") -> None:
+    js = nc.jetstream()
+    await natsx.ensure_usage_stream(js)
+    await js.add_consumer(natsx.USAGE_STREAM, ConsumerConfig(
+        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30,
+    ))
+    sub = await js.pull_subscribe_bind(durable, stream=natsx.USAGE_STREAM)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(256, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as e:
+                log.warning("last-used fetch failed", extra={"error": repr(e)})
+                await asyncio.sleep(0.5)
+                continue
+            latest: dict[str, int] = {}
+            for msg in msgs:
+                try:
+                    event = events_pb2.UsageEvent.FromString(msg.data)
+                except Exception:
+                    continue
+                t = event.time_unix_ms // 1000
+                latest[event.key_id] = max(latest.get(event.key_id, 0), t)
+            try:
+                async with sessions() as session:
+                    for key_id, t in latest.items():
+                        await session.exec(update(VirtualKey).where(VirtualKey.id == key_id,
+                                                                    VirtualKey.last_used_at < t)
+                                           .values(last_used_at=t))
+                    await session.commit()
+            except Exception:
+                log.exception("last-used update failed; redelivering")
+                for msg in msgs:
+                    await msg.nak(delay=2)
+                continue
+            for msg in msgs:
+                await msg.ack()
+    finally:
+        await sub.unsubscribe()

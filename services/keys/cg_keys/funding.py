@@ -1,0 +1,64 @@
+"""The keys service's side of money: ledger calls, each with an idempotency id derived
+from the key, so a retry after any crash is applied once by the ledger."""
+
+from __future__ import annotations
+
+import grpc
+
+from cg_keys.errors import FailedPrecondition, Unavailable
+from creditgate.ledger.v1 import ledger_pb2 as pb
+from creditgate.ledger.v1 import ledger_pb2_grpc
+
+UCR_PER_CREDIT = 1_000_000
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+class Funding:
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float) -> None:
+        self.stub = stub
+        self.timeout_s = timeout_s
+
+    async def _call(self, method, request, what: str):
+        try:
+            return await method(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _UNAVAILABLE:
+                raise Unavailable(f"the ledger is unavailable ({what}); retry with the same idempotency key") from None
+            if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                raise FailedPrecondition(f"the partner's balance cannot cover {what}") from None
+            raise
+
+    async def quote(self, budget_ucr: int, fee_rate: str) -> pb.FundKeyResponse:
+        return await self._call(self.stub.QuoteKeyFunding, pb.QuoteKeyFundingRequest(
+            budget_ucr=budget_ucr, fee_rate=fee_rate), "the quote")
+
+    async def fund(self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int,
+                   fee_rate: str) -> pb.FundKeyResponse:
+        return await self._call(self.stub.FundKey, pb.FundKeyRequest(
+            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id, budget_ucr=budget_ucr,
+            fee_rate=fee_rate), "the key's budget and fee")
+
+    async def refund(self, idempotency_id: str, partner_id: str, key_id: str) -> int:
+        out = await self._call(self.stub.RefundKey, pb.RefundKeyRequest(
+            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id), "the refund")
+        return out.amount_ucr
+
+    async def hold_deposit(self, idempotency_id: str, partner_id: str, key_id: str, amount_ucr: int) -> None:
+        await self._call(self.stub.HoldKeyDeposit, pb.KeyDepositRequest(
+            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id, amount_ucr=amount_ucr),
+            f"the {amount_ucr // UCR_PER_CREDIT:,}-credit key deposit")
+
+    async def release_deposit(self, idempotency_id: str, partner_id: str, key_id: str) -> int:
+        out = await self._call(self.stub.ReleaseKeyDeposit, pb.KeyDepositRequest(
+            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id), "the deposit release")
+        return out.amount_ucr
+
+    async def balance(self, account: str) -> pb.Balance | None:
+        try:
+            return await self.stub.GetBalance(pb.GetBalanceRequest(account=account), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            if e.code() in _UNAVAILABLE:
+                raise Unavailable("the ledger is unavailable") from None
+            raise
