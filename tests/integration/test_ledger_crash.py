@@ -29,7 +29,7 @@ def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iter
     env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
     env.update({f"CG_LEDGER_{k.upper()}": v for k, v in settings.items()})
     if crash_at:
-        env["CG_LEDGER_CRASH_AT"] = crash_at
+        env["CG_CRASH_AT"] = crash_at
     proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
                               grpc_serving(f"127.0.0.1:{port}"))
     proc.start()

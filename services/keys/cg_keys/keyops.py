@@ -36,6 +36,7 @@ from cg_keys.errors import FailedPrecondition, InvalidArgument, NotFound, Permis
 from cg_keys.events import KeyEvents
 from cg_keys.funding import UCR_PER_CREDIT, Funding
 from cg_keys.models import Customer, KeyFunding, Partner, VirtualKey
+from cglib.faults import crash_point
 from cglib.ids import new_id
 from cglib.keysecret import display_prefix, hash_secret, new_secret
 
@@ -163,6 +164,7 @@ class KeyOps:
         except FailedPrecondition:
             await self._set_status(key.id, "failed", "funding refused")
             raise
+        crash_point("create:after_funding")
         key, secret = await self._activate(key.id, f"fund:{key.id}:create", funded.budget_ucr, funded.fee_ucr,
                                            secret)
         await self.events.publish(key, "created")
@@ -282,6 +284,7 @@ class KeyOps:
         if key.status != "revoked":
             key = await self._set_status(key.id, "revoked", "revoked")
             await self.events.publish(key, "revoked")
+        crash_point("revoke:before_refund")
         return await self.settle_revoked(key)
 
     async def settle_revoked(self, key: VirtualKey) -> VirtualKey:
@@ -329,6 +332,7 @@ class KeyOps:
         tier = self.catalog.tier(acting.partner.tier)
         funding_id = f"fund:{key.id}:topup:{idempotency_key}"
         funded = await self.funding.fund(funding_id, key.partner_id, key.id, amount, str(tier.fee_rate))
+        crash_point("topup:after_funding")
         key, _ = await self._activate_topup(key.id, funding_id, funded.budget_ucr, funded.fee_ucr)
         await self.events.publish(key, "topped_up")
         return key, funded

@@ -7,6 +7,6 @@
   transfers, reservations; ``store``: row-level primitives and the lock order.
 - ``book``: deposits, grants, key funding and refunds, key deposits, balances,
   statements; ``reservations``: reserve, settle, void, expire.
-- ``errors``: what every operation may raise; ``faults``: crash points for tests.
+- ``errors``: what every operation may raise (crash points for tests: ``cglib.faults``).
 - ``servicer``: proto <-> domain, errors -> status codes.
 """

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cg_ledger import accounts, store
 from cg_ledger.accounts import CREDITS, FEES, AccountId
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
-from cg_ledger.faults import crash_point
+from cglib.faults import crash_point
 from cg_ledger.pricing import MAX_UCR, parse_price, platform_fee_ucr
 
 FAILED_FUNDS = "insufficient_funds"

@@ -22,7 +22,7 @@ from cg_ledger import accounts, store
 from cg_ledger.accounts import USAGE_SINK
 from cg_ledger.book import FAILED_FUNDS, check_id, decimal_or_invalid
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
-from cg_ledger.faults import crash_point
+from cglib.faults import crash_point
 from cg_ledger.pricing import (
     MAX_UCR,
     CustomerBilling,

@@ -1,0 +1,18 @@
+"""Crash points for crash tests, and nothing else.
+
+``CG_CRASH_AT=<point>`` (read once at start) makes the process exit at once, with no
+cleanup, when it reaches that point. Points are named ``<operation>:<moment>``, e.g.
+``fund:before_commit`` in the ledger or ``create:after_funding`` in keys. Unset in
+every real deployment; a test sets it on a process it starts and kills.
+"""
+
+from __future__ import annotations
+
+import os
+
+_CRASH_AT = os.environ.get("CG_CRASH_AT", "")
+
+
+def crash_point(name: str) -> None:
+    if _CRASH_AT and _CRASH_AT == name:
+        os._exit(137)
