@@ -128,6 +128,20 @@ class Stack:
                                       http_ok(f"{self.bff_url}/healthz"), **echo)
         raise KeyError(name)
 
+    def start_proxy_replica(self, name: str, timeout_s: float = 60) -> tuple[Proc, str]:
+        """Another proxy on its own port, sharing everything else; stopped with the stack."""
+        port = free_port()
+        proc = self._build("proxy")
+        proc.name = name
+        proc.env = {**proc.env, "CG_PROXY_PORT": str(port)}
+        proc.log_path = proc.log_path.with_name(f"{name}.log")
+        url = f"http://127.0.0.1:{port}"
+        proc.ready = http_ok(f"{url}/readyz")
+        self.procs[name] = proc
+        proc.start()
+        proc.wait_ready(timeout_s)
+        return proc, url
+
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
         proc = self._build(name)
         self.procs[name] = proc
@@ -149,7 +163,8 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for name in reversed([n for n in ORDER if n in self.procs]):
+        extra = [n for n in self.procs if n not in ORDER]  # proxy replicas first
+        for name in extra + list(reversed([n for n in ORDER if n in self.procs])):
             self.procs[name].stop()
 
     def __enter__(self) -> "Stack":
