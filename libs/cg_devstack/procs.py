@@ -45,6 +45,29 @@ def http_ok(url: str) -> ReadyCheck:
     return check
 
 
+def nats_ready(client_port: int, monitor_port: int) -> ReadyCheck:
+    """Our nats-server is ready when JetStream is up and the server answering on the
+    client port is the one behind our monitor port (same ``server_id``): a free port
+    taken by another process in between must not pass for ours."""
+    import json
+
+    healthz = http_ok(f"http://127.0.0.1:{monitor_port}/healthz?js-enabled-only=true")
+
+    def check() -> bool:
+        if not healthz():
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/varz", timeout=1) as resp:
+                ours = json.load(resp)["server_id"]
+            with socket.create_connection(("127.0.0.1", client_port), timeout=1) as sock:
+                info = sock.makefile("rb").readline()  # the server greets with INFO {...}
+            return info.startswith(b"INFO ") and json.loads(info[5:])["server_id"] == ours
+        except (OSError, ValueError, KeyError):
+            return False
+
+    return check
+
+
 def grpc_serving(addr: str) -> ReadyCheck:
     def check() -> bool:
         try:

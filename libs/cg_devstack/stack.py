@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sysconfig
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, port_is_free
+from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, nats_ready, port_is_free
 
 # What `make run` binds; tests pick free ports instead.
 DEFAULT_PORTS = {
@@ -92,7 +93,7 @@ class Stack:
             store.mkdir(parents=True, exist_ok=True)
             argv = [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1",
                     "-p", str(p["nats"]), "-m", str(p["nats_monitor"])]
-            ready = http_ok(f"http://127.0.0.1:{p['nats_monitor']}/healthz?js-enabled-only=true")
+            ready = nats_ready(p["nats"], p["nats_monitor"])
             return Proc("nats", argv, extra, logs / "nats.log", ready, **echo)
         if name == "keys":
             env = {"CG_KEYS_PORT": str(p["keys"]), "CG_KEYS_METRICS_PORT": str(p["keys_metrics"]),
@@ -157,6 +158,10 @@ class Stack:
         try:
             for name in self.config.services:
                 self.start_service(name)
+            time.sleep(0.1)
+            dead = [n for n, proc in self.procs.items() if not proc.running]
+            if dead:  # e.g. lost a port to another process after its ready check passed
+                raise RuntimeError(f"exited after start: {', '.join(dead)}\n" + self.procs[dead[0]].tail())
         except BaseException:
             self.stop()
             raise
