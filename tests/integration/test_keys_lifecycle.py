@@ -281,3 +281,21 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
     events = asyncio.run(watch())
     assert events and events[0].change == "regenerated"
     assert events[0].stale_key_hashes == [hash_secret(made.secret)]
+
+
+def test_idempotency_keys_belong_to_their_owner(keys, ledger):
+    """Two customers (and the partner) using the same idempotency key get their own keys:
+    nobody can block, or learn about, another's create."""
+    p, actor = partner(keys, ledger, credits=5_000)
+    keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=pb.SelfServiceSettings(
+        enabled=True, apply_to_new_customers=True, default_profit_multiplier="2", ai_credit_price_cents="1")),
+        timeout=T)
+    made = []
+    for name in ("one", "two"):
+        c = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name=name, ai_credits_enabled=True), timeout=T)
+        made.append(keys.CreateCustomerKey(pb.CreateCustomerKeyRequest(
+            actor=pb.Actor(partner_id=p.id, customer_id=c.id), idempotency_key="same", name=name,
+            allowed_models=["gpt-4o-mini"]), timeout=T).key)
+    made.append(create(keys, actor, 10, idem="same").key)
+    assert len({k.id for k in made}) == 3
+    assert [k.owner_customer_id != "" for k in made] == [True, True, False]

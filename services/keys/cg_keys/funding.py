@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from cg_keys.errors import FailedPrecondition, Unavailable
+from cg_keys.errors import FailedPrecondition, InvalidArgument, Unavailable
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -26,6 +26,10 @@ class Funding:
                 raise Unavailable(f"the ledger is unavailable ({what}); retry with the same idempotency key") from None
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                 raise FailedPrecondition(f"the partner's balance cannot cover {what}") from None
+            if e.code() == grpc.StatusCode.ABORTED:  # the ledger saw this id with other values
+                raise InvalidArgument("idempotency_key", "already used with different values") from None
+            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument("amount", "refused by the ledger: out of range") from None
             raise
 
     async def quote(self, budget_ucr: int, fee_rate: str) -> pb.FundKeyResponse:

@@ -140,7 +140,7 @@ class KeyOps:
 
     async def create_partner_key(self, actor, idempotency_key: str, fields, budget_credits: int) -> Created:
         budget = validation.credits(budget_credits, "budget_credits") * UCR_PER_CREDIT
-        idem = self._idempotency_key(idempotency_key)
+        idem = "p:" + self._idempotency_key(idempotency_key)
         secret = new_secret()
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
@@ -179,6 +179,7 @@ class KeyOps:
             if acting.customer is None:
                 raise PermissionDenied("customer keys are created by a customer")
             partner, customer = acting.partner, acting.customer
+            idem = f"c:{customer.id}:{idem}"  # each owner has its own idempotency keys
             for ok, what in ((partner.ss_enabled, "the partner has not enabled customer self-service"),
                              (customer.ai_credits_enabled, "AI Credits are not enabled for this customer"),
                              (customer.ai_gateway_visible, "the AI Gateway menu is not enabled for this customer")):
@@ -197,8 +198,8 @@ class KeyOps:
                 key = await self._insert(session, key, partner.id, idem)
         if key.status == "failed":
             raise FailedPrecondition("this idempotency key's create was refused: the partner's balance was too low")
-        if key.kind != "customer" or key.owner_customer_id != customer.id:
-            raise InvalidArgument("idempotency_key", "already used for another key")
+        if key.kind != "customer":
+            raise InvalidArgument("idempotency_key", "already used for another kind of key")
         try:
             await self.funding.hold_deposit(f"deposit:{key.id}", partner.id, key.id, DEPOSIT_UCR)
         except FailedPrecondition:
@@ -210,8 +211,10 @@ class KeyOps:
 
     @staticmethod
     def _idempotency_key(value: str) -> str:
-        if len(value) > 120:
-            raise InvalidArgument("idempotency_key", "at most 120 characters")
+        """The caller's idempotency key (or a fresh one). Stored scoped by owner: ``p:<key>``
+        for the partner's creates, ``c:<customer>:<key>`` for each customer's."""
+        if len(value) > 120 - 40:
+            raise InvalidArgument("idempotency_key", "at most 80 characters")
         return value or new_id("auto", 24)
 
     @staticmethod
@@ -322,8 +325,8 @@ class KeyOps:
 
     async def top_up(self, actor, key_id: str, idempotency_key: str, amount_credits: int):
         amount = validation.credits(amount_credits, "amount_credits") * UCR_PER_CREDIT
-        if not idempotency_key or len(idempotency_key) > 120:
-            raise InvalidArgument("idempotency_key", "required, at most 120 characters")
+        if not idempotency_key or len(idempotency_key) > 80:
+            raise InvalidArgument("idempotency_key", "required, at most 80 characters")
         acting, key = await self._changeable(actor, key_id, partner_only=True)
         if key.kind != "partner":
             raise FailedPrecondition("a customer-created key has no budget to top up")
