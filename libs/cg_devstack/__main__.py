@@ -25,7 +25,7 @@ metrics:         {stack.proxy_url}/metrics
 logs:            {stack.var / 'logs'}
 balance:         .venv/bin/python -m cg_devstack.balance
 
-curl {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+curl -s {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
 Ctrl-C stops everything; `make run` again reuses var/ (the same demo key keeps working).
 ========================================================================================
