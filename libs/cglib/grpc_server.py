@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from typing import Callable, Iterable
@@ -56,3 +57,21 @@ async def serve(
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace_s)
+
+
+def mapped_errors(codes: dict[type[Exception], grpc.StatusCode]):
+    """A decorator for servicer methods: a domain error of one of ``codes``' types
+    aborts the call with its status code and message (one place per service maps them)."""
+    handled = tuple(codes)
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(self, request, context):
+            try:
+                return await handler(self, request, context)
+            except handled as e:
+                await context.abort(codes[type(e)], str(e))
+
+        return wrapper
+
+    return decorate

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from support.stacks import stack_on
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
@@ -22,15 +23,8 @@ def running_stack(var: Path, keys_db: str = "", ledger_db: str = "", env=None) -
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="cg-e2e-") as var:
-        if request.param == "sqlite":
-            with running_stack(Path(var)) as s:
-                yield s
-        else:
-            pg = request.getfixturevalue("pg_server")
-            with pg.database("keys") as keys_db, pg.database("ledger") as ledger_db:
-                with running_stack(Path(var), keys_db, ledger_db) as s:
-                    yield s
+    with stack_on(request) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,16 @@ idempotency key, and the books and the keys agree (money moved exactly once)."""
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
-
-from cg_devstack import Stack, StackConfig
+from cg_devstack import Stack
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
+from support.stacks import KEYS_AND_LEDGER, stack_on
 
 CREDIT = 1_000_000
 T = 10
@@ -32,19 +30,9 @@ CASES = [
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with tempfile.TemporaryDirectory(prefix="cg-keys-crash-") as var:
-        services = ("nats", "ledger", "keys")
-        # the reconciler stays out of the way: this test shows the caller's retry converging
-        env = {"keys": {"CG_KEYS_RECONCILE_EVERY_S": "3600"}}
-        if request.param == "sqlite":
-            with Stack(StackConfig(var_dir=Path(var), services=services, env=env)) as s:
-                yield s
-        else:
-            pg = request.getfixturevalue("pg_server")
-            with pg.database("keys") as keys_db, pg.database("ledger") as ledger_db:
-                with Stack(StackConfig(var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, services=services,
-                                       env=env)) as s:
-                    yield s
+    # the reconciler stays out of the way: this test shows the caller's retry converging
+    with stack_on(request, KEYS_AND_LEDGER, env={"keys": {"CG_KEYS_RECONCILE_EVERY_S": "3600"}}) as s:
+        yield s
 
 
 def restart(stack: Stack, name: str, crash_at: str = "") -> None:

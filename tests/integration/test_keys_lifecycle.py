@@ -3,20 +3,17 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
-
-from cg_devstack import Stack, StackConfig
 from cglib.keysecret import hash_secret
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
+from support.stacks import KEYS_AND_LEDGER, stack_on
 
 CREDIT = 1_000_000
 T = 10
@@ -24,16 +21,8 @@ T = 10
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with tempfile.TemporaryDirectory(prefix="cg-keys-") as var:
-        services = ("nats", "ledger", "keys")
-        if request.param == "sqlite":
-            with Stack(StackConfig(var_dir=Path(var), services=services)) as s:
-                yield s
-        else:
-            pg = request.getfixturevalue("pg_server")
-            with pg.database("keys") as keys_db, pg.database("ledger") as ledger_db:
-                with Stack(StackConfig(var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, services=services)) as s:
-                    yield s
+    with stack_on(request, KEYS_AND_LEDGER) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +243,6 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
     import asyncio
 
     import nats
-
     from creditgate.events.v1 import events_pb2
 
     _, actor = partner(keys, ledger)

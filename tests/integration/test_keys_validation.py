@@ -11,49 +11,29 @@ idempotency key, and QuoteKey says exactly what CreateKey then takes.
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import grpc
 import pytest
-
-from cg_devstack import Stack, StackConfig
+from cg_devstack import Stack
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
 from creditgate.ledger.v1 import ledger_pb2_grpc
+from support.stacks import KEYS_AND_LEDGER, stack_on
 
 T = 10  # seconds, every call
 CREDIT = 1_000_000
 IA = grpc.StatusCode.INVALID_ARGUMENT
 
 
-@contextlib.contextmanager
-def _running(var: Path, keys_db: str = "", ledger_db: str = "") -> Iterator[Stack]:
-    stack = Stack(StackConfig(var_dir=var, keys_db=keys_db, ledger_db=ledger_db, services=("nats", "ledger", "keys")))
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def keys_stack(request) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="cg-keys-val-") as var:
-        if request.param == "sqlite":
-            with _running(Path(var)) as s:
-                yield s
-        else:
-            pg = request.getfixturevalue("pg_server")
-            with pg.database("keys") as keys_db, pg.database("ledger") as ledger_db:
-                with _running(Path(var), keys_db, ledger_db) as s:
-                    yield s
+    with stack_on(request, KEYS_AND_LEDGER) as s:
+        yield s
 
 
 @dataclass

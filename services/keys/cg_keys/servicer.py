@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 
 import grpc
+from cglib.grpc_server import mapped_errors
+from creditgate.keys.v1 import keys_pb2 as pb
+from creditgate.keys.v1 import keys_pb2_grpc
 
 from cg_keys.catalog import CATEGORIES, Catalog
-from cg_keys.errors import FailedPrecondition, InvalidArgument, KeysError, NotFound, PermissionDenied, Unavailable
+from cg_keys.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from cg_keys.keyops import KeyOps, effective_status
 from cg_keys.models import Customer, Partner, VirtualKey
 from cg_keys.tenants import Tenants
-from creditgate.keys.v1 import keys_pb2 as pb
-from creditgate.keys.v1 import keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +40,7 @@ _STATUS = {
 }
 
 
-def _mapped_errors(handler):
-    @functools.wraps(handler)
-    async def wrapper(self, request, context):
-        try:
-            return await handler(self, request, context)
-        except KeysError as e:
-            await context.abort(_CODES[type(e)], str(e))
-
-    return wrapper
+_mapped_errors = mapped_errors(_CODES)
 
 
 def partner_pb(p: Partner) -> pb.Partner:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import grpc
+from cglib.grpc_server import mapped_errors
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from cg_ledger.book import Book, decimal_or_invalid
-from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, LedgerError, NotFound
+from cg_ledger.errors import (
+    Conflict,
+    InsufficientFunds,
+    InvalidArgument,
+    LedgerError,
+    NotFound,
+)
 from cg_ledger.pricing import MAX_UCR, CustomerBilling, quote
 from cg_ledger.reservations import MAX_TOKENS, Reservations, parse_billing
-from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +33,7 @@ _SOURCES = {
 }
 
 
-def _mapped_errors(handler):
-    @functools.wraps(handler)
-    async def wrapper(self, request, context):
-        try:
-            return await handler(self, request, context)
-        except LedgerError as e:
-            await context.abort(_CODES[type(e)], str(e))
-
-    return wrapper
+_mapped_errors = mapped_errors(_CODES)
 
 
 def _transfer_pb(t) -> ledger_pb2.TransferResult:
