@@ -102,7 +102,8 @@ class Stack:
             return Proc.python_module("keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo)
         if name == "ledger":
             env = {"CG_LEDGER_PORT": str(p["ledger"]), "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),
-                   "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}"}
+                   "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}",
+                   "CG_LEDGER_NATS_URL": self.nats_url}
             return Proc.python_module("ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log",
                                       grpc_serving(self.ledger_addr), **echo)
         if name == "mock":
@@ -120,7 +121,8 @@ class Stack:
             return Proc.python_module("proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log",
                                       http_ok(f"{self.proxy_url}/readyz"), **echo)
         if name == "worker":
-            env = {"CG_WORKER_NATS_URL": self.nats_url, "CG_WORKER_METRICS_PORT": str(p["worker_metrics"])}
+            env = {"CG_WORKER_NATS_URL": self.nats_url, "CG_WORKER_METRICS_PORT": str(p["worker_metrics"]),
+                   "CG_WORKER_KEYS_ADDR": self.keys_addr, "CG_WORKER_LEDGER_ADDR": self.ledger_addr}
             return Proc.python_module("worker", "cg_worker", {**env, **extra}, logs / "worker.log",
                                       http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"), **echo)
         if name == "bff":
@@ -129,19 +131,25 @@ class Stack:
                                       http_ok(f"{self.bff_url}/healthz"), **echo)
         raise KeyError(name)
 
-    def start_proxy_replica(self, name: str, timeout_s: float = 60) -> tuple[Proc, str]:
-        """Another proxy on its own port, sharing everything else; stopped with the stack."""
+    def start_replica(self, service: str, name: str, extra_env: dict[str, str] | None = None,
+                      timeout_s: float = 60) -> tuple[Proc, str]:
+        """Another proxy or worker sharing the stack, on ports of its own; stopped with the
+        stack. Returns the process and its base URL (HTTP port for a proxy, metrics for a worker)."""
         port = free_port()
-        proc = self._build("proxy")
+        proc = self._build(service)
+        port_var = {"proxy": "CG_PROXY_PORT", "worker": "CG_WORKER_METRICS_PORT"}[service]
         proc.name = name
-        proc.env = {**proc.env, "CG_PROXY_PORT": str(port)}
+        proc.env = {**proc.env, port_var: str(port), **(extra_env or {})}
         proc.log_path = proc.log_path.with_name(f"{name}.log")
         url = f"http://127.0.0.1:{port}"
-        proc.ready = http_ok(f"{url}/readyz")
+        proc.ready = http_ok(f"{url}/readyz" if service == "proxy" else f"{url}/metrics")
         self.procs[name] = proc
         proc.start()
         proc.wait_ready(timeout_s)
         return proc, url
+
+    def start_proxy_replica(self, name: str, timeout_s: float = 60) -> tuple[Proc, str]:
+        return self.start_replica("proxy", name, timeout_s=timeout_s)
 
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
         proc = self._build(name)

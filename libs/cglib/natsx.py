@@ -17,6 +17,9 @@ USAGE_SUBJECTS = ["usage.>"]
 # Key lifecycle changes: durable for the worker, and seen live by every proxy replica.
 KEYS_STREAM = "KEYS"
 KEYS_SUBJECTS = ["keys.>"]
+# Partner balance changes, for the worker.
+LEDGER_STREAM = "LEDGER"
+LEDGER_SUBJECTS = ["ledger.>"]
 
 
 def usage_subject(partner_id: str, key_id: str) -> str:
@@ -25,6 +28,10 @@ def usage_subject(partner_id: str, key_id: str) -> str:
 
 def key_subject(partner_id: str, key_id: str) -> str:
     return f"keys.{partner_id}.{key_id}"
+
+
+def balance_subject(partner_id: str) -> str:
+    return f"ledger.balance.{partner_id}"
 
 
 async def connect(url: str, name: str) -> Client:
@@ -47,6 +54,10 @@ async def ensure_usage_stream(js: JetStreamContext) -> None:
 
 async def ensure_keys_stream(js: JetStreamContext) -> None:
     await ensure_stream(js, KEYS_STREAM, KEYS_SUBJECTS)
+
+
+async def ensure_ledger_stream(js: JetStreamContext) -> None:
+    await ensure_stream(js, LEDGER_STREAM, LEDGER_SUBJECTS)
 
 
 async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> None:

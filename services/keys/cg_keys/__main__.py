@@ -70,7 +70,7 @@ async def main(settings: Settings) -> None:
     ledger_channel = insecure_channel(settings.ledger_addr)
     events = KeyEvents()
     keys = KeyOps(sessions, catalog, Funding(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s),
-                  events)
+                  events, settings.auto_topup_daily_max)
     servicer = KeysServicer(Tenants(sessions, catalog), keys, catalog)
     server, port, health = create_server(
         f"{settings.host}:{settings.port}",

@@ -64,11 +64,12 @@ def effective_status(key: VirtualKey, now: int | None = None) -> str:
 
 class KeyOps:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, funding: Funding,
-                 events: KeyEvents) -> None:
+                 events: KeyEvents, auto_topup_daily_max: int = 5) -> None:
         self.sessions = sessions
         self.catalog = catalog
         self.funding = funding
         self.events = events
+        self.auto_topup_daily_max = auto_topup_daily_max
 
     # -- validation ------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class KeyOps:
             await self.events.publish(key, "resumed")
         return key
 
-    async def top_up(self, actor, key_id: str, idempotency_key: str, amount_credits: int):
+    async def top_up(self, actor, key_id: str, idempotency_key: str, amount_credits: int, automatic: bool = False):
         amount = validation.credits(amount_credits, "amount_credits") * UCR_PER_CREDIT
         if not idempotency_key or len(idempotency_key) > 80:
             raise InvalidArgument("idempotency_key", "required, at most 80 characters")
@@ -333,24 +334,65 @@ class KeyOps:
         if key.status == "revoked":
             raise FailedPrecondition("the key is revoked")
         tier = self.catalog.tier(acting.partner.tier)
-        funding_id = f"fund:{key.id}:topup:{idempotency_key}"
-        funded = await self.funding.fund(funding_id, key.partner_id, key.id, amount, str(tier.fee_rate))
+        kind = "auto" if automatic else "topup"
+        funding_id = f"fund:{key.id}:{kind}:{idempotency_key}"
+        try:
+            if automatic:
+                await self._check_daily_ceiling(key.id, funding_id)
+            funded = await self.funding.fund(funding_id, key.partner_id, key.id, amount, str(tier.fee_rate))
+        except FailedPrecondition as e:
+            if automatic:
+                await self._record_auto_topup_failure(key.id, str(e))
+            raise
         crash_point("topup:after_funding")
-        key, _ = await self._activate_topup(key.id, funding_id, funded.budget_ucr, funded.fee_ucr)
-        await self.events.publish(key, "topped_up")
-        return key, funded
+        key, new = await self._record_topup(key.id, funding_id, funded.budget_ucr, funded.fee_ucr)
+        if new:
+            await self.events.publish(key, "topped_up")
+        return key, funded, not new
 
-    async def _activate_topup(self, key_id: str, funding_id: str, amount: int, fee: int):
+    async def _check_daily_ceiling(self, key_id: str, funding_id: str) -> None:
+        since = int(time.time()) - 86_400
+        async with self.sessions() as session:
+            if await session.get(KeyFunding, funding_id) is not None:
+                return  # a retry of a top-up that happened: not a new one
+            recent = (await session.exec(select(KeyFunding.idempotency_id).where(
+                KeyFunding.key_id == key_id, KeyFunding.created_at >= since,
+                KeyFunding.idempotency_id.startswith(f"fund:{key_id}:auto:")))).all()
+        if len(recent) >= self.auto_topup_daily_max:
+            raise FailedPrecondition(f"the daily ceiling of {self.auto_topup_daily_max} automatic top-ups is reached")
+
+    async def _record_auto_topup_failure(self, key_id: str, reason: str) -> None:
         async with self.sessions() as session:
             key = await session.get(VirtualKey, key_id, with_for_update=True)
-            if await session.get(KeyFunding, funding_id) is None:
+            key.auto_topup_error, key.auto_topup_error_at = reason[:200], int(time.time())
+            session.add(key)
+            await session.commit()
+        await self.events.publish(key, "auto_topup_failed")
+
+    async def _record_topup(self, key_id: str, funding_id: str, amount: int, fee: int) -> tuple[VirtualKey, bool]:
+        """Records a ledger funding on the key once; says whether this call recorded it."""
+        async with self.sessions() as session:
+            key = await session.get(VirtualKey, key_id, with_for_update=True)
+            new = await session.get(KeyFunding, funding_id) is None
+            if new:
                 session.add(KeyFunding(idempotency_id=funding_id, key_id=key_id, amount_ucr=amount, fee_ucr=fee))
                 key.funded_ucr += amount
             if key.status == "exhausted":
                 key.status, key.status_reason = "active", ""
+            if funding_id.startswith(f"fund:{key_id}:auto:"):
+                key.auto_topup_error, key.auto_topup_error_at = "", 0
             session.add(key)
             await session.commit()
-            return key, None
+            return key, new
+
+    async def mark_exhausted(self, actor, key_id: str) -> VirtualKey:
+        _, key = await self._changeable(actor, key_id, partner_only=True)
+        if key.kind != "partner":
+            raise FailedPrecondition("a customer-created key has no budget of its own")
+        if key.status == "active":
+            key = await self._set_status(key.id, "exhausted", "budget spent")
+            await self.events.publish(key, "exhausted")
+        return key
 
     async def update(self, actor, key_id: str, fields, mask: list[str]) -> VirtualKey:
         if not mask:

@@ -64,6 +64,8 @@ class VirtualKey(SQLModel, table=True):
     auto_topup_enabled: bool = False
     auto_topup_threshold_usd: str = Field(default="", max_length=40)
     auto_topup_amount_usd: str = Field(default="", max_length=40)
+    auto_topup_error: str = Field(default="", max_length=200)
+    auto_topup_error_at: int = 0
     rpm_limit: int = 0
     tpm_limit: int = 0
     expires_at: int = 0

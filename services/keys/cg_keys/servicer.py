@@ -70,7 +70,8 @@ def key_pb(k: VirtualKey, now: int | None = None) -> pb.Key:
         allowed_models=list(k.allowed_models), budget_account=k.budget_account, created_at_unix=k.created_at,
         description=k.description, kind=k.kind, owner_customer_id=k.owner_customer_id or "", billing=billing,
         auto_topup=pb.AutoTopUp(enabled=k.auto_topup_enabled, threshold_usd=k.auto_topup_threshold_usd,
-                                amount_usd=k.auto_topup_amount_usd),
+                                amount_usd=k.auto_topup_amount_usd, last_error=k.auto_topup_error,
+                                last_error_unix=k.auto_topup_error_at),
         allowed_domains=list(k.allowed_domains), rpm_limit=k.rpm_limit, tpm_limit=k.tpm_limit,
         expires_at_unix=k.expires_at, funded_ucr=k.funded_ucr, last_used_unix=k.last_used_at,
         status_reason=k.status_reason,
@@ -188,9 +189,14 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     @_mapped_errors
     async def TopUpKey(self, request, context):  # noqa: N802
-        key, funded = await self.keys.top_up(request.actor, request.key_id, request.idempotency_key,
-                                             request.amount_credits)
-        return pb.TopUpKeyResponse(key=key_pb(key), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr)
+        key, funded, replayed = await self.keys.top_up(request.actor, request.key_id, request.idempotency_key,
+                                                       request.amount_credits, request.automatic)
+        return pb.TopUpKeyResponse(key=key_pb(key), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr,
+                                   replayed=replayed)
+
+    @_mapped_errors
+    async def MarkKeyExhausted(self, request, context):  # noqa: N802
+        return key_pb(await self.keys.mark_exhausted(request.actor, request.key_id))
 
     @_mapped_errors
     async def AuthenticateKey(self, request, context):  # noqa: N802

@@ -20,4 +20,6 @@ class Settings(BaseSettings):
     rpc_timeout_s: float = 5.0
     # How often half-done operations (crashed creates, unrefunded revokes) are finished.
     reconcile_every_s: float = 10.0
+    # At most this many automatic top-ups per key in any 24 hours.
+    auto_topup_daily_max: int = 5
     log_level: str = "INFO"

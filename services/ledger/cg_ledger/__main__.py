@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from cg_ledger.book import Book
+from cg_ledger.events import BalanceEvents
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import LedgerServicer
 from cg_ledger.settings import Settings
@@ -38,7 +39,11 @@ async def main(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     await migrate(engine, Path(__file__).parent / "migrations")
     reservations = Reservations(engine, settings.default_reservation_ttl_s)
-    servicer = LedgerServicer(Book(engine), reservations)
+    events = BalanceEvents(settings.nats_url)
+    book = Book(engine, on_change=events.changed)
+    events.book = book
+    await events.start()
+    servicer = LedgerServicer(book, reservations)
     server, port, health = create_server(
         f"{settings.host}:{settings.port}",
         lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
@@ -53,6 +58,7 @@ async def main(settings: Settings) -> None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await events.close()
         await engine.dispose()
 
 

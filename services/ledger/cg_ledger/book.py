@@ -72,8 +72,10 @@ def _owner(value: str, field: str) -> str:
 
 
 class Book:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_change: Callable[[list[str]], None] | None = None) -> None:
         self.engine = engine
+        # told which accounts a committed operation moved (events.BalanceEvents.changed)
+        self.on_change = on_change
 
     # -- the idempotent transaction ------------------------------------------------
 
@@ -95,6 +97,8 @@ class Book:
                 outcome = await apply(conn)
                 crash_point(f"{op}:before_commit")
             crash_point(f"{op}:after_commit")
+            if self.on_change is not None:
+                self.on_change([debit, credit])
             return outcome
         except InsufficientFunds:
             await self._store_failure(idempotency_id, op, debit, credit, amount or 0)

@@ -13,4 +13,6 @@ class Settings(BaseSettings):
     default_reservation_ttl_s: int = 600
     # How often stale reservations are voided.
     expiry_sweep_s: float = 5.0
+    # Where to publish partner balance changes (the worker needs them); empty: off.
+    nats_url: str = ""
     log_level: str = "INFO"

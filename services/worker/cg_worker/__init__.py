@@ -1,7 +1,12 @@
-"""The worker: consumes usage events from JetStream with a durable pull consumer.
+"""The worker: turns events into money moves and key status changes.
 
-This first version records each event (a structured log line and metrics); auto
-top-up, deposit-line suspension and reservation expiry build on the same loop.
-- ``consumer``: declaration, the fetch loop, ack after the side effect, term on poison.
-- ``handlers``: what is done with each event.
+- ``consumer``: durable JetStream pull consumers (declared at start, ack after the
+  effect, ``term`` poison, ``nak`` with delay on transient errors, drain on stop).
+- ``rules``: auto top-up, exhaustion and the deposit line. Events are triggers: every
+  rule re-reads the current key and balance, so order, repeats and redelivery cannot
+  mislead it, and several replicas may run at once.
+- ``handlers``: which rules each stream's events trigger; ``metrics``.
+
+Reservation expiry is not here: the ledger voids stale holds itself (it owns them and
+runs the sweep under row locks on every replica), so no hop or queue can delay it.
 """

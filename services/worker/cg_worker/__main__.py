@@ -6,12 +6,17 @@ import asyncio
 import logging
 import signal
 
-from cg_worker.consumer import run_usage_consumer
-from cg_worker.handlers import handle_usage
+from cg_worker.consumer import run_consumer
+from cg_worker.handlers import Handlers
+from cg_worker.rules import Rules
 from cg_worker.settings import Settings
 from cglib import natsx
+from cglib.grpc_client import insecure_channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
+from creditgate.events.v1 import events_pb2
+from creditgate.keys.v1 import keys_pb2_grpc
+from creditgate.ledger.v1 import ledger_pb2_grpc
 
 log = logging.getLogger("cg_worker")
 
@@ -21,14 +26,30 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics_port = serve_metrics(settings.host, settings.metrics_port)
+    keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
+    rules = Rules(keys_pb2_grpc.KeysServiceStub(keys_channel), ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
+                  settings.rpc_timeout_s, settings.deposit_line_credits, settings.exhausted_below_credits)
+    handlers = Handlers(rules)
     nc = await natsx.connect(settings.nats_url, "worker")
+    js = nc.jetstream()
+    for ensure in (natsx.ensure_usage_stream, natsx.ensure_ledger_stream, natsx.ensure_keys_stream):
+        await ensure(js)
+    metrics_port = serve_metrics(settings.host, settings.metrics_port)
     log.info("worker started", extra={"metrics_port": metrics_port})
+    consumers = [
+        (natsx.USAGE_STREAM, "worker-usage", events_pb2.UsageEvent, handlers.usage),
+        (natsx.LEDGER_STREAM, "worker-balances", events_pb2.BalanceChanged, handlers.balances),
+        (natsx.KEYS_STREAM, "worker-keys", events_pb2.KeyChanged, handlers.key_changes),
+    ]
     try:
-        # The current batch finishes (handled and acked) before the loop sees `stop`.
-        await run_usage_consumer(nc, settings.durable_name, settings.batch_size, handle_usage, stop)
+        # each batch finishes (handled and acked) before its loop sees `stop`
+        await asyncio.gather(*(run_consumer(nc, stream, durable, kind, handler, stop, settings.batch_size,
+                                            settings.ack_wait_s)
+                               for stream, durable, kind, handler in consumers))
     finally:
         await nc.drain()
+        await keys_channel.close()
+        await ledger_channel.close()
         log.info("worker stopped")
 
 

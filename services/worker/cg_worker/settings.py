@@ -9,6 +9,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     metrics_port: int = 9104
     nats_url: str = "nats://127.0.0.1:4222"
-    durable_name: str = "worker-usage"
+    keys_addr: str = "127.0.0.1:50051"
+    ledger_addr: str = "127.0.0.1:50052"
+    rpc_timeout_s: float = 5.0
     batch_size: int = 64
+    # How long a delivered event may stay unacknowledged before JetStream redelivers it
+    # (e.g. to another replica, after this one died).
+    ack_wait_s: float = 30.0
+    # Below this many available credits, a partner's customer-created keys are suspended.
+    deposit_line_credits: int = 1_000
+    # A partner key with less than this available (and no auto top-up to save it) is exhausted.
+    exhausted_below_credits: int = 1
     log_level: str = "INFO"

@@ -1,0 +1,141 @@
+"""The worker's rules. Each reads the current state and acts idempotently.
+
+- **Auto top-up**: a partner key with auto top-up on and less than its threshold
+  available gets its amount, once per crossing: the idempotency key is the key's funded
+  total at the crossing, so every replica (and every redelivery) that sees the same
+  crossing asks for the same top-up, which keys and the ledger apply once. The daily
+  ceiling and the record of a failure live in the keys service.
+- **Exhaustion**: a partner key with (almost) nothing left and no auto top-up that
+  could save it is marked exhausted; a top-up revives it.
+- **Deposit line**: a partner with less than the line available gets its active
+  customer-created keys suspended (reason ``deposit_line``); at or above the line,
+  exactly the keys suspended for that reason are resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import ROUND_CEILING, Decimal
+
+import grpc
+
+from cg_worker.consumer import Transient
+from cg_worker.metrics import EXHAUSTED, SUSPENSIONS, TOPUPS
+from cglib.faults import crash_point
+from creditgate.keys.v1 import keys_pb2 as kpb
+from creditgate.keys.v1 import keys_pb2_grpc
+from creditgate.ledger.v1 import ledger_pb2 as lpb
+from creditgate.ledger.v1 import ledger_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+UCR_PER_CREDIT = 1_000_000
+UCR_PER_USD = 100 * UCR_PER_CREDIT
+DEPOSIT_LINE = "deposit_line"
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+              grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+class Rules:
+    def __init__(self, keys: keys_pb2_grpc.KeysServiceStub, ledger: ledger_pb2_grpc.LedgerServiceStub,
+                 timeout_s: float, deposit_line_credits: int, exhausted_below_credits: int) -> None:
+        self.keys = keys
+        self.ledger = ledger
+        self.timeout_s = timeout_s
+        self.line_ucr = deposit_line_credits * UCR_PER_CREDIT
+        self.exhausted_below_ucr = exhausted_below_credits * UCR_PER_CREDIT
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _TRANSIENT:
+                raise Transient(f"{e.code().name}: {e.details()}") from None
+            raise
+
+    # -- keys ----------------------------------------------------------------------
+
+    async def check_key(self, partner_id: str, key_id: str) -> None:
+        actor = kpb.Actor(partner_id=partner_id)
+        try:
+            detail = await self._call(self.keys.GetKey, kpb.GetKeyRequest(actor=actor, key_id=key_id))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return  # gone (or never a partner's key): nothing to do
+            raise
+        key = detail.key
+        if key.kind != "partner" or key.status in (kpb.KEY_STATUS_REVOKED, kpb.KEY_STATUS_SUSPENDED):
+            return
+        topup = key.auto_topup
+        if topup.enabled and detail.remaining_ucr < Decimal(topup.threshold_usd) * UCR_PER_USD:
+            if await self._auto_top_up(actor, key, detail.remaining_ucr):
+                return
+        if detail.remaining_ucr < self.exhausted_below_ucr and key.status == kpb.KEY_STATUS_ACTIVE:
+            await self._call(self.keys.MarkKeyExhausted, kpb.MarkKeyExhaustedRequest(actor=actor, key_id=key.id))
+            EXHAUSTED.inc()
+            log.info("key exhausted", extra={"key_id": key.id, "remaining_ucr": detail.remaining_ucr})
+
+    async def _auto_top_up(self, actor: kpb.Actor, key: kpb.Key, remaining_ucr: int) -> bool:
+        credits = int((Decimal(key.auto_topup.amount_usd) * 100).to_integral_value(ROUND_CEILING))
+        request = kpb.TopUpKeyRequest(actor=actor, key_id=key.id, amount_credits=credits, automatic=True,
+                                      idempotency_key=f"crossing:{key.funded_ucr}")
+        crash_point("topup:before_ledger")
+        try:
+            out = await self._call(self.keys.TopUpKey, request)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                TOPUPS.labels("failed").inc()
+                log.warning("auto top-up refused", extra={"key_id": key.id, "reason": e.details()})
+                return False  # recorded on the key by the keys service
+            raise
+        crash_point("topup:after_ledger")
+        if out.replayed:  # another replica (or an earlier delivery) made this crossing's top-up
+            TOPUPS.labels("replayed").inc()
+            return True
+        TOPUPS.labels("done").inc()
+        log.info("auto top-up", extra={"key_id": key.id, "credits": credits, "remaining_ucr": remaining_ucr,
+                                       "funded_ucr": out.key.funded_ucr})
+        return True
+
+    # -- partners ------------------------------------------------------------------
+
+    async def check_deposit_line(self, partner_id: str) -> None:
+        actor = kpb.Actor(partner_id=partner_id)
+        available = await self._available(partner_id)
+        listed = await self._call(self.keys.ListKeys, kpb.ListKeysRequest(actor=actor))
+        customer_keys = [k for k in listed.keys if k.kind == "customer"]
+        if available < self.line_ucr:
+            suspended = []
+            for k in customer_keys:
+                if k.status == kpb.KEY_STATUS_ACTIVE:
+                    await self._call(self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id,
+                                                                                 reason=DEPOSIT_LINE))
+                    suspended.append(k.id)
+            if suspended:
+                SUSPENSIONS.labels("suspended").inc(len(suspended))
+                log.info("deposit line: keys suspended", extra={"partner_id": partner_id, "keys": suspended,
+                                                                "available_ucr": available})
+                # a deposit may have landed while we were suspending: look once more
+                if await self._available(partner_id) >= self.line_ucr:
+                    await self._resume(actor, partner_id, suspended)
+        else:
+            ids = [k.id for k in customer_keys
+                   if k.status == kpb.KEY_STATUS_SUSPENDED and k.status_reason == DEPOSIT_LINE]
+            await self._resume(actor, partner_id, ids)
+
+    async def _resume(self, actor: kpb.Actor, partner_id: str, key_ids: list[str]) -> None:
+        for key_id in key_ids:
+            await self._call(self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id,
+                                                                       only_if_reason=DEPOSIT_LINE))
+        if key_ids:
+            SUSPENSIONS.labels("resumed").inc(len(key_ids))
+            log.info("deposit line: keys resumed", extra={"partner_id": partner_id, "keys": key_ids})
+
+    async def _available(self, partner_id: str) -> int:
+        try:
+            b = await self._call(self.ledger.GetBalance, lpb.GetBalanceRequest(account=f"partner:{partner_id}"))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return 0
+            raise
+        return b.available_ucr
