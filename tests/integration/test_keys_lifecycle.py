@@ -92,6 +92,20 @@ def test_create_partner_key_charges_budget_and_fee_and_shows_the_secret_once(key
         "Support bot", "prod", ["app.example.com", "*.example.org"], 60, 10_000)
     assert (k.auto_topup.enabled, k.auto_topup.threshold_usd, k.auto_topup.amount_usd) == (True, "5", "20")
     assert made.secret not in str(detail) and made.secret not in str(keys.ListKeys(pb.ListKeysRequest(actor=actor)))
+    # budget vs spend, in the list too: 1 credit spent
+    ledger.Reserve(lpb.ReserveRequest(request_id=uuid.uuid4().hex, account=made.key.budget_account, model="m",
+                                      price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
+                                      max_output_tokens=100), timeout=T)
+    rid = uuid.uuid4().hex
+    ledger.Reserve(lpb.ReserveRequest(request_id=rid, account=made.key.budget_account, model="m",
+                                      price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
+                                      max_output_tokens=100), timeout=T)
+    ledger.Settle(lpb.SettleRequest(request_id=rid, output_tokens=100, usage_source=lpb.USAGE_SOURCE_PROVIDER),
+                  timeout=T)
+    listed = {k.id: k for k in keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys}[made.key.id]
+    assert (listed.funded_ucr, listed.spent_ucr, listed.remaining_ucr) == (100 * CREDIT, CREDIT, 98 * CREDIT)
+    detail = keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
+    assert (detail.used_ucr, detail.reserved_ucr, detail.remaining_ucr) == (CREDIT, CREDIT, 98 * CREDIT)
     authed = auth(keys, made.secret)
     assert authed.key.id == made.key.id and authed.billing.payer_account == f"key:{made.key.id}"
     assert [m.id for m in authed.models] == ["gpt-4o-mini", "claude-haiku-4-5"]

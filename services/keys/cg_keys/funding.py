@@ -57,6 +57,12 @@ class Funding:
             idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id), "the deposit release")
         return out.amount_ucr
 
+    async def balances(self, accounts: list[str]) -> dict[str, pb.Balance]:
+        if not accounts:
+            return {}
+        out = await self._call(self.stub.GetBalances, pb.GetBalancesRequest(accounts=accounts), "balances")
+        return {b.account: b for b in out.balances}
+
     async def balance(self, account: str) -> pb.Balance | None:
         try:
             return await self.stub.GetBalance(pb.GetBalanceRequest(account=account), timeout=self.timeout_s)

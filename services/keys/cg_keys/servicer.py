@@ -78,6 +78,14 @@ def key_pb(k: VirtualKey, now: int | None = None) -> pb.Key:
     )
 
 
+def with_spend(out: pb.Key, k: VirtualKey, balance) -> pb.Key:
+    """Budget vs spend of a partner key, from its ledger balance."""
+    if balance is not None and k.kind == "partner":
+        out.spent_ucr = max(k.funded_ucr - k.refunded_ucr - balance.posted_ucr, 0)
+        out.remaining_ucr = balance.available_ucr
+    return out
+
+
 def _created_pb(c) -> pb.CreateKeyResponse:
     return pb.CreateKeyResponse(key=key_pb(c.key), secret=c.secret, total_ucr=c.total_ucr, fee_ucr=c.fee_ucr)
 
@@ -154,18 +162,19 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     @_mapped_errors
     async def GetKey(self, request, context):  # noqa: N802
         key, balance = await self.keys.get(request.actor, request.key_id)
-        detail = pb.KeyDetail(key=key_pb(key))
+        detail = pb.KeyDetail(key=with_spend(key_pb(key), key, balance))
         if balance is not None:
             detail.reserved_ucr = balance.pending_ucr
             detail.remaining_ucr = balance.available_ucr
-            detail.used_ucr = max(key.funded_ucr - key.refunded_ucr - balance.posted_ucr, 0)
+            detail.used_ucr = detail.key.spent_ucr
         return detail
 
     @_mapped_errors
     async def ListKeys(self, request, context):  # noqa: N802
         now = int(time.time())
         keys = await self.keys.list(request.actor, request.include_revoked)
-        return pb.ListKeysResponse(keys=[key_pb(k, now) for k in keys])
+        balances = await self.keys.funding.balances([k.budget_account for k in keys if k.kind == "partner"])
+        return pb.ListKeysResponse(keys=[with_spend(key_pb(k, now), k, balances.get(k.budget_account)) for k in keys])
 
     @_mapped_errors
     async def UpdateKey(self, request, context):  # noqa: N802

@@ -283,6 +283,16 @@ class Book:
         posted = row.credits_posted - row.debits_posted
         return BalanceView(account, posted, row.debits_pending, posted - row.debits_pending)
 
+    async def balances(self, account_ids: list[str]) -> list[BalanceView]:
+        if len(account_ids) > 1000:
+            raise InvalidArgument("accounts: at most 1000")
+        for account in account_ids:
+            accounts.parse(account)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(store.A).where(store.A.c.id.in_(set(account_ids))))).all()
+        return [BalanceView(r.id, r.credits_posted - r.debits_posted, r.debits_pending,
+                            r.credits_posted - r.debits_posted - r.debits_pending) for r in rows]
+
     async def statement(self, account: str, page_size: int = 50, page_token: str = ""):
         """Transfers that moved money in or out of ``account``, newest first.
         Returns ``(rows, next_page_token)``; the token is the last id seen."""

@@ -178,6 +178,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available)
 
     @_mapped_errors
+    async def GetBalances(self, request, context):  # noqa: N802
+        return ledger_pb2.GetBalancesResponse(balances=[
+            ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available)
+            for b in await self.book.balances(list(request.accounts))
+        ])
+
+    @_mapped_errors
     async def ListTransfers(self, request, context):  # noqa: N802
         rows, token = await self.book.statement(request.account, request.page_size, request.page_token)
         return ledger_pb2.ListTransfersResponse(
