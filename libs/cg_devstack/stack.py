@@ -151,12 +151,27 @@ class Stack:
     def start_proxy_replica(self, name: str, timeout_s: float = 60) -> tuple[Proc, str]:
         return self.start_replica("proxy", name, timeout_s=timeout_s)
 
+    # the ports each service binds itself (others only connect to them)
+    OWN_PORTS = {"nats": ("nats", "nats_monitor"), "keys": ("keys", "keys_metrics"),
+                 "ledger": ("ledger", "ledger_metrics"), "mock": ("mock",), "proxy": ("proxy",),
+                 "worker": ("worker_metrics",), "bff": ("bff",)}
+
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
-        proc = self._build(name)
-        self.procs[name] = proc
-        proc.start()
-        proc.wait_ready(timeout_s)
-        return proc
+        for attempt in range(3):
+            proc = self._build(name)
+            self.procs[name] = proc
+            proc.start()
+            try:
+                proc.wait_ready(timeout_s)
+                return proc
+            except RuntimeError:
+                lost_port = "address already in use" in proc.log_text().lower() or "errno 98" in proc.log_text()
+                if self.config.fixed_ports or not lost_port or attempt == 2:
+                    raise
+                # a free port we picked was taken before the service bound it: pick again
+                for port_name in self.OWN_PORTS[name]:
+                    self.ports[port_name] = free_port()
+        raise AssertionError("unreachable")
 
     def stop_service(self, name: str) -> int | None:
         return self.procs[name].stop()

@@ -31,7 +31,9 @@ SERVICE_NAME = keys_pb2.DESCRIPTOR.services_by_name["KeysService"].full_name
 
 
 async def nats_loops(settings: Settings, events: KeyEvents, sessions, stop: asyncio.Event) -> None:
-    """Connects to NATS (retrying: keys serves without it), then runs the last-used consumer."""
+    """Connects to NATS (retrying: keys serves without it), then runs the last-used
+    consumer, restarting it after any failure. The connection stays up for the event
+    publisher whatever happens to the consumer."""
     delay = 0.2
     while not stop.is_set():
         try:
@@ -46,7 +48,12 @@ async def nats_loops(settings: Settings, events: KeyEvents, sessions, stop: asyn
         return
     events.nc = nc
     try:
-        await run_last_used(nc, sessions, stop)
+        while not stop.is_set():
+            try:
+                await run_last_used(nc, sessions, stop)
+            except Exception:
+                log.exception("last-used consumer failed; restarting it")
+                await asyncio.sleep(1)
     finally:
         await events.drain()
         await nc.drain()

@@ -33,7 +33,13 @@ async def main(settings: Settings) -> None:
     nc = await natsx.connect(settings.nats_url, "worker")
     js = nc.jetstream()
     for ensure in (natsx.ensure_usage_stream, natsx.ensure_ledger_stream, natsx.ensure_keys_stream):
-        await ensure(js)
+        for attempt in range(20):
+            try:
+                await ensure(js)
+                break
+            except Exception as e:
+                log.warning("stream not declared yet", extra={"error": repr(e), "attempt": attempt})
+                await asyncio.sleep(0.5)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     log.info("worker started", extra={"metrics_port": metrics_port})
     consumers = [

@@ -34,11 +34,21 @@ async def run_consumer(
     ack_wait_s: float = 30.0,
 ) -> None:
     js = nc.jetstream()
-    await js.add_consumer(stream, ConsumerConfig(
-        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait_s,
-        max_deliver=-1,
-    ))
-    sub = await js.pull_subscribe_bind(durable, stream=stream)
+    delay = 0.2
+    while True:  # declared idempotently; a slow or restarting server is waited out
+        try:
+            await js.add_consumer(stream, ConsumerConfig(
+                durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s, max_deliver=-1,
+            ))
+            sub = await js.pull_subscribe_bind(durable, stream=stream)
+            break
+        except Exception as e:
+            if stop.is_set():
+                return
+            log.warning("consumer not declared yet", extra={"stream": stream, "error": repr(e)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
     log.info("consuming", extra={"stream": stream, "durable": durable})
     try:
         while not stop.is_set():
