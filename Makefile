@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test protos install clean system-deps
+.PHONY: run test protos install clean system-deps bench-ledger
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
 # One install step: every service and lib into one virtual environment (editable),
@@ -42,9 +42,23 @@ system-deps:
 	  fi; \
 	fi
 
+# The official openai npm package for the Node SDK check (tests/e2e/node), installed
+# from the committed lock file; again only when package-lock.json is newer than the stamp.
+NODE_DIR := tests/e2e/node
+.PHONY: node-deps
+node-deps: $(NODE_DIR)/node_modules/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
 # pytest exits 5 when it collected no test; that fails here like any other non-zero exit.
-test: protos system-deps
+test: protos system-deps node-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(GEN) $(VENV) var
+
+# Reserve+settle throughput of the ledger over gRPC, SQLite and PostgreSQL.
+bench-ledger: protos
+	$(PY) tests/bench/ledger_bench.py $(BENCH_ARGS)

@@ -1,9 +1,18 @@
-"""The mock provider's HTTP app."""
+"""The mock provider's HTTP app.
+
+Legacy completions answer each prompt with the chat reply (``REPLY_WORDS``, cut by
+``max_tokens``); prompt tokens = words + 1 per prompt. Embeddings are ``EMBEDDING_DIMS``
+floats (or ``dimensions``) derived from the SHA-256 of each input, each a multiple of
+1/128 so the base64 (float32) encoding is exact; prompt tokens = words + 1 per input.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -111,6 +120,103 @@ async def chat_completions(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+def _texts(value: Any) -> list[str] | None:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
+        return None
+    return items
+
+
+def count_text_tokens(texts: list[str]) -> int:
+    return sum(len(t.split()) + 1 for t in texts)
+
+
+async def completions(request: Request) -> Response:
+    chunk_delay_s = request.app.state.chunk_delay_ms / 1000
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return _error(400, "body is not JSON")
+    prompts = _texts(body.get("prompt")) if isinstance(body, dict) else None
+    if prompts is None or not body.get("model"):
+        return _error(400, "model and prompt (a string or an array of strings) are required")
+    model = body["model"]
+    words = reply_words(body)
+    text = " ".join(words)
+    prompt_tokens = count_text_tokens(prompts)
+    completion_tokens = len(words) * len(prompts)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    cid = f"cmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    finish = "length" if len(words) < len(REPLY_WORDS) else "stop"
+
+    def response(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": cid, "object": "text_completion", "created": created, "model": model,
+                "system_fingerprint": "fp_mock", "choices": choices, **extra}
+
+    def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+
+    if not body.get("stream"):
+        return JSONResponse(response([choice(i, text, finish) for i in range(len(prompts))], usage=usage))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    async def events() -> AsyncIterator[str]:
+        # Streamed chunks have the non-streamed shape; `finish_reason` is null until a
+        # choice's last chunk, and only the final, choice-less chunk carries `usage`.
+        for i in range(len(prompts)):
+            for j, w in enumerate(words):
+                if chunk_delay_s:
+                    await asyncio.sleep(chunk_delay_s)
+                yield f"data: {json.dumps(response([choice(i, w if j == 0 else ' ' + w, None)]))}\n\n"
+            yield f"data: {json.dumps(response([choice(i, '', finish)]))}\n\n"
+        if include_usage:
+            yield f"data: {json.dumps(response([], usage=usage))}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+EMBEDDING_DIMS = 8
+
+
+def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
+    digest = b""
+    counter = 0
+    while len(digest) < dims:
+        digest += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    return [b / 128 - 1 for b in digest[:dims]]
+
+
+async def embeddings(request: Request) -> Response:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return _error(400, "body is not JSON")
+    inputs = _texts(body.get("input")) if isinstance(body, dict) else None
+    if inputs is None or not body.get("model"):
+        return _error(400, "model and input (a string or an array of strings) are required")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        return _error(400, "encoding_format must be 'float' or 'base64'")
+    dims = body.get("dimensions") or EMBEDDING_DIMS
+    if not isinstance(dims, int) or dims < 1:
+        return _error(400, "dimensions must be a positive integer")
+    data = []
+    for i, text in enumerate(inputs):
+        vector: list[float] | str = embedding_vector(text, dims)
+        if encoding == "base64":  # little-endian float32, as OpenAI's API sends it
+            vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = count_text_tokens(inputs)
+    return JSONResponse(
+        {"object": "list", "data": data, "model": body["model"],
+         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    )
+
+
 async def list_models(request: Request) -> Response:
     return JSONResponse(
         {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MODELS]}
@@ -127,9 +233,12 @@ def create_app(chunk_delay_ms: int = 0) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ]
     )
     app.state.chunk_delay_ms = chunk_delay_ms
+    __import__("cg_mock_upstream.anthropic", fromlist=["mount"]).mount(app)  # POST /anthropic/v1/messages
     return app

@@ -79,6 +79,14 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(400, message, param=param)
 
 
+def request_too_large(limit_bytes: int) -> APIError:
+    return APIError(
+        413,
+        f"The request body is too large: this gateway accepts at most {limit_bytes} bytes.",
+        code="request_too_large",
+    )
+
+
 def service_unavailable(what: str) -> APIError:
     return APIError(
         503,

@@ -1,12 +1,30 @@
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Upstream(BaseModel):
+    """One provider, e.g. ``CG_PROXY_UPSTREAMS__ANTHROPIC__BASE_URL=https://api.anthropic.com/v1``,
+    ``__API_KEY=...``, ``__API=anthropic``. Credentials come only from here (settings/env)."""
+
+    # Where requests go: `<base_url>/chat/completions` for `openai`, `<base_url>/messages` for
+    # `anthropic`. A query string is kept after the path (Azure's `?api-version=...`).
     base_url: str
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")
+    # The wire format: `openai` for OpenAI-compatible APIs (OpenAI, Azure, Groq, Together,
+    # Mistral, DeepSeek, vLLM, Ollama, Gemini's OpenAI endpoint), `anthropic` for the Messages API.
+    api: Literal["openai", "anthropic"] = "openai"
+    # For `openai`: the header that carries the key; `Authorization` sends `Bearer <key>`,
+    # any other name (Azure: `api-key`) sends the key as is.
+    api_key_header: str = "Authorization"
+    # Longest wait for the provider's next byte (the reply's headers, or the next stream
+    # chunk); unset: the proxy's `upstream_timeout_s`.
+    timeout_s: float | None = Field(default=None, gt=0)
+    # Extra attempts on connection errors, timeouts, 429 and 5xx before any byte reached the client.
+    max_retries: int = Field(default=2, ge=0, le=10)
 
 
 class Settings(BaseSettings):
@@ -26,6 +44,8 @@ class Settings(BaseSettings):
     upstreams: dict[str, Upstream] = {}
     default_upstream: Upstream = Upstream(base_url="http://127.0.0.1:8099/v1")
     upstream_timeout_s: float = 600.0
+    # Largest request body accepted (bytes); a larger one is refused with 413 before any charge.
+    max_body_bytes: int = 4 * 1024 * 1024
     reservation_ttl_s: int = 900
     # Seconds to let in-flight requests and pending settlements finish on SIGTERM.
     shutdown_grace_s: float = 10.0

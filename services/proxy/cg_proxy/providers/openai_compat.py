@@ -1,0 +1,33 @@
+"""OpenAI-compatible upstreams: OpenAI, Azure OpenAI, Groq, Together, Mistral, DeepSeek,
+vLLM, Ollama, and Google Gemini through its OpenAI-compatible endpoint. The request and
+the replies pass through unchanged; only the key's header differs (``api_key_header``:
+``Authorization: Bearer <key>`` by default, Azure's ``api-key: <key>``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from cg_proxy.providers.base import Adapter, ProviderRequest, UpstreamResponse, join_url
+from cg_proxy.settings import Upstream
+from creditgate.keys.v1 import keys_pb2
+
+
+class OpenAICompatible(Adapter):
+    def request(self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> ProviderRequest:
+        headers = {"Content-Type": "application/json"}
+        key = upstream.api_key.get_secret_value()
+        if key:
+            if upstream.api_key_header.lower() == "authorization":
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                headers[upstream.api_key_header] = key
+        return ProviderRequest(join_url(upstream.base_url, path), headers, json.dumps(body).encode())
+
+    def reply(self, raw: bytes) -> bytes:
+        return raw
+
+    def stream(self, resp: aiohttp.ClientResponse) -> UpstreamResponse:
+        return resp  # already OpenAI SSE
