@@ -14,6 +14,7 @@ into ``anyOf: [<schema>, {type: "null"}]`` once, at load. ``$ref``s to
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from referencing.jsonschema import DRAFT202012
 __all__ = ["SPEC_PATH", "errors", "schema_names", "spec", "validate", "validator"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_PATH = REPO_ROOT.parent / "shared" / "specs" / "openai-openapi.yaml"
+SPEC_PATH = Path(os.environ.get("CG_OPENAI_SPEC", REPO_ROOT.parent / "shared" / "specs" / "openai-openapi.yaml"))
 _URI = "urn:creditgate:openai-openapi"
 
 
@@ -60,7 +61,8 @@ _JSONLoader.yaml_implicit_resolvers = {
 def spec() -> dict[str, Any]:
     """The whole OpenAPI document, ``nullable`` rewritten (loaded once: ~1 s)."""
     if not SPEC_PATH.exists():
-        raise FileNotFoundError(f"OpenAI's OpenAPI description is not at {SPEC_PATH} (shared/ beside the clone)")
+        raise FileNotFoundError(f"OpenAI's OpenAPI description is not at {SPEC_PATH}: put shared/ beside the "
+                                "clone, or set CG_OPENAI_SPEC to a copy of openai/openai-openapi's openapi.yaml")
     with SPEC_PATH.open(encoding="utf-8") as f:
         return _without_nullable(yaml.load(f, Loader=_JSONLoader))
 
