@@ -140,3 +140,22 @@ def test_portal_and_metrics_answer(stack):
     assert "Creditgate portal" in httpx.get(stack.bff_url + "/").text
     metrics = httpx.get(stack.proxy_url + "/metrics").text
     assert "cg_proxy_requests_total" in metrics
+
+
+def test_a_domain_restricted_key_works_only_from_its_domains(stack, seeder):
+    partner = seeder.partner("e2e-domains", credits=100)
+    key = seeder.funded_key(partner, 10, ["gpt-4o-mini"], name="web",
+                            allowed_domains=["app.example.com", "*.example.org"])
+    c = client(stack, key.secret)
+    for origin in ("https://app.example.com", "https://shop.example.org"):
+        ok = c.with_options(default_headers={"Origin": origin}).chat.completions.create(
+            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        assert ok.choices
+    for headers in ({"Origin": "https://evil.example.com"}, {}):
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            c.with_options(default_headers=headers).chat.completions.create(
+                model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        assert _error(e.value)["code"] == "domain_not_allowed"
+    # the policy holds on every route, not just chat
+    with pytest.raises(openai.PermissionDeniedError):
+        c.models.list()

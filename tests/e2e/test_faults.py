@@ -91,3 +91,29 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_bills_it(fault_stack):
     finally:
         seeder.close()
         stack.start_service("proxy")
+
+
+def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once(fault_stack):
+    """The proxy keeps reading the provider after the client has gone, and bills the
+    usage the provider reports (the mock pauses 50 ms per chunk, so the client leaves
+    long before the end)."""
+    import httpx
+
+    stack, key = fault_stack
+    seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+    try:
+        before = seeder.balance_ucr(key.account)
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", f"{stack.proxy_url}/v1/chat/completions", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {key.secret}"}) as resp:
+            assert resp.status_code == 200
+            first = next(resp.iter_lines())
+            assert first.startswith("data: ")
+        # the connection is closed here, after one chunk; the full reply is 16 tokens
+        cost = expected_cost_ucr("gpt-4o-mini", 7, 16)
+        eventually(lambda: before - seeder.balance_ucr(key.account) == cost, what="billing of the full usage")
+        time.sleep(1.5)  # and nothing more: one settlement
+        assert before - seeder.balance_ucr(key.account) == cost
+        assert '"status": "client_disconnected"' in stack.procs["worker"].log_text()
+    finally:
+        seeder.close()

@@ -148,3 +148,30 @@ def test_error_shape_for_every_failure_kind():
         err = resp.json()["error"]
         assert set(err) == {"message", "type", "param", "code"}
         assert "secret detail" not in resp.text and "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize(
+    "headers, allowed",
+    [
+        ({"origin": "https://app.example.com"}, True),
+        ({"origin": "https://APP.example.com:8443"}, True),
+        ({"origin": "https://a.b.shop.example.org"}, True),
+        ({"referer": "https://app.example.com/page?x=1"}, True),
+        ({"origin": "https://shop.example.org"}, False),  # the wildcard is for subdomains only
+        ({"origin": "https://evil-example.com"}, False),
+        ({"origin": "https://app.example.com.evil.io"}, False),
+        ({"origin": "null"}, False),
+        ({}, False),
+    ],
+)
+def test_allowed_domains(headers, allowed):
+    from cg_proxy.policy import check_domain
+
+    patterns = ["app.example.com", "*.shop.example.org"]
+    if allowed:
+        check_domain(patterns, headers)
+    else:
+        with pytest.raises(errors.APIError) as e:
+            check_domain(patterns, headers)
+        assert (e.value.status, e.value.code) == (403, "domain_not_allowed")
+    check_domain([], headers)  # no domains listed: anything goes

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import grpc
 
 from cg_proxy import errors
+from cg_proxy.policy import check_domain
 from cglib.keysecret import hash_secret, looks_like_key
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
@@ -60,8 +61,9 @@ class KeyAuthenticator:
             return
         self.invalidate_key(event.key_id, event.stale_key_hashes)
 
-    async def authenticate(self, authorization: str | None) -> AuthedKey:
-        secret = bearer_token(authorization)
+    async def authenticate(self, headers: Mapping[str, str]) -> AuthedKey:
+        """The one choke point of every route: the key, its status and its policy."""
+        secret = bearer_token(headers.get("authorization"))
         if not looks_like_key(secret):
             raise errors.invalid_key(secret)
         key_hash = hash_secret(secret)
@@ -81,6 +83,7 @@ class KeyAuthenticator:
             if status == keys_pb2.KEY_STATUS_REVOKED:
                 raise errors.invalid_key(secret)
             raise errors.key_not_usable(_STATUS_NAMES.get(status, "inactive"))
+        check_domain(list(authed.key.allowed_domains), headers)
         return authed
 
     async def _lookup(self, key_hash: str, secret: str) -> AuthedKey:

@@ -78,13 +78,13 @@ def _model_entry(model_id: str, authed: AuthedKey) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> JSONResponse:
-    authed = await _state(request).auth.authenticate(request.headers.get("authorization"))
+    authed = await _state(request).auth.authenticate(request.headers)
     return JSONResponse({"object": "list", "data": [_model_entry(m, authed) for m in authed.models]})
 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> JSONResponse:
-    authed = await _state(request).auth.authenticate(request.headers.get("authorization"))
+    authed = await _state(request).auth.authenticate(request.headers)
     if model_id not in authed.models:
         raise errors.model_not_found(model_id)
     return JSONResponse(_model_entry(model_id, authed))
@@ -228,7 +228,7 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     request_id: str = request.state.request_id
     limit = _max_body_bytes(st)
     _refuse_declared_size(request, limit)
-    authed = await st.auth.authenticate(request.headers.get("authorization"))
+    authed = await st.auth.authenticate(request.headers)
     raw = await _read_body(request, limit)
     body = _json_object(raw)
 
