@@ -31,6 +31,18 @@ def fault_stack():
             yield stack, key
 
 
+def quiet_balance(seeder: Seeder, account: str) -> int:
+    """The posted balance once nothing is pending: an earlier test's settlement may still
+    be retrying (e.g. after the ledger was stopped under it) and must not be counted."""
+    from creditgate.ledger.v1 import ledger_pb2
+
+    def settled():
+        b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=5)
+        return b if b.pending_ucr == 0 else None
+
+    return eventually(settled, what="no reservation pending").posted_ucr
+
+
 def _call(stack, key):
     return client(stack, key.secret).chat.completions.create(
         model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -70,7 +82,7 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_bills_it(fault_stack):
     """The proxy stops accepting, finishes the stream it is serving, settles it, exits 0."""
     stack, key = fault_stack
     seeder = Seeder(stack.keys_addr, stack.ledger_addr)
-    before = seeder.balance_ucr(key.account)
+    before = quiet_balance(seeder, key.account)
     stream = client(stack, key.secret).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
         stream_options={"include_usage": True},
@@ -102,7 +114,7 @@ def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once
     stack, key = fault_stack
     seeder = Seeder(stack.keys_addr, stack.ledger_addr)
     try:
-        before = seeder.balance_ucr(key.account)
+        before = quiet_balance(seeder, key.account)
         body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", f"{stack.proxy_url}/v1/chat/completions", json=body, timeout=10,
                           headers={"Authorization": f"Bearer {key.secret}"}) as resp:
