@@ -126,6 +126,14 @@ def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once
         eventually(lambda: before - seeder.balance_ucr(key.account) == cost, what="billing of the full usage")
         time.sleep(1.5)  # and nothing more: one settlement
         assert before - seeder.balance_ucr(key.account) == cost
-        assert '"status": "client_disconnected"' in stack.procs["worker"].log_text()
+        try:
+            eventually(lambda: '"status": "client_disconnected"' in stack.procs["worker"].log_text(),
+                       what="the usage event, marked client_disconnected, at the worker")
+        except AssertionError:
+            for name in ("worker", "keys"):
+                lines = [line[:600] for line in stack.procs[name].log_text().splitlines()
+                         if '"level": "info"' not in line and "fetch failed" not in line]
+                print(f"--- {name} ---", *lines[-12:], sep="\n")
+            raise
     finally:
         seeder.close()

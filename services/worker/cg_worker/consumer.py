@@ -23,6 +23,26 @@ class Transient(Exception):
     """A dependency is unavailable: redeliver the batch later."""
 
 
+async def _one_by_one(stream: str, msgs, events, handler) -> None:
+    """Acks what succeeds, redelivers what meets an unavailable dependency, and
+    terminates (and logs) an event that fails by itself: events are only triggers, so the
+    next event about the same key or partner re-reads the state it would have acted on."""
+    for msg, event in zip(msgs, events):
+        try:
+            await handler([event])
+        except Transient:
+            EVENTS.labels(stream, "retried").inc()
+            await msg.nak(delay=1)
+            continue
+        except Exception:
+            log.exception("event failed; dropped", extra={"stream": stream, "subject": msg.subject})
+            EVENTS.labels(stream, "failed").inc()
+            await msg.term()
+            continue
+        EVENTS.labels(stream, "ok").inc()
+        await msg.ack()
+
+
 async def run_consumer(
     nc: Client,
     stream: str,
@@ -53,45 +73,53 @@ async def run_consumer(
     try:
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(batch, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            except nats.errors.Error as e:
-                log.warning("fetch failed", extra={"stream": stream, "error": repr(e)})
+                await _one_round(stream, sub, js, durable, message_type, handler, batch)
+            except Exception:  # never let one consumer end: the others share its connection
+                log.exception("consumer round failed; continuing", extra={"stream": stream})
                 await asyncio.sleep(0.5)
-                continue
-            good, events = [], []
-            for msg in msgs:
-                try:
-                    events.append(message_type.FromString(msg.data))
-                    good.append(msg)
-                except DecodeError:
-                    log.error("poison message dropped", extra={"stream": stream, "subject": msg.subject})
-                    EVENTS.labels(stream, "poison").inc()
-                    await msg.term()
-            if not good:
-                continue
-            try:
-                await handler(events)
-            except Transient as e:
-                log.warning("dependency unavailable; redelivering", extra={"stream": stream, "error": str(e)})
-                EVENTS.labels(stream, "retried").inc(len(good))
-                for msg in good:
-                    await msg.nak(delay=1)
-                continue
-            except Exception:
-                log.exception("handler failed; redelivering", extra={"stream": stream})
-                EVENTS.labels(stream, "failed").inc(len(good))
-                for msg in good:
-                    await msg.nak(delay=2)
-                continue
-            for msg in good:
-                await msg.ack()
-            EVENTS.labels(stream, "ok").inc(len(good))
-            try:
-                info = await js.consumer_info(stream, durable)
-                LAG.labels(stream).set(info.num_pending)
-            except Exception:
-                pass
     finally:
         await sub.unsubscribe()
+
+
+async def _one_round(stream, sub, js, durable, message_type, handler, batch: int) -> None:
+    """Fetch one batch, handle it, acknowledge it."""
+    try:
+        msgs = await sub.fetch(batch, timeout=1)
+    except nats.errors.TimeoutError:
+        return
+    except nats.errors.Error as e:
+        log.warning("fetch failed", extra={"stream": stream, "error": repr(e)})
+        await asyncio.sleep(0.5)
+        return
+    good, events = [], []
+    for msg in msgs:
+        try:
+            events.append(message_type.FromString(msg.data))
+            good.append(msg)
+        except DecodeError:
+            log.error("poison message dropped", extra={"stream": stream, "subject": msg.subject})
+            EVENTS.labels(stream, "poison").inc()
+            await msg.term()
+    if not good:
+        return
+    try:
+        await handler(events)
+    except Transient as e:
+        log.warning("dependency unavailable; redelivering", extra={"stream": stream, "error": str(e)})
+        EVENTS.labels(stream, "retried").inc(len(good))
+        for msg in good:
+            await msg.nak(delay=1)
+        return
+    except Exception:
+        # one event may be at fault: handle them one by one so it cannot hold the others back
+        log.warning("batch failed; handling its events one by one", extra={"stream": stream}, exc_info=True)
+        await _one_by_one(stream, good, events, handler)
+        return
+    for msg in good:
+        await msg.ack()
+    EVENTS.labels(stream, "ok").inc(len(good))
+    try:
+        info = await js.consumer_info(stream, durable)
+        LAG.labels(stream).set(info.num_pending)
+    except Exception:
+        pass

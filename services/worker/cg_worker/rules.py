@@ -108,8 +108,13 @@ class Rules:
             suspended = []
             for k in customer_keys:
                 if k.status == kpb.KEY_STATUS_ACTIVE:
-                    await self._call(self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id,
-                                                                                 reason=DEPOSIT_LINE))
+                    try:
+                        await self._call(self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id,
+                                                                                     reason=DEPOSIT_LINE))
+                    except grpc.aio.AioRpcError as e:
+                        if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                            continue  # revoked (or gone) since the list was read
+                        raise
                     suspended.append(k.id)
             if suspended:
                 SUSPENSIONS.labels("suspended").inc(len(suspended))
@@ -125,8 +130,12 @@ class Rules:
 
     async def _resume(self, actor: kpb.Actor, partner_id: str, key_ids: list[str]) -> None:
         for key_id in key_ids:
-            await self._call(self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id,
-                                                                       only_if_reason=DEPOSIT_LINE))
+            try:
+                await self._call(self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id,
+                                                                           only_if_reason=DEPOSIT_LINE))
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    raise
         if key_ids:
             SUSPENSIONS.labels("resumed").inc(len(key_ids))
             log.info("deposit line: keys resumed", extra={"partner_id": partner_id, "keys": key_ids})
