@@ -148,9 +148,6 @@ class Stack:
         proc.wait_ready(timeout_s)
         return proc, url
 
-    def start_proxy_replica(self, name: str, timeout_s: float = 60) -> tuple[Proc, str]:
-        return self.start_replica("proxy", name, timeout_s=timeout_s)
-
     # the ports each service binds itself (others only connect to them)
     OWN_PORTS = {"nats": ("nats", "nats_monitor"), "keys": ("keys", "keys_metrics"),
                  "ledger": ("ledger", "ledger_metrics"), "mock": ("mock",), "proxy": ("proxy",),

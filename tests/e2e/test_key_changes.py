@@ -22,7 +22,7 @@ def status(url: str, secret: str) -> int:
 
 @pytest.fixture(scope="module")
 def replica(stack: Stack):
-    proc, url = stack.start_proxy_replica("proxy-2")
+    proc, url = stack.start_replica("proxy", "proxy-2")
     yield url
     proc.stop()
 

@@ -53,6 +53,11 @@ class BalanceView:
     available: int
 
 
+def _view(row) -> BalanceView:
+    posted = row.credits_posted - row.debits_posted
+    return BalanceView(row.id, posted, row.debits_pending, posted - row.debits_pending)
+
+
 def check_amount(amount: int, field: str = "amount") -> None:
     if amount <= 0:
         raise InvalidArgument(f"{field}: must be positive")
@@ -280,8 +285,7 @@ class Book:
             row = (await conn.execute(select(store.A).where(store.A.c.id == account))).first()
         if row is None:
             raise NotFound(f"account {account!r} not found")
-        posted = row.credits_posted - row.debits_posted
-        return BalanceView(account, posted, row.debits_pending, posted - row.debits_pending)
+        return _view(row)
 
     async def balances(self, account_ids: list[str]) -> list[BalanceView]:
         if len(account_ids) > 1000:
@@ -290,8 +294,7 @@ class Book:
             accounts.parse(account)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(store.A).where(store.A.c.id.in_(set(account_ids))))).all()
-        return [BalanceView(r.id, r.credits_posted - r.debits_posted, r.debits_pending,
-                            r.credits_posted - r.debits_posted - r.debits_pending) for r in rows]
+        return [_view(r) for r in rows]
 
     async def statement(self, account: str, page_size: int = 50, page_token: str = ""):
         """Transfers that moved money in or out of ``account``, newest first.

@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
                                 settings.rpc_timeout_s)
         bus.on("keys.>", auth.on_key_changed)  # every lifecycle change drops the cached key
         state = ProxyState(
+            settings=settings,
             auth=auth,
             meter=meter,
             upstreams=Upstreams(settings),

@@ -33,12 +33,6 @@ def _state(request: Request) -> ProxyState:
     return request.app.state.proxy
 
 
-def _max_body_bytes(st: ProxyState) -> int:
-    # The proxy's settings reach the handlers only through the upstream client today;
-    # ProxyState has no settings field of its own.
-    return st.upstreams.settings.max_body_bytes
-
-
 def _refuse_declared_size(request: Request, limit: int) -> None:
     """413 at once for a body whose Content-Length is over the limit (nothing is read)."""
     declared = request.headers.get("content-length", "")
@@ -226,7 +220,7 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     started = time.perf_counter()
     st = _state(request)
     request_id: str = request.state.request_id
-    limit = _max_body_bytes(st)
+    limit = st.settings.max_body_bytes
     _refuse_declared_size(request, limit)
     authed = await st.auth.authenticate(request.headers)
     raw = await _read_body(request, limit)

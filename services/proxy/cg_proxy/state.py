@@ -8,6 +8,7 @@ import grpc
 
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
+from cg_proxy.settings import Settings
 from cg_proxy.metering import Meter
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage import UsageRecorder
@@ -15,6 +16,7 @@ from cg_proxy.usage import UsageRecorder
 
 @dataclass
 class ProxyState:
+    settings: Settings
     auth: KeyAuthenticator
     meter: Meter
     upstreams: Upstreams
