@@ -59,6 +59,7 @@ async def main(settings: Settings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await events.close()
+        reservations.close()
         await engine.dispose()
 
 

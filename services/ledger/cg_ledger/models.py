@@ -81,3 +81,5 @@ class Reservation(SQLModel, table=True):
     usage_source: str = Field(default="", max_length=16)
     expires_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))
+    # The key whose rate-limit window this reservation counts in ("" when unlimited).
+    rate_key: str = Field(default="", max_length=80)

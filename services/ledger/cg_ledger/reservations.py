@@ -7,21 +7,29 @@ releases the rest; a cost above the hold is taken from what is available, never
 more (the shortfall is recorded as unpaid, never a negative balance). ``void``
 releases everything; ``expire`` voids holds past their expiry, and a settlement that
 arrives after that is still posted, once, from what is available, so usage is never lost.
+
+Each call is one synchronous function of a ``HotSQL`` run in a transaction off the
+event loop (``hotsql`` says why, ``txrunner`` how). A reservation
+may carry a rate limit (``ratelimits``), checked and counted in the same transaction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cg_ledger import accounts, store
+from cg_ledger import accounts
 from cg_ledger.accounts import USAGE_SINK
 from cg_ledger.book import FAILED_FUNDS, check_id, decimal_or_invalid
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
+from cg_ledger.hotsql import HotSQL
+from cg_ledger.hotsql import now_ms as clock_ms
+from cg_ledger.ratelimits import WINDOW_MS, RateLimit, RateState, evaluate
+from cg_ledger.txrunner import runner_for
 from cglib.faults import crash_point
 from cg_ledger.pricing import (
     MAX_UCR,
@@ -32,7 +40,6 @@ from cg_ledger.pricing import (
     usd_to_ucr,
 )
 
-R = store.R
 MAX_TOKENS = 10**12
 
 
@@ -50,6 +57,7 @@ class ReserveOutcome:
     customer_held_uai: int
     available_ucr: int
     replayed: bool
+    rate: RateState = field(default_factory=RateState)
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,23 @@ def _billing_of(r) -> Billing | None:
     )
 
 
+class RateLimited(Exception):
+    """Internal: the window is full; the transaction is rolled back, nothing is stored."""
+
+    def __init__(self, state: RateState) -> None:
+        super().__init__(state.limited_by)
+        self.state = state
+
+
 class Reservations:
     def __init__(self, engine: AsyncEngine, default_ttl_s: int = 600) -> None:
         self.engine = engine
         self.default_ttl_s = default_ttl_s
+        self.runner = runner_for(engine.url.render_as_string(hide_password=False))
+        self._known_accounts: set[str] = set()  # credit sinks known to exist (never deleted)
+
+    def close(self) -> None:
+        self.runner.close()
 
     async def reserve(
         self,
@@ -124,6 +145,7 @@ class Reservations:
         max_output_tokens: int,
         ttl_s: int = 0,
         billing: Billing | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> ReserveOutcome:
         check_id(request_id, "request_id")
         payer = accounts.parse(account, kinds={"key", "partner"})
@@ -134,141 +156,154 @@ class Reservations:
         if ttl_s < 0 or ttl_s > 7 * 24 * 3600:
             raise InvalidArgument("ttl_seconds: between 0 and one week")
         held, held_uai = _costs(str(in_price), str(out_price), billing, max_input_tokens, max_output_tokens)
-        ttl_s = ttl_s or self.default_ttl_s
+        row = dict(
+            request_id=request_id,
+            account=payer.id,
+            credit_account=USAGE_SINK,
+            model=model[:120],
+            input_usd_per_mtok=str(in_price),
+            output_usd_per_mtok=str(out_price),
+            price_book_version=price_book_version[:60],
+            held_ucr=held,
+            customer_account=billing.customer_account if billing else "",
+            revenue_account=billing.revenue_account if billing else "",
+            profit_multiplier=str(billing.terms.profit_multiplier) if billing else "",
+            price_per_ai_credit_cents=str(billing.terms.price_per_ai_credit_cents) if billing else "",
+            floor_usd_per_mtok=str(billing.terms.floor_usd_per_mtok) if billing else "",
+            customer_held_uai=held_uai,
+            rate_key=rate_limit.key if rate_limit else "",
+        )
+        ttl_ms = (ttl_s or self.default_ttl_s) * 1000
         try:
-            async with self.engine.begin() as conn:
-                existing = (await conn.execute(select(R).where(R.c.request_id == request_id))).first()
-                if existing is not None:
-                    return await self._replay(conn, existing, payer.id)
-                failed = await store.stored_transfer(conn, f"reserve:{request_id}")
-                if failed is not None:
-                    raise InsufficientFunds(f"request {request_id!r} was refused before: {failed.outcome}")
-                available = await store.available(conn, payer.id)
-                if not await store.debit(conn, payer.id, pending=held):
-                    raise InsufficientFunds(f"account {payer.id!r} has {available} available, needs {held}")
-                if billing is not None:
-                    have = await store.available(conn, billing.customer_account)
-                    if not await store.debit(conn, billing.customer_account, pending=held_uai):
-                        raise InsufficientFunds(f"customer has {have} uai available, needs {held_uai}")
-                now = store.now_ms()
-                await conn.execute(
-                    R.insert().values(
-                        request_id=request_id,
-                        account=payer.id,
-                        credit_account=USAGE_SINK,
-                        model=model[:120],
-                        input_usd_per_mtok=str(in_price),
-                        output_usd_per_mtok=str(out_price),
-                        price_book_version=price_book_version[:60],
-                        held_ucr=held,
-                        customer_account=billing.customer_account if billing else "",
-                        revenue_account=billing.revenue_account if billing else "",
-                        profit_multiplier=str(billing.terms.profit_multiplier) if billing else "",
-                        price_per_ai_credit_cents=str(billing.terms.price_per_ai_credit_cents) if billing else "",
-                        floor_usd_per_mtok=str(billing.terms.floor_usd_per_mtok) if billing else "",
-                        customer_held_uai=held_uai,
-                        customer_charged_uai=0,
-                        customer_unpaid_uai=0,
-                        input_tokens=0,
-                        output_tokens=0,
-                        status="pending",
-                        charged_ucr=0,
-                        unpaid_ucr=0,
-                        usage_source="",
-                        expires_at_ms=now + ttl_s * 1000,
-                        created_at_ms=now,
-                    )
-                )
-                await store.insert_transfer(conn, f"reserve:{request_id}", "pending", payer.id, USAGE_SINK, held,
-                                            request_id=request_id, memo=model)
-                if billing is not None:
-                    await store.insert_transfer(conn, f"reserve:{request_id}:customer", "pending",
-                                                billing.customer_account, billing.revenue_account, held_uai,
-                                                request_id=request_id, memo=model)
-                crash_point("reserve:before_commit")
-            crash_point("reserve:after_commit")
-            return ReserveOutcome(request_id, held, held_uai, available - held, replayed=False)
+            out = await self.runner.run(self._reserve, row, billing, rate_limit, ttl_ms)
+        except RateLimited as limited:
+            return ReserveOutcome(request_id, 0, 0, 0, replayed=False, rate=limited.state)
         except InsufficientFunds:
-            await self._store_refusal(request_id, payer.id, held)
+            await self.runner.run(self._store_refusal, request_id, payer.id, held)
             raise
-        except IntegrityError:
-            async with self.engine.connect() as conn:
-                existing = (await conn.execute(select(R).where(R.c.request_id == request_id))).first()
-                if existing is None:
-                    if await store.stored_transfer(conn, f"reserve:{request_id}") is not None:
-                        raise InsufficientFunds(f"request {request_id!r} was refused") from None
-                    raise
-                return await self._replay(conn, existing, payer.id)
-
-    async def _store_refusal(self, request_id: str, account: str, held: int) -> None:
-        try:
-            async with self.engine.begin() as conn:
-                if (await conn.execute(select(R.c.request_id).where(R.c.request_id == request_id))).first():
-                    return  # a concurrent call with this id succeeded; that outcome stands
-                await store.insert_transfer(conn, f"reserve:{request_id}", "pending", account, USAGE_SINK, held,
-                                            request_id=request_id, outcome=FAILED_FUNDS)
-        except IntegrityError:
-            pass
+        except (sqlite3.IntegrityError, psycopg.IntegrityError):
+            return await self.runner.run(self._after_conflict, request_id, payer.id)
+        if not out.replayed:
+            crash_point("reserve:after_commit")
+        return out
 
     @staticmethod
-    async def _replay(conn: AsyncConnection, row, account: str) -> ReserveOutcome:
+    def _reserve(db: HotSQL, row: dict, billing: Billing | None, rate_limit: RateLimit | None,
+                 ttl_ms: int) -> ReserveOutcome:
+        request_id, payer, held, held_uai = row["request_id"], row["account"], row["held_ucr"], row["customer_held_uai"]
+        existing = db.reservation(request_id)
+        if existing is not None:
+            return Reservations._replay(db, existing, payer)
+        if db.transfer(f"reserve:{request_id}") is not None:
+            raise InsufficientFunds(f"request {request_id!r} was refused before")
+        # With a rate limit, lock the payer first: every reservation of the key waits here.
+        available = db.available(payer, lock=rate_limit is not None)
+        now = clock_ms()
+        rate = RateState()
+        if rate_limit is not None:
+            rate = evaluate(rate_limit, db.window(rate_limit.key, now - WINDOW_MS), now)
+            if rate.limited:
+                raise RateLimited(rate)
+        if not db.debit(payer, pending=held):
+            raise InsufficientFunds(f"account {payer!r} has {available} available, needs {held}")
+        if billing is not None:
+            have = db.available(billing.customer_account)
+            if not db.debit(billing.customer_account, pending=held_uai):
+                raise InsufficientFunds(f"customer has {have} uai available, needs {held_uai}")
+        db.insert_reservation(**row, expires_at_ms=now + ttl_ms, created_at_ms=now)
+        db.insert_transfer(f"reserve:{request_id}", "pending", payer, USAGE_SINK, held, request_id=request_id,
+                           memo=row["model"])
+        if billing is not None:
+            db.insert_transfer(f"reserve:{request_id}:customer", "pending", billing.customer_account,
+                               billing.revenue_account, held_uai, request_id=request_id, memo=row["model"])
+        crash_point("reserve:before_commit")
+        return ReserveOutcome(request_id, held, held_uai, available - held, replayed=False, rate=rate)
+
+    @staticmethod
+    def _store_refusal(db: HotSQL, request_id: str, account: str, held: int) -> None:
+        if db.reservation(request_id) is not None:
+            return  # a concurrent call with this id succeeded; that outcome stands
+        if db.transfer(f"reserve:{request_id}") is None:
+            db.insert_transfer(f"reserve:{request_id}", "pending", account, USAGE_SINK, held, request_id=request_id,
+                               outcome=FAILED_FUNDS)
+
+    @staticmethod
+    def _after_conflict(db: HotSQL, request_id: str, account: str) -> ReserveOutcome:
+        """A concurrent call with the same id won the insert: replay its outcome."""
+        existing = db.reservation(request_id)
+        if existing is None:
+            if db.transfer(f"reserve:{request_id}") is not None:
+                raise InsufficientFunds(f"request {request_id!r} was refused")
+            raise Conflict(f"request id {request_id!r} is being reserved concurrently")
+        return Reservations._replay(db, existing, account)
+
+    @staticmethod
+    def _replay(db: HotSQL, row, account: str) -> ReserveOutcome:
         if row.account != account:
             raise Conflict(f"request id {row.request_id!r} was reserved on another account")
-        return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai,
-                              await store.available(conn, account), replayed=True)
+        return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai, db.available(account),
+                              replayed=True)
 
     async def settle(self, request_id: str, input_tokens: int, output_tokens: int, usage_source: str) -> SettleOutcome:
         check_id(request_id, "request_id")
         _tokens(input_tokens, "input_tokens")
         _tokens(output_tokens, "output_tokens")
-        async with self.engine.begin() as conn:
-            r = (await conn.execute(select(R).where(R.c.request_id == request_id).with_for_update())).first()
-            if r is None:
-                raise NotFound(f"reservation {request_id!r} not found")
-            if r.status == "posted":
-                return self._settled(r, replayed=True)
-            if r.status == "voided":
-                raise Conflict(f"reservation {request_id!r} was voided")
-            billing = _billing_of(r)
-            charge, charge_uai = _costs(r.input_usd_per_mtok, r.output_usd_per_mtok, billing, input_tokens, output_tokens)
-            pending = r.status == "pending"  # an expired hold was already released
-            held = r.held_ucr if pending else 0
-            held_uai = r.customer_held_uai if pending else 0
-            paid = await self._post(conn, r.account, held, charge)
-            paid_uai = await self._post(conn, r.customer_account, held_uai, charge_uai) if billing else 0
-            # credit-only sinks last: they are the hottest rows
-            await store.ensure_account(conn, accounts.parse(USAGE_SINK))
-            await store.credit(conn, USAGE_SINK, paid)
-            if billing:
-                await store.ensure_account(conn, accounts.parse(billing.revenue_account))
-                await store.credit(conn, billing.revenue_account, paid_uai)
-            values = dict(
-                status="posted", charged_ucr=paid, unpaid_ucr=charge - paid, customer_charged_uai=paid_uai,
-                customer_unpaid_uai=charge_uai - paid_uai, usage_source=usage_source,
-                input_tokens=input_tokens, output_tokens=output_tokens,
-            )
-            await conn.execute(update(R).where(R.c.request_id == request_id).values(**values))
-            memo = f"{usage_source} usage {input_tokens}+{output_tokens} tokens, prices {r.price_book_version}"
-            await store.insert_transfer(conn, f"settle:{request_id}", "post", r.account, USAGE_SINK, paid,
-                                        request_id=request_id, memo=memo)
-            if billing:
-                await store.insert_transfer(conn, f"settle:{request_id}:customer", "post", r.customer_account,
-                                            billing.revenue_account, paid_uai, request_id=request_id, memo=memo)
-            crash_point("settle:before_commit")
-            out = self._settled(r, replayed=False, held=held, values=values)
+        out = await self.runner.run(self._settle, request_id, input_tokens, output_tokens, usage_source)
         crash_point("settle:after_commit")
         return out
 
+    def _ensure_sink(self, db: HotSQL, account: str) -> None:
+        if account not in self._known_accounts:
+            db.ensure_account(accounts.parse(account))
+            self._known_accounts.add(account)
+
+    def _settle(self, db: HotSQL, request_id: str, input_tokens: int, output_tokens: int,
+                usage_source: str) -> SettleOutcome:
+        r = db.reservation(request_id, lock=True)
+        if r is None:
+            raise NotFound(f"reservation {request_id!r} not found")
+        if r.status == "posted":
+            return self._settled(r, replayed=True)
+        if r.status == "voided":
+            raise Conflict(f"reservation {request_id!r} was voided")
+        billing = _billing_of(r)
+        charge, charge_uai = _costs(r.input_usd_per_mtok, r.output_usd_per_mtok, billing, input_tokens, output_tokens)
+        pending = r.status == "pending"  # an expired hold was already released
+        held = r.held_ucr if pending else 0
+        held_uai = r.customer_held_uai if pending else 0
+        paid = self._post(db, r.account, held, charge)
+        paid_uai = self._post(db, r.customer_account, held_uai, charge_uai) if billing else 0
+        # credit-only sinks last: they are the hottest rows
+        self._ensure_sink(db, USAGE_SINK)
+        db.credit(USAGE_SINK, paid)
+        if billing:
+            self._ensure_sink(db, billing.revenue_account)
+            db.credit(billing.revenue_account, paid_uai)
+        values = dict(
+            charged_ucr=paid, unpaid_ucr=charge - paid, customer_charged_uai=paid_uai,
+            customer_unpaid_uai=charge_uai - paid_uai, usage_source=usage_source,
+            input_tokens=input_tokens, output_tokens=output_tokens,
+        )
+        db.mark_settled(request_id, **values)
+        memo = f"{usage_source} usage {input_tokens}+{output_tokens} tokens, prices {r.price_book_version}"
+        db.insert_transfer(f"settle:{request_id}", "post", r.account, USAGE_SINK, paid, request_id=request_id,
+                           memo=memo)
+        if billing:
+            db.insert_transfer(f"settle:{request_id}:customer", "post", r.customer_account, billing.revenue_account,
+                               paid_uai, request_id=request_id, memo=memo)
+        crash_point("settle:before_commit")
+        return self._settled(r, replayed=False, held=held, values=values)
+
     @staticmethod
-    async def _post(conn: AsyncConnection, account: str, held: int, charge: int) -> int:
+    def _post(db: HotSQL, account: str, held: int, charge: int) -> int:
         """Posts ``charge`` against a hold of ``held``; returns what was actually paid."""
         from_hold = min(charge, held)
-        await store.post_pending(conn, account, held, from_hold)
+        db.post_pending(account, held, from_hold)
         extra = charge - from_hold
         if extra <= 0:
             return from_hold
-        take = min(extra, max(await store.available(conn, account, lock=True), 0))
-        if take and not await store.debit(conn, account, posted=take):
+        take = min(extra, max(db.available(account, lock=True), 0))
+        if take and not db.debit(account, posted=take):
             raise Conflict("account changed under a locked settlement")  # cannot happen
         return from_hold + take
 
@@ -289,45 +324,50 @@ class Reservations:
             replayed=replayed,
         )
 
-    async def _release(self, conn: AsyncConnection, r, kind: str, reason: str) -> None:
-        await store.post_pending(conn, r.account, r.held_ucr, 0)
+    @staticmethod
+    def _release(db: HotSQL, r, kind: str, reason: str) -> None:
+        db.post_pending(r.account, r.held_ucr, 0)
         if r.customer_account:
-            await store.post_pending(conn, r.customer_account, r.customer_held_uai, 0)
-        await conn.execute(update(R).where(R.c.request_id == r.request_id).values(
-            status="voided" if kind == "void" else "expired"))
-        await store.insert_transfer(conn, f"{kind}:{r.request_id}", kind, r.account, r.credit_account, r.held_ucr,
-                                    request_id=r.request_id, memo=reason)
+            db.post_pending(r.customer_account, r.customer_held_uai, 0)
+        db.set_status(r.request_id, "voided" if kind == "void" else "expired")
+        db.insert_transfer(f"{kind}:{r.request_id}", kind, r.account, r.credit_account, r.held_ucr,
+                           request_id=r.request_id, memo=reason)
 
     async def void(self, request_id: str, reason: str = "") -> tuple[int, bool]:
         """Releases a pending hold. Returns ``(released_ucr, replayed)``."""
         check_id(request_id, "request_id")
-        async with self.engine.begin() as conn:
-            r = (await conn.execute(select(R).where(R.c.request_id == request_id).with_for_update())).first()
-            if r is None:
-                raise NotFound(f"reservation {request_id!r} not found")
-            if r.status == "voided":
-                return r.held_ucr, True
-            if r.status != "pending":
-                raise Conflict(f"reservation {request_id!r} is {r.status}")
-            await self._release(conn, r, "void", reason[:200])
-            return r.held_ucr, False
+        return await self.runner.run(self._void, request_id, reason[:200])
+
+    @classmethod
+    def _void(cls, db: HotSQL, request_id: str, reason: str) -> tuple[int, bool]:
+        r = db.reservation(request_id, lock=True)
+        if r is None:
+            raise NotFound(f"reservation {request_id!r} not found")
+        if r.status == "voided":
+            return r.held_ucr, True
+        if r.status != "pending":
+            raise Conflict(f"reservation {request_id!r} is {r.status}")
+        cls._release(db, r, "void", reason)
+        return r.held_ucr, False
 
     async def expire(self, now_ms: int = 0, limit: int = 500) -> tuple[int, int]:
         """Voids pending reservations past their expiry. Safe on many replicas at once:
         each row is re-checked under its lock. Returns ``(count, released_ucr)``."""
-        now_ms = now_ms or store.now_ms()
-        limit = min(max(limit, 1), 5000)
-        async with self.engine.connect() as conn:
-            due = (await conn.execute(
-                select(R.c.request_id).where(R.c.status == "pending", R.c.expires_at_ms <= now_ms).limit(limit)
-            )).scalars().all()
+        now = now_ms or clock_ms()
+        due = await self.runner.run(lambda db: db.due(now, min(max(limit, 1), 5000)))
         count = released = 0
         for request_id in due:
-            async with self.engine.begin() as conn:
-                r = (await conn.execute(select(R).where(R.c.request_id == request_id).with_for_update())).first()
-                if r is None or r.status != "pending" or r.expires_at_ms > now_ms:
-                    continue
-                await self._release(conn, r, "expire", "reservation expired")
+            held = await self.runner.run(self._expire_one, request_id, now)
+            if held is not None:
                 count += 1
-                released += r.held_ucr
+                released += held
         return count, released
+
+    @classmethod
+    def _expire_one(cls, db: HotSQL, request_id: str, now: int) -> int | None:
+        r = db.reservation(request_id, lock=True)
+        if r is None or r.status != "pending" or r.expires_at_ms > now:
+            return None
+        cls._release(db, r, "expire", "reservation expired")
+        return r.held_ucr
+

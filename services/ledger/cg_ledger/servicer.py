@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import grpc
@@ -17,6 +18,7 @@ from cg_ledger.errors import (
     NotFound,
 )
 from cg_ledger.pricing import MAX_UCR, CustomerBilling, quote
+from cg_ledger.ratelimits import RateLimit
 from cg_ledger.reservations import MAX_TOKENS, Reservations, parse_billing
 
 log = logging.getLogger(__name__)
@@ -138,11 +140,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             request.max_output_tokens,
             request.ttl_seconds,
             billing,
+            RateLimit.parse(request.rate_limit.key, request.rate_limit.rpm, request.rate_limit.tpm),
         )
-        return ledger_pb2.ReserveResponse(
+        resp = ledger_pb2.ReserveResponse(
             request_id=out.request_id, held_ucr=out.held_ucr, available_ucr=out.available_ucr, replayed=out.replayed,
             customer_held_uai=out.customer_held_uai,
         )
+        if request.HasField("rate_limit"):
+            resp.rate_limit.CopyFrom(ledger_pb2.RateLimitState(**dataclasses.asdict(out.rate)))
+        return resp
 
     @_mapped_errors
     async def Settle(self, request, context):  # noqa: N802

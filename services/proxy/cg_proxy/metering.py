@@ -68,7 +68,7 @@ class Meter:
 
     async def reserve(
         self, request_id: str, billing: keys_pb2.LedgerBilling, route: keys_pb2.ModelRoute, max_input: int,
-        max_output: int,
+        max_output: int, rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse:
         req = ledger_pb2.ReserveRequest(
             request_id=request_id,
@@ -82,6 +82,7 @@ class Meter:
             max_input_tokens=max_input,
             max_output_tokens=max_output,
             ttl_seconds=self.ttl_s,
+            rate_limit=rate_limit,
         )
         if billing.customer_account:
             req.customer.CopyFrom(ledger_pb2.CustomerBilling(

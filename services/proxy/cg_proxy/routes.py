@@ -18,7 +18,7 @@ from typing import Any, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cg_proxy import errors
+from cg_proxy import errors, limits
 from cg_proxy.auth import AuthedKey
 from cg_proxy.metering import Usage, estimate, max_output_tokens, usage_from
 from cg_proxy.relay import StreamRelay
@@ -237,7 +237,13 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
 
     prompt_bound = len(raw)  # a prompt has no more tokens than its JSON body has bytes
     max_out = ep.max_output(body, route)
-    await st.meter.reserve(request_id, authed.billing, route, prompt_bound, max_out)
+    reserved = await st.meter.reserve(request_id, authed.billing, route, prompt_bound, max_out,
+                                      limits.rate_limit_of(authed.key))
+    rate_headers: dict[str, str] = {}
+    if reserved.HasField("rate_limit"):
+        if reserved.rate_limit.limited:
+            raise limits.refused(reserved.rate_limit, model)
+        rate_headers = limits.headers(reserved.rate_limit)
 
     upstream_body = dict(body)
     upstream_body["model"] = route.upstream_model
@@ -256,7 +262,7 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
         relay = StreamRelay(resp, bool((stream_options or {}).get("include_usage")), prompt_bound, finish)
         st.recorder.track(relay.pump())
         return StreamingResponse(
-            relay.body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            relay.body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **rate_headers}
         )
 
     try:
@@ -275,4 +281,4 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     if usage is None:
         usage = estimate(prompt_bound, ep.output_chars(payload, data))
     finish(usage, "ok")
-    return Response(data, media_type="application/json")
+    return Response(data, media_type="application/json", headers=rate_headers)
