@@ -117,6 +117,7 @@ class Stack:
                 "CG_PROXY_LEDGER_ADDR": self.ledger_addr,
                 "CG_PROXY_NATS_URL": self.nats_url,
                 "CG_PROXY_DEFAULT_UPSTREAM__BASE_URL": f"http://127.0.0.1:{p['mock']}/v1",
+                "CG_PROXY_OUTBOX_PATH": str(var / "proxy-outbox.sqlite3"),
             }
             return Proc.python_module("proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log",
                                       http_ok(f"{self.proxy_url}/readyz"), **echo)
@@ -138,8 +139,9 @@ class Stack:
         port = free_port()
         proc = self._build(service)
         port_var = {"proxy": "CG_PROXY_PORT", "worker": "CG_WORKER_METRICS_PORT"}[service]
+        own = {"CG_PROXY_OUTBOX_PATH": str(self.var / f"{name}-outbox.sqlite3")} if service == "proxy" else {}
         proc.name = name
-        proc.env = {**proc.env, port_var: str(port), **(extra_env or {})}
+        proc.env = {**proc.env, port_var: str(port), **own, **(extra_env or {})}
         proc.log_path = proc.log_path.with_name(f"{name}.log")
         url = f"http://127.0.0.1:{port}"
         proc.ready = http_ok(f"{url}/readyz" if service == "proxy" else f"{url}/metrics")

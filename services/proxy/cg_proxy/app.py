@@ -17,6 +17,7 @@ from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
 from cg_proxy.metering import Meter
 from cg_proxy.middleware import RequestContext
+from cg_proxy.outbox import Outbox
 from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
@@ -35,6 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
         ledger_channel = insecure_channel(settings.ledger_addr)
         meter = Meter(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s)
         bus = Bus(settings.nats_url)
+        outbox = Outbox(settings.outbox_path or f"var/proxy-outbox-{settings.port}.sqlite3")
         auth = KeyAuthenticator(keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s,
                                 settings.rpc_timeout_s)
         bus.on("keys.>", auth.on_key_changed)  # every lifecycle change drops the cached key
@@ -43,20 +45,22 @@ def create_app(settings: Settings) -> FastAPI:
             auth=auth,
             meter=meter,
             upstreams=Upstreams(settings),
-            recorder=UsageRecorder(meter, bus),
+            recorder=UsageRecorder(meter, bus, outbox),
             bus=bus,
             keys_channel=keys_channel,
             ledger_channel=ledger_channel,
         )
         await state.upstreams.start()
         await bus.start()
+        state.recorder.start()  # relays the outbox once NATS is connected, a previous run's events too
         app.state.proxy = state
         log.info("proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr})
         try:
             yield
         finally:
-            await state.recorder.drain(settings.shutdown_grace_s)
+            await state.recorder.drain(settings.shutdown_grace_s)  # what is not yet sent goes to the outbox
             await bus.close()
+            outbox.close()
             await state.upstreams.close()
             await keys_channel.close()
             await ledger_channel.close()

@@ -58,4 +58,5 @@ class Bus:
         if self._task is not None:
             self._task.cancel()
         if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+            # drain() refuses a connection that is reconnecting (NATS down): just close it
+            await (self.nc.drain() if self.nc.is_connected else self.nc.close())

@@ -50,3 +50,6 @@ class Settings(BaseSettings):
     # Seconds to let in-flight requests and pending settlements finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # SQLite file of usage events waiting for NATS, one per process (replicas must not share
+    # one); empty: `var/proxy-outbox-<port>.sqlite3` under the working directory.
+    outbox_path: str = ""

@@ -1,9 +1,13 @@
 """After the reply: settle the real usage in the ledger, then publish the usage event.
 
-Both run off the client's critical path as background tasks, retried with backoff
-until acknowledged (the ledger dedups by request id, JetStream by ``Nats-Msg-Id``),
-and awaited on shutdown. What is still pending when the process is killed outright is
-bounded by the reservation's expiry; a durable local outbox is future work.
+Both run off the client's critical path as background tasks. Settlement is retried
+with backoff until acknowledged (the ledger dedups by request id). The event gets one
+short publish attempt when NATS is connected; if NATS is down or the publish fails, it
+goes to the durable local outbox (``outbox.py``), whose relay sends it, deduplicated by
+``Nats-Msg-Id`` = request id, once NATS is back, in this run or the next. On shutdown
+pending work is awaited (bounded), and events not yet acknowledged are written to the
+outbox. What a process killed outright still holds in memory is lost: an unsettled
+request is bounded by the reservation's expiry, a settled one only misses its event.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from prometheus_client import Counter, Gauge
 
 from cg_proxy.bus import Bus
 from cg_proxy.metering import RETRYABLE, Meter, Usage
+from cg_proxy.outbox import Outbox
 from cglib import natsx
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2
@@ -26,9 +31,11 @@ from creditgate.keys.v1 import keys_pb2
 log = logging.getLogger(__name__)
 
 SETTLED = Counter("cg_proxy_settlements_total", "Settlements by outcome", ["outcome"])
-PUBLISHED = Counter("cg_proxy_usage_events_total", "Usage events by outcome", ["outcome"])
+PUBLISHED = Counter("cg_proxy_usage_events_total", "Usage events by outcome (ok, outbox, failed)", ["outcome"])
 PENDING = Gauge("cg_proxy_background_tasks", "Settlements and publications not yet acknowledged")
 CHARGED = Counter("cg_proxy_charged_ucr_total", "Micro-credits charged")
+# The one publish attempt on the hot path; after it, the event waits in the outbox.
+PUBLISH_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -65,10 +72,18 @@ async def _retry(what: str, request_id: str, call: Callable[[], Awaitable], give
 
 
 class UsageRecorder:
-    def __init__(self, meter: Meter, bus: Bus) -> None:
+    def __init__(self, meter: Meter, bus: Bus, outbox: Outbox) -> None:
         self.meter = meter
         self.bus = bus
+        self.outbox = outbox
         self._tasks: set[asyncio.Task] = set()
+        # events built but neither acknowledged nor in the outbox: request id -> (subject, payload)
+        self._unsent: dict[str, tuple[str, bytes]] = {}
+        self._relay: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Starts relaying the outbox, events left by an earlier run included."""
+        self._relay = asyncio.create_task(self.outbox.relay(self._publish, lambda: self.bus.connected))
 
     def _spawn(self, coro: Awaitable) -> None:
         task = asyncio.create_task(coro)
@@ -121,23 +136,52 @@ class UsageRecorder:
             stream=f.stream,
             price_book_version=settled.price_book_version,
         )
-        try:
-            await _retry("publish usage", f.request_id, lambda: self._publish(event))
-            PUBLISHED.labels("ok").inc()
-        except Exception:
-            PUBLISHED.labels("failed").inc()
-            log.exception("usage event lost", extra={"request_id": f.request_id})
+        await self._deliver(f.request_id, natsx.usage_subject(f.key.partner_id, f.key.id), event.SerializeToString())
 
-    async def _publish(self, event: events_pb2.UsageEvent) -> None:
-        await asyncio.wait_for(self.bus.ready.wait(), timeout=5)
-        await self.bus.nc.jetstream().publish(
-            natsx.usage_subject(event.partner_id, event.key_id),
-            event.SerializeToString(),
-            timeout=2,
-            headers={"Nats-Msg-Id": event.request_id},
-        )
+    async def _deliver(self, request_id: str, subject: str, payload: bytes) -> None:
+        """Publishes if NATS is connected, else (or on failure) stores in the outbox."""
+        self._unsent[request_id] = (subject, payload)
+        if self.bus.connected:
+            try:
+                await self._publish(subject, payload, request_id)
+                del self._unsent[request_id]
+                PUBLISHED.labels("ok").inc()
+                return
+            except Exception as e:  # nats errors have no common base worth naming
+                log.warning("usage event not published, to the outbox", extra={"request_id": request_id,
+                                                                               "error": repr(e)})
+        await self._store(request_id, subject, payload)
+        del self._unsent[request_id]
+
+    async def _store(self, request_id: str, subject: str, payload: bytes) -> None:
+        try:
+            await self.outbox.put(request_id, subject, payload)
+            PUBLISHED.labels("outbox").inc()
+        except Exception:  # e.g. a full disk: nothing left to try
+            PUBLISHED.labels("failed").inc()
+            log.exception("usage event lost: the outbox refused it", extra={"request_id": request_id})
+
+    async def _publish(self, subject: str, payload: bytes, request_id: str) -> None:
+        nc = self.bus.nc
+        if nc is None:
+            raise ConnectionError("nats not connected")
+        await nc.jetstream().publish(subject, payload, timeout=PUBLISH_TIMEOUT_S,
+                                     headers={"Nats-Msg-Id": request_id})
 
     async def drain(self, timeout_s: float) -> None:
-        """Waits (bounded) for pending settlements and events."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        """Waits (bounded) for pending settlements and events, stops what is left, and
+        writes the events not yet acknowledged to the outbox."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # looped: a stream that finishes meanwhile spawns its settlement
+        while (pending := {t for t in self._tasks if not t.done()}) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(pending, timeout=left)
+        leftovers = [t for t in (self._relay, *self._tasks) if t is not None and not t.done()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+        for request_id, (subject, payload) in list(self._unsent.items()):
+            await self._store(request_id, subject, payload)
+        if self._unsent:
+            log.info("unsent usage events written to the outbox", extra={"count": len(self._unsent)})
+        self._unsent.clear()
