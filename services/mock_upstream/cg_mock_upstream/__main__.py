@@ -15,10 +15,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8099
     chunk_delay_ms: int = 0
+    # A broken provider: an HTTP error status (e.g. `503`) or `hang` for every POST.
+    fail: str = ""
     log_level: str = "INFO"
 
 
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("mock-upstream", settings.log_level)
-    uvicorn.run(create_app(settings.chunk_delay_ms), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings.chunk_delay_ms, settings.fail), host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -4,6 +4,12 @@ Legacy completions answer each prompt with the chat reply (``REPLY_WORDS``, cut 
 ``max_tokens``); prompt tokens = words + 1 per prompt. Embeddings are ``EMBEDDING_DIMS``
 floats (or ``dimensions``) derived from the SHA-256 of each input, each a multiple of
 1/128 so the base64 (float32) encoding is exact; prompt tokens = words + 1 per input.
+
+A broken provider, for tests of what the gateway does about one: with ``fail`` set
+(``CG_MOCK_FAIL``, or ``app.state.fail`` of an app run in-process, which a test may change
+between requests) every POST fails. ``"503"`` (any HTTP status) answers that status with
+the provider's error body (429 with ``retry-after: 1``); ``"hang"`` never answers, until
+the client gives up. Empty (the default): the mock works.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import uuid
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 REPLY = "Hello from the Creditgate mock upstream. This reply is deterministic so usage can be priced exactly."
 REPLY_WORDS = REPLY.split()
@@ -227,10 +235,45 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app(chunk_delay_ms: int = 0) -> Starlette:
+def _check_fail(fail: str) -> str:
+    if fail and fail != "hang" and not (fail.isdigit() and 400 <= int(fail) <= 599):
+        raise ValueError(f"fail must be empty, an HTTP error status or 'hang', not {fail!r}")
+    return fail
+
+
+class FailureSwitch:
+    """Fails every POST while ``app.state.fail`` is set (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fail = _check_fail(scope["app"].state.fail) if scope["type"] == "http" and scope["method"] == "POST" else ""
+        if not fail:
+            await self.app(scope, receive, send)
+        elif fail == "hang":
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        else:
+            status = int(fail)
+            headers = {"retry-after": "1"} if status == 429 else None
+            if scope["path"].startswith("/anthropic/"):
+                from cg_mock_upstream.anthropic import _error as anthropic_error
+
+                response: Response = anthropic_error(status, f"mock failure {status}", headers)
+            else:
+                type_ = ("rate_limit_error" if status == 429 else
+                         "server_error" if status >= 500 else "invalid_request_error")
+                response = JSONResponse({"error": {"message": f"mock failure {status}", "type": type_, "param": None,
+                                                   "code": None}}, status, headers=headers)
+            await response(scope, receive, send)
+
+
+def create_app(chunk_delay_ms: int = 0, fail: str = "") -> Starlette:
     """``chunk_delay_ms`` slows streams down (a pause before each content chunk), for
-    tests of what happens while a stream is in flight."""
+    tests of what happens while a stream is in flight; ``fail`` makes it a broken provider."""
     app = Starlette(
+        middleware=[Middleware(FailureSwitch)],
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
@@ -240,5 +283,6 @@ def create_app(chunk_delay_ms: int = 0) -> Starlette:
         ]
     )
     app.state.chunk_delay_ms = chunk_delay_ms
+    app.state.fail = _check_fail(fail)
     __import__("cg_mock_upstream.anthropic", fromlist=["mount"]).mount(app)  # POST /anthropic/v1/messages
     return app

@@ -6,11 +6,16 @@ import uvicorn
 
 from cg_proxy.app import create_app
 from cg_proxy.settings import Settings
+from cg_proxy.upstream import fallback_chains
 from cglib.logs import setup_logging
 
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("proxy", settings.log_level)
+    try:
+        fallback_chains(settings)
+    except ValueError as e:  # a fallback chain that names no upstream or loops: refuse to start
+        raise SystemExit(f"cg_proxy: invalid upstream settings: {e}") from None
     uvicorn.run(
         create_app(settings),
         host=settings.host,

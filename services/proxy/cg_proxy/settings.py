@@ -25,6 +25,14 @@ class Upstream(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     # Extra attempts on connection errors, timeouts, 429 and 5xx before any byte reached the client.
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Other entries of `upstreams` to try, in order, once this one's retries end in such a
+    # failure (and the fallbacks' own fallbacks after each): e.g. OpenAI → Azure OpenAI with
+    # `CG_PROXY_UPSTREAMS__OPENAI__FALLBACKS='["azure"]'`. Unknown names and cycles stop the
+    # proxy at start-up. The request is priced as the model asked for, whichever answers.
+    fallbacks: list[str] = []
+    # The name this upstream gives a model, by the catalog's upstream model, e.g. an Azure
+    # deployment: `__MODELS='{"gpt-4o-mini": "my-gpt-4o-mini"}'`; a model not listed keeps its name.
+    models: dict[str, str] = {}
 
 
 class Settings(BaseSettings):

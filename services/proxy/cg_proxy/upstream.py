@@ -6,6 +6,22 @@ Connection errors, timeouts, 429 and 5xx are retried on the same upstream, with
 exponential backoff and jitter, while nothing has reached the client yet: ``open``
 returns once the provider has answered 2xx (for JSON, once the whole reply is read), so
 a stream that has started is never retried.
+
+Fallback: when an upstream's retries end in such a transient failure, the same request
+(the same model, or the name the next upstream's ``models`` gives it) goes to the next
+upstream of its fallback chain, still before anything reached the client. The chain of
+an upstream is its ``fallbacks`` in order, each followed by that fallback's own chain,
+every upstream at most once; ``fallback_chains`` checks it at start-up (unknown names and
+cycles are refused). Each upstream has its own retries, timeout and retry window. Any
+other error (a 4xx but 429) is the client's answer at once, wherever it comes from in
+the chain. A fallback whose adapter cannot express the request (e.g. ``n: 2`` for an
+Anthropic upstream) is skipped. When every upstream fails, the client gets the last
+one's error, ``Retry-After`` included; the caller voids the hold. A fallback is logged
+(warning) and counted in ``cg_proxy_upstream_fallbacks_total{from_provider, to_provider}``.
+
+Billing does not depend on which upstream answered: the request is reserved and settled
+at the price of the model the client asked for (the route's catalog entry), with the
+usage the answering upstream reports. A fallback never changes what a request costs.
 """
 
 from __future__ import annotations
@@ -32,13 +48,20 @@ CONNECT_TIMEOUT_S = 10.0
 BACKOFF_BASE_S = 0.25
 BACKOFF_MAX_S = 4.0
 # A provider's Retry-After is waited out up to this; asking for longer ends the retries
-# and the client gets the error with the provider's Retry-After.
+# of that upstream: the next fallback is tried, or the client gets the error with the
+# provider's Retry-After.
 RETRY_AFTER_CAP_S = 10.0
-# No retry starts later than this after the first attempt began (bounds the client's wait).
+# No retry starts later than this after an upstream's first attempt began (bounds the
+# client's wait, per upstream of the fallback chain).
 RETRY_WINDOW_S = 30.0
 
 RETRIES = Counter("cg_proxy_upstream_retries_total", "Upstream attempts that failed and were retried",
                   ["provider", "reason"])
+FALLBACKS = Counter("cg_proxy_upstream_fallbacks_total",
+                    "Requests passed on to a fallback upstream after an upstream's retries failed",
+                    ["from_provider", "to_provider"])
+# The key of ``Settings.default_upstream``'s chain in ``fallback_chains``.
+DEFAULT_UPSTREAM = "default_upstream"
 
 
 class _Transient(Exception):
@@ -82,10 +105,48 @@ def backoff_s(attempt: int, retry_after: float | None) -> float | None:
     return random.uniform(ceiling / 2, ceiling)
 
 
+def _fallback_order(upstreams: Mapping[str, Upstream], first: Upstream, name: str) -> tuple[str, ...]:
+    """The names of the upstreams tried after ``first`` (called ``name``), in order."""
+    order: list[str] = []
+
+    def visit(upstream: Upstream, path: tuple[str, ...]) -> None:
+        for fallback in upstream.fallbacks:
+            if fallback not in upstreams:
+                known = ", ".join(sorted(upstreams)) or "none"
+                raise ValueError(f"upstream {path[-1]!r} lists an unknown fallback {fallback!r} "
+                                 f"(configured upstreams: {known})")
+            if fallback in path:
+                raise ValueError(f"upstream fallbacks form a cycle: {' -> '.join((*path, fallback))}")
+            if fallback not in order:
+                order.append(fallback)
+                visit(upstreams[fallback], (*path, fallback))
+
+    visit(first, (name,))
+    return tuple(order)
+
+
+def fallback_chains(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Each upstream's fallbacks in the order they are tried (``DEFAULT_UPSTREAM`` for the
+    default upstream). Raises ``ValueError`` naming the upstream for an unknown fallback
+    name or a cycle (``openai -> azure -> openai``, or an upstream listing itself)."""
+    chains = {name: _fallback_order(settings.upstreams, up, name) for name, up in settings.upstreams.items()}
+    chains[DEFAULT_UPSTREAM] = _fallback_order(settings.upstreams, settings.default_upstream, DEFAULT_UPSTREAM)
+    return chains
+
+
+def asked_body(upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with its model renamed as ``upstream.models`` says, if it does."""
+    model = body.get("model")
+    if isinstance(model, str) and model in upstream.models:
+        return {**body, "model": upstream.models[model]}
+    return body
+
+
 class Upstreams:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.session: aiohttp.ClientSession | None = None
+        self.fallbacks = fallback_chains(settings)  # a bad chain fails here, at start-up
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
@@ -99,17 +160,48 @@ class Upstreams:
         if self.session is not None:
             await self.session.close()
 
-    def _upstream(self, route: keys_pb2.ModelRoute) -> Upstream:
-        return self.settings.upstreams.get(route.provider, self.settings.default_upstream)
+    def chain(self, route: keys_pb2.ModelRoute) -> list[tuple[str, Upstream]]:
+        """(name, upstream) in the order they are tried for ``route``: its provider's upstream
+        (or the default one, still named after the provider), then the fallbacks."""
+        upstreams = self.settings.upstreams
+        if route.provider in upstreams:
+            first, fallbacks = upstreams[route.provider], self.fallbacks[route.provider]
+        else:
+            first, fallbacks = self.settings.default_upstream, self.fallbacks[DEFAULT_UPSTREAM]
+        return [(route.provider, first), *((name, upstreams[name]) for name in fallbacks)]
 
     async def open(self, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> UpstreamResponse:
         """Sends the request and returns the open response (2xx only), in OpenAI's format.
-        A provider error becomes an OpenAI-shaped ``APIError`` (after the retries)."""
+        A provider error becomes an OpenAI-shaped ``APIError`` (after the retries and the
+        fallbacks: the last upstream's error)."""
         assert self.session is not None
-        upstream = self._upstream(route)
-        adapter = adapter_for(upstream.api)
-        request = adapter.request(upstream, path, route, body)
         stream = body.get("stream") is True
+        failed: tuple[str, _Transient] | None = None  # the upstream that failed last, and how
+        for name, upstream in self.chain(route):
+            adapter = adapter_for(upstream.api)
+            try:
+                request = adapter.request(upstream, path, route, asked_body(upstream, body))
+            except errors.APIError:
+                if failed is None:  # the first upstream: the client's request is the problem
+                    raise
+                log.warning("fallback upstream cannot take this request, skipped", extra={
+                    "provider": route.provider, "fallback": name})
+                continue
+            if failed is not None:
+                FALLBACKS.labels(failed[0], name).inc()
+                log.warning("upstream failed, falling back", extra={
+                    "provider": route.provider, "from": failed[0], "to": name, "reason": failed[1].reason,
+                    "status": failed[1].error.status})
+            try:
+                return await self._retrying(name, upstream, adapter, request, stream)
+            except _Transient as transient:
+                failed = (name, transient)
+        assert failed is not None
+        raise failed[1].error from None
+
+    async def _retrying(self, name: str, upstream: Upstream, adapter: Adapter, request: ProviderRequest,
+                        stream: bool) -> UpstreamResponse:
+        """One upstream with its retries; raises the last ``_Transient`` when they are over."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
                                         sock_read=upstream.timeout_s or self.settings.upstream_timeout_s)
         first_try = time.monotonic()
@@ -120,10 +212,10 @@ class Upstreams:
             except _Transient as failed:
                 delay = backoff_s(attempt, failed.retry_after_s) if attempt < upstream.max_retries else None
                 if delay is None or time.monotonic() + delay - first_try > RETRY_WINDOW_S:
-                    raise failed.error from None
-                RETRIES.labels(route.provider, failed.reason).inc()
+                    raise
+                RETRIES.labels(name, failed.reason).inc()
                 log.warning("upstream attempt failed, retrying", extra={
-                    "provider": route.provider, "reason": failed.reason, "retry": attempt + 1, "delay_s": round(delay, 3)})
+                    "provider": name, "reason": failed.reason, "retry": attempt + 1, "delay_s": round(delay, 3)})
                 attempt += 1
                 await asyncio.sleep(delay)
 
