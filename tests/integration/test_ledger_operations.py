@@ -40,6 +40,7 @@ async def ledger(db_url):
     yield stub
     await channel.close()
     await server.stop(0)
+    reservations.close()
     await engine.dispose()
 
 
@@ -251,3 +252,29 @@ async def test_unknown_accounts_are_not_found(ledger):
                                                           budget_ucr=5))) == nf
     assert await code_of(ledger.Transfer(pb.TransferRequest(idempotency_id="t", debit_account="partner:ghost",
                                                             credit_account="key:k", amount_ucr=5))) == nf
+
+
+async def test_settle_batch_settles_each_on_its_own(ledger):
+    await funded_partner(ledger, 100)
+    for rid in ("b1", "b2"):
+        await ledger.Reserve(pb.ReserveRequest(request_id=rid, account="partner:p1", model="haiku", price=HAIKU,
+                                               max_input_tokens=1000, max_output_tokens=1000))
+    usage = dict(input_tokens=100, output_tokens=10, usage_source=pb.USAGE_SOURCE_PROVIDER)
+    out = await ledger.SettleBatch(pb.SettleBatchRequest(settlements=[
+        pb.SettleRequest(request_id="b1", **usage),
+        pb.SettleRequest(request_id="nope", **usage),
+        pb.SettleRequest(request_id="b1", **usage),
+        pb.SettleRequest(request_id="b2", input_tokens=1, output_tokens=1),  # no usage source
+    ]))
+    codes = [o.status_code for o in out.outcomes]
+    assert codes == [0, grpc.StatusCode.NOT_FOUND.value[0], 0, grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+    first, replay = out.outcomes[0].settled, out.outcomes[2].settled
+    assert first.charged_ucr == replay.charged_ucr == 150 * 100  # 100 x $1 + 10 x $5 per Mtok = 150 µ$
+    assert [first.replayed, replay.replayed] == [False, True]
+    assert "usage_source" in out.outcomes[3].error
+    # b2 failed alone: still pending, and settles later
+    later = await ledger.SettleBatch(pb.SettleBatchRequest(settlements=[pb.SettleRequest(request_id="b2", **usage)]))
+    assert later.outcomes[0].status_code == 0 and not later.outcomes[0].settled.replayed
+    assert (await balance(ledger, "partner:p1")).posted_ucr == 100 * CREDIT - 2 * 150 * 100
+    too_many = pb.SettleBatchRequest(settlements=[pb.SettleRequest(request_id=f"x{i}", **usage) for i in range(1001)])
+    assert await code_of(ledger.SettleBatch(too_many)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
@@ -36,6 +37,7 @@ _SOURCES = {
 
 
 _mapped_errors = mapped_errors(_CODES)
+SETTLE_BATCH_MAX = 1000
 
 
 def _transfer_pb(t) -> ledger_pb2.TransferResult:
@@ -150,8 +152,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             resp.rate_limit.CopyFrom(ledger_pb2.RateLimitState(**dataclasses.asdict(out.rate)))
         return resp
 
-    @_mapped_errors
-    async def Settle(self, request, context):  # noqa: N802
+    async def _settle(self, request: ledger_pb2.SettleRequest) -> ledger_pb2.SettleResponse:
         source = _SOURCES.get(request.usage_source)
         if source is None:
             raise InvalidArgument("usage_source: provider or estimated")
@@ -167,6 +168,30 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             customer_charged_uai=out.customer_charged_uai,
             customer_unpaid_uai=out.customer_unpaid_uai,
         )
+
+    @_mapped_errors
+    async def Settle(self, request, context):  # noqa: N802
+        return await self._settle(request)
+
+    @_mapped_errors
+    async def SettleBatch(self, request, context):  # noqa: N802
+        if len(request.settlements) > SETTLE_BATCH_MAX:
+            raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
+        # queued together, they commit together (txrunner's group commit), each on its own
+        results = await asyncio.gather(*(self._settle(s) for s in request.settlements), return_exceptions=True)
+        outcomes = []
+        for settlement, result in zip(request.settlements, results):
+            if isinstance(result, ledger_pb2.SettleResponse):
+                outcomes.append(ledger_pb2.SettleOutcome(settled=result))
+                continue
+            code = _CODES.get(type(result)) if isinstance(result, LedgerError) else None
+            if code is None:
+                log.error("settlement failed", exc_info=result, extra={"request_id": settlement.request_id})
+                code, message = grpc.StatusCode.INTERNAL, "internal error"
+            else:
+                message = str(result)
+            outcomes.append(ledger_pb2.SettleOutcome(status_code=code.value[0], error=message))
+        return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
 
     @_mapped_errors
     async def Void(self, request, context):  # noqa: N802

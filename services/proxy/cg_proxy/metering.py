@@ -6,6 +6,7 @@ has bytes, and the reply no more than ``max_tokens`` (or the model's output cap)
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +61,73 @@ def estimate(prompt_bound: int, output_chars: int) -> Usage:
     return Usage(prompt_bound, (output_chars + 3) // 4, ledger_pb2.USAGE_SOURCE_ESTIMATED)
 
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+class SettleBatcher:
+    """Settlements leave together: what is queued within ``linger_s`` (or ``max_batch``
+    of it) goes in one ``SettleBatch`` call, which the ledger commits as one group. Each
+    caller gets its own outcome, or the call's error, as from ``Settle`` (so the usage
+    recorder's retries treat both alike). Off the request path: the linger only delays
+    settlement, never a reply."""
+
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, linger_s: float = 0.002,
+                 max_batch: int = 256) -> None:
+        self.stub = stub
+        self.timeout_s = timeout_s
+        self.linger_s = linger_s
+        self.max_batch = max_batch
+        self._queue: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def settle(self, request: ledger_pb2.SettleRequest) -> ledger_pb2.SettleResponse:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((request, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.linger_s)
+        sends = []
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            sends.append(self._send(batch))
+        await asyncio.gather(*sends)
+
+    async def _send(self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]]) -> None:
+        try:
+            resp = await self.stub.SettleBatch(
+                ledger_pb2.SettleBatchRequest(settlements=[req for req, _ in batch]), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            outcomes = [e] * len(batch)
+        except Exception as e:  # e.g. the channel closed under us: every caller retries
+            outcomes = [_rpc_error(grpc.StatusCode.UNAVAILABLE, repr(e))] * len(batch)
+        else:
+            outcomes = [o.settled if o.status_code == 0
+                        else _rpc_error(_STATUS_CODES.get(o.status_code, grpc.StatusCode.UNKNOWN), o.error)
+                        for o in resp.outcomes]
+            if len(outcomes) != len(batch):
+                outcomes = [_rpc_error(grpc.StatusCode.INTERNAL, "SettleBatch answered a different count")] * len(batch)
+        for (_, fut), outcome in zip(batch, outcomes):
+            if fut.done():
+                continue
+            if isinstance(outcome, Exception):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+
+
 class Meter:
     def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, ttl_s: int) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
+        self.settlements = SettleBatcher(stub, timeout_s)
 
     async def reserve(
         self, request_id: str, billing: keys_pb2.LedgerBilling, route: keys_pb2.ModelRoute, max_input: int,
@@ -102,15 +165,12 @@ class Meter:
             raise
 
     async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
-        return await self.stub.Settle(
-            ledger_pb2.SettleRequest(
-                request_id=request_id,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                usage_source=usage.source,
-            ),
-            timeout=self.timeout_s,
-        )
+        return await self.settlements.settle(ledger_pb2.SettleRequest(
+            request_id=request_id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            usage_source=usage.source,
+        ))
 
     async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse:
         return await self.stub.Void(ledger_pb2.VoidRequest(request_id=request_id, reason=reason), timeout=self.timeout_s)
