@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -74,3 +75,19 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) ->
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+async def fetch_batch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float,
+                      linger_s: float = 0.0) -> list:
+    """Waits up to ``timeout`` for a first message (``nats.errors.TimeoutError`` if none),
+    then lets ``linger_s`` pass and takes what else arrived, up to ``batch`` in all: a
+    burst becomes one round of work (one database write, one check per key) instead of
+    one round per message, for at most ``linger_s`` of added delay."""
+    msgs = await sub.fetch(batch, timeout=timeout)
+    if linger_s > 0 and len(msgs) < batch:
+        await asyncio.sleep(linger_s)
+        try:
+            msgs += await sub.fetch(batch - len(msgs), timeout=0.05)
+        except Exception:  # nothing more (or the connection is going): the first batch stands
+            pass
+    return msgs

@@ -28,6 +28,9 @@ from creditgate.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
+# Last used is kept to the second: a second's usage events make one UPDATE per key.
+LAST_USED_LINGER_S = 1.0
+
 
 class KeyEvents:
     def __init__(self) -> None:
@@ -74,7 +77,7 @@ async def run_last_used(nc: Client, sessions: async_sessionmaker[AsyncSession], 
     try:
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(256, timeout=1)
+                msgs = await natsx.fetch_batch(sub, 1024, timeout=1, linger_s=LAST_USED_LINGER_S)
             except nats.errors.TimeoutError:
                 continue
             except nats.errors.Error as e:

@@ -42,16 +42,17 @@ async def main(settings: Settings) -> None:
                 await asyncio.sleep(0.5)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     log.info("worker started", extra={"metrics_port": metrics_port})
+    # usage events come one per request: they linger into batches; the others are rare
     consumers = [
-        (natsx.USAGE_STREAM, "worker-usage", events_pb2.UsageEvent, handlers.usage),
-        (natsx.LEDGER_STREAM, "worker-balances", events_pb2.BalanceChanged, handlers.balances),
-        (natsx.KEYS_STREAM, "worker-keys", events_pb2.KeyChanged, handlers.key_changes),
+        (natsx.USAGE_STREAM, "worker-usage", events_pb2.UsageEvent, handlers.usage, settings.linger_s),
+        (natsx.LEDGER_STREAM, "worker-balances", events_pb2.BalanceChanged, handlers.balances, 0.0),
+        (natsx.KEYS_STREAM, "worker-keys", events_pb2.KeyChanged, handlers.key_changes, 0.0),
     ]
     try:
         # each batch finishes (handled and acked) before its loop sees `stop`
         await asyncio.gather(*(run_consumer(nc, stream, durable, kind, handler, stop, settings.batch_size,
-                                            settings.ack_wait_s)
-                               for stream, durable, kind, handler in consumers))
+                                            settings.ack_wait_s, linger)
+                               for stream, durable, kind, handler, linger in consumers))
     finally:
         await nc.drain()
         await keys_channel.close()

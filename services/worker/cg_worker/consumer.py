@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable, TypeVar
 
 import nats.errors
@@ -13,8 +14,12 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cg_worker.metrics import EVENTS, LAG
+from cglib import natsx
 
 log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 1.0
+_lag_read: dict[str, float] = {}  # stream -> when its lag was last read
 
 M = TypeVar("M", bound=Message)
 
@@ -52,6 +57,7 @@ async def run_consumer(
     stop: asyncio.Event,
     batch: int = 64,
     ack_wait_s: float = 30.0,
+    linger_s: float = 0.0,
 ) -> None:
     js = nc.jetstream()
     delay = 0.2
@@ -73,7 +79,7 @@ async def run_consumer(
     try:
         while not stop.is_set():
             try:
-                await _one_round(stream, sub, js, durable, message_type, handler, batch)
+                await _one_round(stream, sub, js, durable, message_type, handler, batch, linger_s)
             except Exception:  # never let one consumer end: the others share its connection
                 log.exception("consumer round failed; continuing", extra={"stream": stream})
                 await asyncio.sleep(0.5)
@@ -81,10 +87,10 @@ async def run_consumer(
         await sub.unsubscribe()
 
 
-async def _one_round(stream, sub, js, durable, message_type, handler, batch: int) -> None:
+async def _one_round(stream, sub, js, durable, message_type, handler, batch: int, linger_s: float) -> None:
     """Fetch one batch, handle it, acknowledge it."""
     try:
-        msgs = await sub.fetch(batch, timeout=1)
+        msgs = await natsx.fetch_batch(sub, batch, timeout=1, linger_s=linger_s)
     except nats.errors.TimeoutError:
         return
     except nats.errors.Error as e:
@@ -118,8 +124,11 @@ async def _one_round(stream, sub, js, durable, message_type, handler, batch: int
     for msg in good:
         await msg.ack()
     EVENTS.labels(stream, "ok").inc(len(good))
-    try:
-        info = await js.consumer_info(stream, durable)
-        LAG.labels(stream).set(info.num_pending)
-    except Exception:
-        pass
+    now = time.monotonic()
+    if now - _lag_read.get(stream, 0.0) >= LAG_EVERY_S:  # a request to the server: not after every batch
+        _lag_read[stream] = now
+        try:
+            info = await js.consumer_info(stream, durable)
+            LAG.labels(stream).set(info.num_pending)
+        except Exception:
+            pass

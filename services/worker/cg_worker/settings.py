@@ -13,6 +13,9 @@ class Settings(BaseSettings):
     ledger_addr: str = "127.0.0.1:50052"
     rpc_timeout_s: float = 5.0
     batch_size: int = 64
+    # After a batch's first event, how long to let more arrive before handling them together
+    # (a burst of usage events of one key costs one check): the delay every rule may add.
+    linger_s: float = 0.1
     # How long a delivered event may stay unacknowledged before JetStream redelivers it
     # (e.g. to another replica, after this one died).
     ack_wait_s: float = 30.0
