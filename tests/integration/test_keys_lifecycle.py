@@ -225,6 +225,15 @@ def test_suspend_resume_and_top_up(keys, ledger):
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_SUSPENDED
     still = keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="other"), timeout=T)
     assert still.status == pb.KEY_STATUS_SUSPENDED
+    # a deliberate suspension replaces the worker's, so the worker's resume cannot lift it ...
+    abuse = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="abuse"), timeout=T)
+    assert abuse.status_reason == "abuse"
+    lifted = keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="deposit_line"),
+                            timeout=T)
+    assert (lifted.status, lifted.status_reason) == (pb.KEY_STATUS_SUSPENDED, "abuse")
+    # ... and the worker's never replaces a deliberate one
+    again = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="deposit_line"), timeout=T)
+    assert again.status_reason == "abuse"
     assert keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id), timeout=T).status == \
         pb.KEY_STATUS_ACTIVE
     top = pb.TopUpKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="t-1", amount_credits=40)

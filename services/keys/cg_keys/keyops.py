@@ -43,6 +43,9 @@ from cglib.keysecret import display_prefix, hash_secret, new_secret
 log = logging.getLogger(__name__)
 
 DEPOSIT_UCR = 1_000 * UCR_PER_CREDIT
+# Suspension reasons the worker sets and lifts by itself (only_if_reason on resume); a
+# suspension for any other reason replaces them.
+AUTOMATIC_REASONS = frozenset({"deposit_line"})
 EDITABLE = ("name", "description", "allowed_models", "billing", "auto_topup", "allowed_domains", "rpm_limit",
             "tpm_limit", "expires_at_unix")
 CUSTOMER_EDITABLE = ("name", "description", "allowed_models")
@@ -312,8 +315,13 @@ class KeyOps:
         _, key = await self._changeable(actor, key_id, partner_only=True)
         if key.status in ("revoked",):
             raise FailedPrecondition(f"the key is {key.status}")
+        reason = reason or "suspended"
         if key.status != "suspended":
-            key = await self._set_status(key.id, "suspended", reason or "suspended")
+            key = await self._set_status(key.id, "suspended", reason)
+            await self.events.publish(key, "suspended")
+        elif key.status_reason in AUTOMATIC_REASONS and reason not in AUTOMATIC_REASONS:
+            # a deliberate suspension outranks the worker's: the worker's resume must not lift it
+            key = await self._set_status(key.id, "suspended", reason)
             await self.events.publish(key, "suspended")
         return key
 
