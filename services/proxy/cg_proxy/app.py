@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import AsyncIterator
@@ -12,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cg_proxy import errors, routes
+from cg_proxy import errors, routes, tokens
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
 from cg_proxy.metering import Meter
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
             ledger_channel=ledger_channel,
         )
         await state.upstreams.start()
+        await asyncio.to_thread(tokens.warm, ("o200k_base",))  # ~0.4 s now, not on a first request
         await bus.start()
         state.recorder.start()  # relays the outbox once NATS is connected, a previous run's events too
         app.state.proxy = state

@@ -1,7 +1,8 @@
 """Metering: the reservation before forwarding, and the token counts settled after.
 
-The hold is an upper bound: the prompt can hold no more tokens than the request body
-has bytes, and the reply no more than ``max_tokens`` (or the model's output cap).
+The hold is an upper bound: the prompt's tokens as ``cg_proxy.tokens`` bounds them
+(tiktoken for OpenAI models, the body's bytes for others), and the reply no more than
+``max_tokens`` (or the model's output cap) for each of its ``n`` choices.
 """
 
 from __future__ import annotations

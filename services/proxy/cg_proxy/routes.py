@@ -10,6 +10,7 @@ and how to read usage and output from the provider's reply.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from cg_proxy import errors, limits
+from cg_proxy import errors, limits, tokens
 from cg_proxy.auth import AuthedKey
 from cg_proxy.metering import Usage, estimate, max_output_tokens, usage_from
 from cg_proxy.relay import StreamRelay
@@ -89,6 +90,7 @@ async def get_model(model_id: str, request: Request) -> JSONResponse:
 
 @dataclass(frozen=True)
 class _Endpoint:
+    name: str  # for cg_proxy.tokens: chat, completions, embeddings
     upstream_path: str
     # The endpoint's own fields, checked after `model` (400 with `param`).
     check: Callable[[dict[str, Any]], None]
@@ -110,6 +112,11 @@ def _check_chat(body: dict[str, Any]) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.bad_request("`messages` must be a non-empty array.", param="messages")
+    _positive_int(body, "n")
+
+
+def _chat_max_output(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
+    return max_output_tokens(body, route) * _positive_int(body, "n")  # n choices, each up to the cap
 
 
 def _chat_output_chars(payload: Any, data: bytes) -> int:
@@ -180,14 +187,17 @@ def _embedding_usage(payload: Any) -> Usage | None:
     return usage_from(payload)
 
 
-CHAT = _Endpoint("/chat/completions", _check_chat, max_output_tokens, usage_from, _chat_output_chars)
+CHAT = _Endpoint("chat", "/chat/completions", _check_chat, _chat_max_output, usage_from, _chat_output_chars)
 COMPLETIONS = _Endpoint(
-    "/completions", _check_completion, _completion_max_output, usage_from, _completion_output_chars
+    "completions", "/completions", _check_completion, _completion_max_output, usage_from, _completion_output_chars
 )
 EMBEDDINGS = _Endpoint(
-    "/embeddings", _check_embedding, lambda body, route: 0, _embedding_usage, lambda payload, data: 0,
-    streams=False,
+    "embeddings", "/embeddings", _check_embedding, lambda body, route: 0, _embedding_usage,
+    lambda payload, data: 0, streams=False,
 )
+# Bodies larger than this are tokenized in a thread (tiktoken releases the GIL): a 4 MiB
+# prompt takes ~0.5 s, which must not stall every other request of the event loop.
+_TOKENIZE_INLINE_MAX_BYTES = 64 * 1024
 
 
 @router.post("/v1/chat/completions")
@@ -235,7 +245,10 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     if route is None:
         raise errors.model_not_found(model)
 
-    prompt_bound = len(raw)  # a prompt has no more tokens than its JSON body has bytes
+    if len(raw) <= _TOKENIZE_INLINE_MAX_BYTES:
+        prompt_bound = tokens.prompt_tokens_bound(ep.name, body, raw, route)
+    else:
+        prompt_bound = await asyncio.to_thread(tokens.prompt_tokens_bound, ep.name, body, raw, route)
     max_out = ep.max_output(body, route)
     reserved = await st.meter.reserve(request_id, authed.billing, route, prompt_bound, max_out,
                                       limits.rate_limit_of(authed.key))

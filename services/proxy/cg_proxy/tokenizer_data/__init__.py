@@ -1,0 +1,1 @@
+"""Vendored tiktoken encoding files (data only; see README.md)."""
