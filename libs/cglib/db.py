@@ -34,6 +34,11 @@ def async_url(dsn: str) -> str:
     raise ValueError(f"unsupported database DSN scheme: {dsn.split('://', 1)[0]!r}")
 
 
+# Execution option for connections that only read (``await conn.execution_options(**READ)``).
+READ_ONLY = "cg_read_only"
+READ = {READ_ONLY: True}
+
+
 def sync_url(dsn: str) -> str:
     """Maps a DSN (plain or async) to the synchronous driver URL: pysqlite or psycopg."""
     if dsn.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
@@ -64,7 +69,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _begin_immediate(conn: Any) -> None:
         # Take the write lock up front: a read-then-write transaction can then
         # never fail half way with SQLITE_BUSY, and writers serialize cleanly.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection marked READ_ONLY only reads: in WAL mode a deferred BEGIN never
+        # waits for (nor holds up) a writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_sync_engine(dsn: str, pool_size: int = 8) -> Engine:

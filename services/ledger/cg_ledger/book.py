@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cg_ledger import accounts, store
 from cg_ledger.accounts import CREDITS, FEES, AccountId
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
+from cglib.db import READ
 from cglib.faults import crash_point
 from cg_ledger.pricing import MAX_UCR, parse_price, platform_fee_ucr
 
@@ -110,6 +111,7 @@ class Book:
             raise
         except IntegrityError:
             async with self.engine.connect() as conn:
+                await conn.execution_options(**READ)
                 row = await store.stored_transfer(conn, idempotency_id)
             if row is None:
                 raise
@@ -282,6 +284,7 @@ class Book:
         if account not in accounts.EXTERNAL.values():
             accounts.parse(account)
         async with self.engine.connect() as conn:
+            await conn.execution_options(**READ)
             row = (await conn.execute(select(store.A).where(store.A.c.id == account))).first()
         if row is None:
             raise NotFound(f"account {account!r} not found")
@@ -293,6 +296,7 @@ class Book:
         for account in account_ids:
             accounts.parse(account)
         async with self.engine.connect() as conn:
+            await conn.execution_options(**READ)
             rows = (await conn.execute(select(store.A).where(store.A.c.id.in_(set(account_ids))))).all()
         return [_view(r) for r in rows]
 
@@ -313,6 +317,7 @@ class Book:
             q = q.where(T.c.id < before)
         q = q.order_by(T.c.id.desc()).limit(page_size + 1)
         async with self.engine.connect() as conn:
+            await conn.execution_options(**READ)
             if not await store.exists(conn, account):
                 raise NotFound(f"account {account!r} not found")
             rows = (await conn.execute(q)).all()
