@@ -124,10 +124,10 @@ class RateLimited(Exception):
 
 
 class Reservations:
-    def __init__(self, engine: AsyncEngine, default_ttl_s: int = 600) -> None:
+    def __init__(self, engine: AsyncEngine, default_ttl_s: int = 600, sqlite_synchronous: str = "FULL") -> None:
         self.engine = engine
         self.default_ttl_s = default_ttl_s
-        self.runner = runner_for(engine.url.render_as_string(hide_password=False))
+        self.runner = runner_for(engine.url.render_as_string(hide_password=False), sqlite_synchronous)
         self._known_accounts: set[str] = set()  # credit sinks known to exist (never deleted)
 
     def close(self) -> None:

@@ -44,9 +44,9 @@ def _deliver(fut: asyncio.Future, ok: bool, value: Any) -> None:
 
 
 class SQLiteGroupWriter:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "FULL") -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON"):
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", f"synchronous={synchronous}"):
             self.conn.execute(f"PRAGMA {pragma}")
         self.db = HotSQL(self.conn, postgres=False)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -125,8 +125,8 @@ class PostgresThreads:
         self.engine.dispose()
 
 
-def runner_for(dsn: str) -> SQLiteGroupWriter | PostgresThreads:
+def runner_for(dsn: str, sqlite_synchronous: str = "FULL") -> SQLiteGroupWriter | PostgresThreads:
     url = sync_url(dsn)
     if url.startswith("sqlite"):
-        return SQLiteGroupWriter(url.split(":///", 1)[1])
+        return SQLiteGroupWriter(url.split(":///", 1)[1], sqlite_synchronous)
     return PostgresThreads(dsn)
