@@ -89,12 +89,17 @@ async def _run(relay, consume_all=True, take=None):
     return got
 
 
+def _events(writes: list[bytes]) -> list[bytes]:
+    """The SSE events in what the client was sent (one write carries a read's events)."""
+    return [e + b"\n\n" for e in b"".join(writes).split(b"\n\n") if e]
+
+
 @pytest.mark.parametrize("split", [1, 7, 1000])
 async def test_relay_finds_usage_and_hides_it_when_not_asked(split):
     done = []
     pieces = [SSE[i : i + split] for i in range(0, len(SSE), split)]
     relay = StreamRelay(FakeResp(pieces), False, 50, lambda u, s: done.append((u, s)))
-    got = await _run(relay)
+    got = _events(await _run(relay))
     assert b"usage" not in b"".join(got) and got[-1] == b"data: [DONE]\n\n" and len(got) == 3
     (usage, status), = done
     assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (5, 2, "provider", "ok")
@@ -103,7 +108,7 @@ async def test_relay_finds_usage_and_hides_it_when_not_asked(split):
 
 async def test_relay_passes_usage_when_asked():
     relay = StreamRelay(FakeResp([SSE]), True, 50, lambda u, s: None)
-    got = await _run(relay)
+    got = _events(await _run(relay))
     assert any(b'"usage"' in g for g in got) and len(got) == 4
 
 

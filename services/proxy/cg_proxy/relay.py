@@ -5,6 +5,11 @@ The reader does not depend on the client: when the client disconnects, the reade
 keeps going until the provider's usage chunk arrives, so the request is billed for
 what the provider really produced. The proxy always asks the provider for the usage
 chunk; it is passed on only when the client asked for it too.
+
+Only chunks that name ``usage`` are parsed as they pass; the others are kept as they
+came and parsed at the end only if the provider never reported usage (then their
+output is counted for a marked estimate). The events of one network read reach the
+client as one write.
 """
 
 from __future__ import annotations
@@ -32,7 +37,27 @@ class StreamRelay:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.client_gone = False
         self.usage: Usage | None = None
-        self.output_chars = 0
+        self._unparsed: list[bytes] = []  # payloads without usage, parsed only for an estimate
+
+    def output_chars(self) -> int:
+        """Characters of output in the chunks seen, for an estimate when usage never came."""
+        chars = 0
+        for payload in self._unparsed:
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                continue
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            for choice in choices if isinstance(choices, list) else ():
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(delta, dict):
+                    continue
+                content = delta.get("content")
+                if isinstance(content, str):
+                    chars += len(content)
+                for call in delta.get("tool_calls") or ():
+                    chars += len(json.dumps(call.get("function") or {}) if isinstance(call, dict) else "")
+        return chars
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Returns the event to forward (or None to drop it), noting usage and output."""
@@ -42,19 +67,17 @@ class StreamRelay:
         payload = data[5:].strip()
         if payload == b"[DONE]":
             return event
+        if b'"usage"' not in payload:
+            self._unparsed.append(payload)
+            return event
         try:
             chunk = json.loads(payload)
         except ValueError:
             return event
         if not isinstance(chunk, dict):
             return event
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if isinstance(content, str):
-                self.output_chars += len(content)
-            for call in delta.get("tool_calls") or ():
-                self.output_chars += len(json.dumps(call.get("function") or {}))
+        if chunk.get("choices"):
+            self._unparsed.append(payload)  # it carries output too
         usage = usage_from(chunk)
         if usage is not None:
             self.usage = usage
@@ -69,15 +92,10 @@ class StreamRelay:
         try:
             async for piece in self.resp.content.iter_any():
                 buffer += piece.replace(b"\r\n", b"\n")
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
-                    out = self._inspect(event)
-                    if out is not None and not self.client_gone:
-                        self.queue.put_nowait(out + b"\n\n")
+                *events, buffer = buffer.split(b"\n\n")
+                self._forward(events)
             if buffer.strip():
-                out = self._inspect(buffer)
-                if out is not None and not self.client_gone:
-                    self.queue.put_nowait(out + b"\n\n")
+                self._forward([buffer])
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
             status = "upstream_error"
             log.warning("upstream stream broke", extra={"error": repr(e)})
@@ -86,7 +104,13 @@ class StreamRelay:
             self.queue.put_nowait(None)
             if self.client_gone and status == "ok":
                 status = "client_disconnected"
-            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars), status)
+            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars()), status)
+            self._unparsed.clear()
+
+    def _forward(self, events: list[bytes]) -> None:
+        out = [e + b"\n\n" for e in map(self._inspect, events) if e is not None]
+        if out and not self.client_gone:
+            self.queue.put_nowait(b"".join(out))
 
     async def body(self) -> AsyncIterator[bytes]:
         finished = False
