@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test protos install clean system-deps bench-ledger
+.PHONY: run test protos install clean system-deps bench bench-ledger
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
 # One install step: every service and lib into one virtual environment (editable),
@@ -60,5 +60,9 @@ clean:
 	rm -rf $(GEN) $(VENV) var
 
 # Reserve+settle throughput of the ledger over gRPC, SQLite and PostgreSQL.
+# The proxy beside a direct call and LiteLLM (../shared/bench; run its setup.sh once as root).
+bench: protos
+	$(PY) tests/bench/gateway_bench.py $(BENCH_ARGS)
+
 bench-ledger: protos
 	$(PY) tests/bench/ledger_bench.py $(BENCH_ARGS)
