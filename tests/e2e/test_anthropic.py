@@ -17,7 +17,6 @@ import openai
 import pytest
 
 from cg_devstack import Stack, StackConfig
-from cg_devstack.seed import Seeder
 from creditgate.ledger.v1 import ledger_pb2
 from helpers import client, eventually, expected_cost_ucr
 
@@ -38,13 +37,6 @@ def stack():
         }
         with stack:
             yield stack
-
-
-@pytest.fixture(scope="module")
-def seeder(stack):
-    s = Seeder(stack.keys_addr, stack.ledger_addr)
-    yield s
-    s.close()
 
 
 @pytest.fixture

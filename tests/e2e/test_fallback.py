@@ -25,7 +25,6 @@ import pytest
 import uvicorn
 
 from cg_devstack import Stack, StackConfig
-from cg_devstack.seed import Seeder
 from cg_mock_upstream.app import REPLY, create_app
 from creditgate.ledger.v1 import ledger_pb2
 from helpers import client, eventually, expected_cost_ucr
@@ -114,13 +113,6 @@ def stack(upstreams):
         config = StackConfig(var_dir=Path(var), services=("nats", "keys", "ledger", "proxy"), env={"proxy": env})
         with Stack(config) as stack:
             yield stack
-
-
-@pytest.fixture(scope="module")
-def seeder(stack):
-    s = Seeder(stack.keys_addr, stack.ledger_addr)
-    yield s
-    s.close()
 
 
 @pytest.fixture
