@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from cg_proxy import errors
 from cg_proxy.auth import bearer_token
-from cg_proxy.metering import estimate, max_output_tokens, usage_from
+from cg_proxy.metering import SettleBatcher, estimate, max_output_tokens, usage_from
 from cg_proxy.relay import StreamRelay
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2
@@ -180,3 +180,31 @@ def test_allowed_domains(headers, allowed):
             check_domain(patterns, headers)
         assert (e.value.status, e.value.code) == (403, "domain_not_allowed")
     check_domain([], headers)  # no domains listed: anything goes
+
+
+class _SlowLedger:
+    """SettleBatch that answers only when told to, recording each batch's request ids."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.release = asyncio.Event()
+
+    async def SettleBatch(self, request, timeout):  # noqa: N802
+        self.batches.append([s.request_id for s in request.settlements])
+        await self.release.wait()
+        return ledger_pb2.SettleBatchResponse(outcomes=[
+            ledger_pb2.SettleOutcome(settled=ledger_pb2.SettleResponse(request_id=s.request_id))
+            for s in request.settlements])
+
+
+async def test_settlements_queued_while_a_batch_is_in_flight_are_sent_too():
+    ledger = _SlowLedger()
+    batcher = SettleBatcher(ledger, timeout_s=5, linger_s=0.001)
+    first = asyncio.create_task(batcher.settle(ledger_pb2.SettleRequest(request_id="a")))
+    await asyncio.sleep(0.02)
+    assert ledger.batches == [["a"]]  # in flight
+    second = asyncio.create_task(batcher.settle(ledger_pb2.SettleRequest(request_id="b")))
+    await asyncio.sleep(0.02)
+    ledger.release.set()
+    done = await asyncio.wait_for(asyncio.gather(first, second), timeout=2)
+    assert [d.request_id for d in done] == ["a", "b"] and ledger.batches == [["a"], ["b"]]

@@ -93,12 +93,14 @@ class SettleBatcher:
         return await fut
 
     async def _flush(self) -> None:
-        await asyncio.sleep(self.linger_s)
-        sends = []
+        # until the queue stays empty: what is queued while a batch is in flight goes next
         while self._queue:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-            sends.append(self._send(batch))
-        await asyncio.gather(*sends)
+            await asyncio.sleep(self.linger_s)
+            sends = []
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                sends.append(self._send(batch))
+            await asyncio.gather(*sends)
 
     async def _send(self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]]) -> None:
         try:
