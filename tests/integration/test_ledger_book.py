@@ -35,7 +35,9 @@ def book(engine):
 
 @pytest.fixture
 def res(engine):
-    return Reservations(engine)
+    r = Reservations(engine)
+    yield r
+    r.close()
 
 
 async def _funded_key(book: Book, credits: int, key: str = "key:k1") -> str:
@@ -157,3 +159,14 @@ async def test_concurrent_duplicate_settlements_charge_once(book, res):
     assert all(not isinstance(o, Exception) for o in outs), outs
     assert sum(not o.replayed for o in outs) == 1
     assert (await book.balance(key)).posted == 10 * CREDIT - 8_700
+
+
+async def test_a_sink_the_cache_wrongly_thinks_exists_is_created_not_skipped(book, res):
+    # the first settlement creates platform:usage; a process whose cache says it exists
+    # (the transaction that created it rolled back) must still credit it
+    await book.deposit("d-sink", "partner:p-sink", 10 * CREDIT)
+    await res.reserve("r-sink", "partner:p-sink", "haiku", *PRICE, 100, 100)
+    res._known_accounts.add("platform:usage")
+    out = await res.settle("r-sink", 10, 10, "provider")
+    assert out.charged_ucr == 10 * 100 + 10 * 500
+    assert (await book.balance("platform:usage")).posted == out.charged_ucr

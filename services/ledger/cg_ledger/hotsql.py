@@ -124,8 +124,9 @@ class HotSQL:
     def debit(self, account: str, posted: int = 0, pending: int = 0) -> bool:
         return self._run("debit", id=account, posted=posted, pending=pending).rowcount == 1
 
-    def credit(self, account: str, amount: int) -> None:
-        self._run("credit", id=account, amount=amount)
+    def credit(self, account: str, amount: int) -> bool:
+        """False if there is no such account (nothing was credited)."""
+        return self._run("credit", id=account, amount=amount).rowcount == 1
 
     def post_pending(self, account: str, held: int, posted: int) -> None:
         self._run("post_pending", id=account, held=held, posted=posted)

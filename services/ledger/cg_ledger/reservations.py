@@ -15,6 +15,7 @@ may carry a rate limit (``ratelimits``), checked and counted in the same transac
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -179,7 +180,9 @@ class Reservations:
         except RateLimited as limited:
             return ReserveOutcome(request_id, 0, 0, 0, replayed=False, rate=limited.state)
         except InsufficientFunds:
-            await self.runner.run(self._store_refusal, request_id, payer.id, held)
+            # a concurrent call with this id may have stored the same refusal (or won): its outcome stands
+            with contextlib.suppress(sqlite3.IntegrityError, psycopg.IntegrityError):
+                await self.runner.run(self._store_refusal, request_id, payer.id, held)
             raise
         except (sqlite3.IntegrityError, psycopg.IntegrityError):
             return await self.runner.run(self._after_conflict, request_id, payer.id)
@@ -191,13 +194,14 @@ class Reservations:
     def _reserve(db: HotSQL, row: dict, billing: Billing | None, rate_limit: RateLimit | None,
                  ttl_ms: int) -> ReserveOutcome:
         request_id, payer, held, held_uai = row["request_id"], row["account"], row["held_ucr"], row["customer_held_uai"]
+        # With a rate limit, lock the payer first: every reservation of the key waits here,
+        # and a concurrent duplicate of this id then sees it reserved (a replay, not "limited").
+        available = db.available(payer, lock=rate_limit is not None)
         existing = db.reservation(request_id)
         if existing is not None:
             return Reservations._replay(db, existing, payer)
         if db.transfer(f"reserve:{request_id}") is not None:
             raise InsufficientFunds(f"request {request_id!r} was refused before")
-        # With a rate limit, lock the payer first: every reservation of the key waits here.
-        available = db.available(payer, lock=rate_limit is not None)
         now = clock_ms()
         rate = RateState()
         if rate_limit is not None:
@@ -252,10 +256,17 @@ class Reservations:
         crash_point("settle:after_commit")
         return out
 
-    def _ensure_sink(self, db: HotSQL, account: str) -> None:
+    def _credit_sink(self, db: HotSQL, account: str, amount: int) -> None:
+        """Credits a credit-only sink, creating it the first time. The cache of sinks known
+        to exist only saves the INSERT: a credit that finds no row (the transaction that
+        created it rolled back after all) creates it and credits again."""
         if account not in self._known_accounts:
             db.ensure_account(accounts.parse(account))
-            self._known_accounts.add(account)
+        if not db.credit(account, amount):
+            db.ensure_account(accounts.parse(account))
+            if not db.credit(account, amount):
+                raise Conflict(f"account {account!r} could not be credited")  # cannot happen
+        self._known_accounts.add(account)
 
     def _settle(self, db: HotSQL, request_id: str, input_tokens: int, output_tokens: int,
                 usage_source: str) -> SettleOutcome:
@@ -274,11 +285,9 @@ class Reservations:
         paid = self._post(db, r.account, held, charge)
         paid_uai = self._post(db, r.customer_account, held_uai, charge_uai) if billing else 0
         # credit-only sinks last: they are the hottest rows
-        self._ensure_sink(db, USAGE_SINK)
-        db.credit(USAGE_SINK, paid)
+        self._credit_sink(db, USAGE_SINK, paid)
         if billing:
-            self._ensure_sink(db, billing.revenue_account)
-            db.credit(billing.revenue_account, paid_uai)
+            self._credit_sink(db, billing.revenue_account, paid_uai)
         values = dict(
             charged_ucr=paid, unpaid_ucr=charge - paid, customer_charged_uai=paid_uai,
             customer_unpaid_uai=charge_uai - paid_uai, usage_source=usage_source,

@@ -16,6 +16,7 @@ its result, which is only delivered once the transaction holding it has committe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -74,9 +75,16 @@ class SQLiteGroupWriter:
                     self._queue.put(None)  # stop after this group
                     break
                 group.append(item)
-            outcomes = self._commit_group(group)
+            try:
+                outcomes = self._commit_group(group)
+            except BaseException as e:  # never let the writer die with callers waiting
+                log.exception("writer group failed", extra={"operations": len(group)})
+                outcomes = [(False, e if isinstance(e, Exception) else RuntimeError(repr(e)))] * len(group)
             for (loop, fut, _, _), (ok, value) in zip(group, outcomes):
-                loop.call_soon_threadsafe(_deliver, fut, ok, value)
+                try:
+                    loop.call_soon_threadsafe(_deliver, fut, ok, value)
+                except RuntimeError:  # that caller's loop is closed: nobody to answer
+                    pass
 
     def _commit_group(self, group: list) -> list[tuple[bool, Any]]:
         execute = self.conn.execute
@@ -98,8 +106,9 @@ class SQLiteGroupWriter:
             return outcomes
         except Exception as e:  # BEGIN or COMMIT failed: nothing of the group was stored
             log.exception("group commit failed", extra={"operations": len(group)})
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
             return [(False, e)] * len(group)
 
     def close(self) -> None:
