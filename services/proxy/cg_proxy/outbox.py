@@ -110,7 +110,13 @@ class Outbox:
                 await asyncio.sleep(poll_s)
                 continue
             self._wake.clear()  # before reading: a put from now on sets it again
-            entries = await self.oldest()
+            try:
+                entries = await self.oldest()
+            except Exception:  # e.g. a locked or failing disk: try again later, never stop
+                log.exception("outbox read failed, retrying")
+                self._wake.set()
+                await asyncio.sleep(max_backoff_s)
+                continue
             for e in entries:
                 try:
                     await publish(e.subject, e.payload, e.request_id)
@@ -123,7 +129,12 @@ class Outbox:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, max_backoff_s)
                     break
-                await self.delete(e.request_id)
+                try:
+                    await self.delete(e.request_id)
+                except Exception:  # sent but still stored: it goes again (JetStream drops the duplicate)
+                    log.exception("outbox delete failed", extra={"request_id": e.request_id})
+                    await asyncio.sleep(backoff)
+                    break
                 backoff = poll_s
             if entries:
                 self._wake.set()  # there may be more; the next read tells

@@ -67,8 +67,9 @@ class StreamRelay:
         payload = data[5:].strip()
         if payload == b"[DONE]":
             return event
-        if b'"usage"' not in payload:
-            self._unparsed.append(payload)
+        if b'"usage"' not in payload or b'"usage":null' in payload or b'"usage": null' in payload:
+            if self.usage is None:  # kept only for an estimate, which usage makes moot
+                self._unparsed.append(payload)
             return event
         try:
             chunk = json.loads(payload)
@@ -76,7 +77,7 @@ class StreamRelay:
             return event
         if not isinstance(chunk, dict):
             return event
-        if chunk.get("choices"):
+        if chunk.get("choices") and self.usage is None:
             self._unparsed.append(payload)  # it carries output too
         usage = usage_from(chunk)
         if usage is not None:

@@ -108,15 +108,19 @@ def _choices(payload: Any) -> list[dict[str, Any]]:
     return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
+# OpenAI's own ceiling for `n` (and `best_of`): more could size a hold beyond any budget.
+_N_MAX = 128
+
+
 def _check_chat(body: dict[str, Any]) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise errors.bad_request("`messages` must be a non-empty array.", param="messages")
-    _positive_int(body, "n")
+    _positive_int(body, "n", maximum=_N_MAX)
 
 
 def _chat_max_output(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
-    return max_output_tokens(body, route) * _positive_int(body, "n")  # n choices, each up to the cap
+    return max_output_tokens(body, route) * _positive_int(body, "n", maximum=_N_MAX)  # n choices, each up to the cap
 
 
 def _chat_output_chars(payload: Any, data: bytes) -> int:
@@ -135,26 +139,28 @@ def _texts(value: Any, allow_empty: bool) -> list[str] | None:
     return items
 
 
-def _positive_int(body: dict[str, Any], field: str, default: int = 1) -> int:
+def _positive_int(body: dict[str, Any], field: str, default: int = 1, maximum: int | None = None) -> int:
     value = body.get(field)
     if value is None:
         return default
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise errors.bad_request(f"`{field}` must be a positive integer.", param=field)
+    if maximum is not None and value > maximum:
+        raise errors.bad_request(f"`{field}` must be at most {maximum}.", param=field)
     return value
 
 
 def _check_completion(body: dict[str, Any]) -> None:
     if _texts(body.get("prompt"), allow_empty=True) is None:
         raise errors.bad_request("`prompt` must be a string or a non-empty array of strings.", param="prompt")
-    _positive_int(body, "n")
-    _positive_int(body, "best_of")
+    _positive_int(body, "n", maximum=_N_MAX)
+    _positive_int(body, "best_of", maximum=_N_MAX)
 
 
 def _completion_max_output(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
     # Each prompt of a list gets its own completions, `max(n, best_of)` of them generated.
     prompts = len(_texts(body.get("prompt"), allow_empty=True) or [""])
-    per_prompt = max(_positive_int(body, "n"), _positive_int(body, "best_of"))
+    per_prompt = max(_positive_int(body, "n", maximum=_N_MAX), _positive_int(body, "best_of", maximum=_N_MAX))
     return max_output_tokens(body, route) * prompts * per_prompt
 
 

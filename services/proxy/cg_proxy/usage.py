@@ -36,6 +36,8 @@ PENDING = Gauge("cg_proxy_background_tasks", "Settlements and publications not y
 CHARGED = Counter("cg_proxy_charged_ucr_total", "Micro-credits charged")
 # The one publish attempt on the hot path; after it, the event waits in the outbox.
 PUBLISH_TIMEOUT_S = 2.0
+# On shutdown, how long the settlements of streams cut off by the grace period may take.
+LATE_SETTLEMENT_S = 2.0
 
 
 @dataclass
@@ -180,6 +182,10 @@ class UsageRecorder:
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
+        # a stream cut off just now records its usage in a new task: give it a moment
+        late = {t for t in self._tasks if not t.done()}
+        if late:
+            await asyncio.wait(late, timeout=LATE_SETTLEMENT_S)
         for request_id, (subject, payload) in list(self._unsent.items()):
             await self._store(request_id, subject, payload)
         if self._unsent:
