@@ -177,3 +177,25 @@ class Proc:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait()
+
+
+def lost_port(proc: Proc) -> bool:
+    """Whether the process died because a port it was given was already taken (a free
+    port picked by us can be bound by someone else before the process binds it)."""
+    text = proc.log_text().lower()
+    return "address already in use" in text or "errno 98" in text
+
+
+def start_on_free_ports(build: Callable[[], Proc], timeout_s: float = 60, attempts: int = 3) -> Proc:
+    """Starts ``build()`` (which picks fresh free ports each call) and waits until it is
+    ready; when it lost a port before binding it, builds and starts it again."""
+    for attempt in range(attempts):
+        proc = build()
+        proc.start()
+        try:
+            proc.wait_ready(timeout_s)
+            return proc
+        except RuntimeError:
+            if attempt == attempts - 1 or not lost_port(proc):
+                raise
+    raise AssertionError("unreachable")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, nats_ready, port_is_free
+from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, lost_port, nats_ready, port_is_free
 
 # What `make run` binds; tests pick free ports instead.
 DEFAULT_PORTS = {
@@ -164,8 +164,7 @@ class Stack:
                 proc.wait_ready(timeout_s)
                 return proc
             except RuntimeError:
-                lost_port = "address already in use" in proc.log_text().lower() or "errno 98" in proc.log_text()
-                if self.config.fixed_ports or not lost_port or attempt == 2:
+                if self.config.fixed_ports or not lost_port(proc) or attempt == 2:
                     raise
                 # a free port we picked was taken before the service bound it: pick again
                 for port_name in self.OWN_PORTS[name]:

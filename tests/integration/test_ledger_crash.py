@@ -15,7 +15,7 @@ from typing import Iterator
 import grpc
 import pytest
 
-from cg_devstack.procs import Proc, free_port, grpc_serving
+from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -25,17 +25,20 @@ HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_bo
 
 @contextlib.contextmanager
 def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
-    port = free_port()
-    env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
-    env.update({f"CG_LEDGER_{k.upper()}": v for k, v in settings.items()})
-    if crash_at:
-        env["CG_CRASH_AT"] = crash_at
-    proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
-                              grpc_serving(f"127.0.0.1:{port}"))
-    proc.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    def build() -> Proc:
+        port = free_port()
+        env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
+        env.update({f"CG_LEDGER_{k.upper()}": v for k, v in settings.items()})
+        if crash_at:
+            env["CG_CRASH_AT"] = crash_at
+        proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
+                                  grpc_serving(f"127.0.0.1:{port}"))
+        proc.addr = f"127.0.0.1:{port}"
+        return proc
+
+    proc = start_on_free_ports(build)
+    channel = grpc.insecure_channel(proc.addr)
     try:
-        proc.wait_ready(60)
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
         stub.proc = proc
         yield stub

@@ -106,7 +106,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
 import grpc  # noqa: E402
 import pytest  # noqa: E402
 
-from cg_devstack.procs import Proc, free_port, grpc_serving  # noqa: E402
+from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports  # noqa: E402
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc  # noqa: E402
 
 pytestmark = pytest.mark.postgres
@@ -144,24 +144,27 @@ def replicas(pg_server, tmp_path_factory) -> Iterator[Replicas]:
     (so both run the migrations at once, serialized by the advisory lock)."""
     log_dir = tmp_path_factory.mktemp("ledger-race")
     with pg_server.database("race") as dsn:
-        ports = _distinct_ports(4)
         procs, addrs = [], []
-        for i, name in enumerate(("ledger-a", "ledger-b")):
-            grpc_port, metrics_port = ports[2 * i], ports[2 * i + 1]
-            addr = f"127.0.0.1:{grpc_port}"
-            env = {
-                "CG_LEDGER_PORT": str(grpc_port),
-                "CG_LEDGER_METRICS_PORT": str(metrics_port),
-                "CG_LEDGER_DATABASE_URL": dsn,
-            }
-            procs.append(Proc.python_module(name, "cg_ledger", env, log_dir / f"{name}.log", grpc_serving(addr)))
-            addrs.append(addr)
         channels: list[grpc.Channel] = []
+
+        def replica(name: str):
+            def build() -> Proc:
+                grpc_port, metrics_port = _distinct_ports(2)
+                addr = f"127.0.0.1:{grpc_port}"
+                env = {
+                    "CG_LEDGER_PORT": str(grpc_port),
+                    "CG_LEDGER_METRICS_PORT": str(metrics_port),
+                    "CG_LEDGER_DATABASE_URL": dsn,
+                }
+                proc = Proc.python_module(name, "cg_ledger", env, log_dir / f"{name}.log", grpc_serving(addr))
+                proc.addr = addr
+                return proc
+            return build
+
         try:
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.wait_ready(60)
+            for name in ("ledger-a", "ledger-b"):
+                procs.append(start_on_free_ports(replica(name)))
+                addrs.append(procs[-1].addr)
             channels = [grpc.insecure_channel(a) for a in addrs]
             yield Replicas(dsn, addrs, procs, channels)
         finally:
