@@ -76,15 +76,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 def make_sync_engine(dsn: str, pool_size: int = 8) -> Engine:
-    """A synchronous engine on the same database, for work run in threads; SQLite gets
-    one connection (one writer at a time, see below), PostgreSQL ``pool_size``."""
+    """A synchronous PostgreSQL engine (psycopg) on the same database, for work run in
+    threads. (On SQLite the ledger's writer thread opens its own connection.)"""
     url = sync_url(dsn)
     if url.startswith("sqlite"):
-        _sqlite_file(url)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1,
-                               max_overflow=0, pool_timeout=60)
-        _sqlite_pragmas(engine)
-        return engine
+        raise ValueError("make_sync_engine is for PostgreSQL; SQLite writers use one sqlite3 connection")
     return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
 
 

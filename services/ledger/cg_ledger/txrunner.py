@@ -124,7 +124,11 @@ class PostgresThreads:
 
     def _transaction(self, fn: Op, args: tuple) -> Any:
         with self.engine.begin() as conn:
-            return fn(HotSQL(conn.connection.dbapi_connection, postgres=True), *args)
+            db = HotSQL(conn.connection.dbapi_connection, postgres=True)
+            try:
+                return fn(db, *args)
+            finally:
+                db.cur.close()
 
     async def run(self, fn: Op, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn, args)
