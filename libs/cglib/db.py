@@ -48,6 +48,11 @@ def sync_url(dsn: str) -> str:
     raise ValueError(f"unsupported database DSN scheme: {dsn.split('://', 1)[0]!r}")
 
 
+# Every SQLite connection of ours: WAL (readers never block the writer), wait up to 30 s
+# for the write lock instead of failing, and enforce foreign keys.
+SQLITE_PRAGMAS = ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON")
+
+
 def _sqlite_file(url: str) -> None:
     path = url.split(":///", 1)[1]
     if path and path != ":memory:":
@@ -60,9 +65,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" below decide how transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(f"PRAGMA {pragma}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import Stack, StackConfig
+from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("CG_BENCH_HARNESS", ROOT.parent / "shared" / "bench"))
@@ -43,13 +44,6 @@ UPSTREAMS = {
     "CG_PROXY_UPSTREAMS__DEEPSEEK__BASE_URL": "http://127.0.0.1:18001/sse/v1",
     "CG_PROXY_UPSTREAMS__MISTRAL__BASE_URL": "http://127.0.0.1:18002/v1",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (and its reaped children), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def proxied_requests(proxy_url: str) -> int:
@@ -98,7 +92,7 @@ def main() -> int:
         finally:
             seeder.close()
         pids = {name: stack.procs[name].popen.pid for name in SERVICES}
-        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
         served0 = proxied_requests(stack.proxy_url)
 
         modes = [m for m in args.modes.split() if m in MODELS]
@@ -117,7 +111,7 @@ def main() -> int:
 
         time.sleep(3)  # settlements and events still in flight
         served = proxied_requests(stack.proxy_url) - served0
-        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu = {name: proc_cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)
         try:
             spent_ucr = before_ucr - seeder.balance_ucr(key.account)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from cg_ledger.hotsql import HotSQL
-from cglib.db import make_sync_engine, sync_url
+from cglib.db import SQLITE_PRAGMAS, make_sync_engine, sync_url
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _deliver(fut: asyncio.Future, ok: bool, value: Any) -> None:
 class SQLiteGroupWriter:
     def __init__(self, path: str, synchronous: str = "FULL") -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", f"synchronous={synchronous}"):
+        for pragma in (*SQLITE_PRAGMAS, f"synchronous={synchronous}"):
             self.conn.execute(f"PRAGMA {pragma}")
         self.db = HotSQL(self.conn, postgres=False)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
