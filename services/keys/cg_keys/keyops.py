@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -256,12 +256,22 @@ class KeyOps:
             return key, secret
 
     async def _set_status(self, key_id: str, status: str, reason: str) -> VirtualKey:
+        key, _ = await self._transition(key_id, status, reason, lambda _: True)
+        return key
+
+    async def _transition(self, key_id: str, status: str, reason: str,
+                          allowed: Callable[[VirtualKey], bool]) -> tuple[VirtualKey, bool]:
+        """Sets the status if ``allowed(key)`` holds for the key as it is now, decided under
+        the row's lock (SQLite: the write lock): a check made before, on a read, could be
+        stale by then. Returns the key and whether it changed."""
         async with self.sessions() as session:
             key = await session.get(VirtualKey, key_id, with_for_update=True)
+            if not allowed(key):
+                return key, False
             key.status, key.status_reason = status, reason[:200]
             session.add(key)
             await session.commit()
-            return key
+            return key, True
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -313,22 +323,26 @@ class KeyOps:
 
     async def suspend(self, actor, key_id: str, reason: str) -> VirtualKey:
         _, key = await self._changeable(actor, key_id, partner_only=True)
-        if key.status in ("revoked",):
-            raise FailedPrecondition(f"the key is {key.status}")
         reason = reason or "suspended"
-        if key.status != "suspended":
-            key = await self._set_status(key.id, "suspended", reason)
-            await self.events.publish(key, "suspended")
-        elif key.status_reason in AUTOMATIC_REASONS and reason not in AUTOMATIC_REASONS:
-            # a deliberate suspension outranks the worker's: the worker's resume must not lift it
-            key = await self._set_status(key.id, "suspended", reason)
+
+        def allowed(k: VirtualKey) -> bool:
+            if k.status == "revoked":
+                raise FailedPrecondition(f"the key is {k.status}")
+            # a deliberate suspension outranks the worker's (whose resume must not lift it),
+            # never the other way round
+            return k.status != "suspended" or (
+                k.status_reason in AUTOMATIC_REASONS and reason not in AUTOMATIC_REASONS)
+
+        key, changed = await self._transition(key.id, "suspended", reason, allowed)
+        if changed:
             await self.events.publish(key, "suspended")
         return key
 
     async def resume(self, actor, key_id: str, only_if_reason: str) -> VirtualKey:
         _, key = await self._changeable(actor, key_id, partner_only=True)
-        if key.status in ("suspended", "exhausted") and (not only_if_reason or key.status_reason == only_if_reason):
-            key = await self._set_status(key.id, "active", "")
+        key, changed = await self._transition(key.id, "active", "", lambda k: k.status in ("suspended", "exhausted") and (
+            not only_if_reason or k.status_reason == only_if_reason))
+        if changed:
             await self.events.publish(key, "resumed")
         return key
 
@@ -397,8 +411,8 @@ class KeyOps:
         _, key = await self._changeable(actor, key_id, partner_only=True)
         if key.kind != "partner":
             raise FailedPrecondition("a customer-created key has no budget of its own")
-        if key.status == "active":
-            key = await self._set_status(key.id, "exhausted", "budget spent")
+        key, changed = await self._transition(key.id, "exhausted", "budget spent", lambda k: k.status == "active")
+        if changed:
             await self.events.publish(key, "exhausted")
         return key
 
