@@ -34,3 +34,15 @@ def eventually(probe: Callable[[], T], timeout_s: float = 20, what: str = "condi
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout_s}s")
         time.sleep(0.05)
+
+
+def quiet_balance(seeder, account: str) -> int:
+    """The posted balance once nothing is pending: a settlement of an earlier request may
+    still be on its way (or retrying) and must not be counted."""
+    from creditgate.ledger.v1 import ledger_pb2
+
+    def settled():
+        b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=5)
+        return b if b.pending_ucr == 0 else None
+
+    return eventually(settled, what="no reservation pending").posted_ucr

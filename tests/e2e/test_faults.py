@@ -12,7 +12,7 @@ import pytest
 
 from cg_devstack.seed import Seeder
 from conftest import running_stack
-from helpers import client, eventually, expected_cost_ucr
+from helpers import client, eventually, expected_cost_ucr, quiet_balance
 
 RPC_TIMEOUT_S = 2.0
 
@@ -29,18 +29,6 @@ def fault_stack():
             key = seeder.funded_key(seeder.partner("faults", credits=100), 10, ["gpt-4o-mini"])
             seeder.close()
             yield stack, key
-
-
-def quiet_balance(seeder: Seeder, account: str) -> int:
-    """The posted balance once nothing is pending: an earlier test's settlement may still
-    be retrying (e.g. after the ledger was stopped under it) and must not be counted."""
-    from creditgate.ledger.v1 import ledger_pb2
-
-    def settled():
-        b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=5)
-        return b if b.pending_ucr == 0 else None
-
-    return eventually(settled, what="no reservation pending").posted_ucr
 
 
 def _call(stack, key):

@@ -21,7 +21,7 @@ from cglib import natsx
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2 as kpb
 from creditgate.ledger.v1 import ledger_pb2 as lpb
-from helpers import eventually
+from helpers import eventually, quiet_balance
 
 CREDIT = 1_000_000
 T = 10
@@ -165,9 +165,12 @@ def test_the_deposit_line_suspends_and_resumes_exactly_the_customer_keys(stack: 
     seeder.keys.SuspendKey(kpb.SuspendKeyRequest(actor=actor, key_id=other.key.id, reason="abuse review"), timeout=T)
     # three deposits hold 3,000: 300 available, below the 1,000 line
     eventually(lambda: call(stack, kept.secret, CHEAP) == 403, timeout_s=10, what="suspension at the proxy")
+    # (a call made before the worker suspended the key was paid by the partner: count from here)
+    before = quiet_balance(seeder, f"partner:{partner}")
+    assert before <= 300 * CREDIT
     seeder.keys.RevokeKey(kpb.RevokeKeyRequest(actor=actor, key_id=revoked.key.id), timeout=T)  # releases 1,000
     assert seeder.ledger.GetBalance(lpb.GetBalanceRequest(account=f"partner:{partner}"), timeout=T).available_ucr \
-        == 1_300 * CREDIT
+        == before + 1_000 * CREDIT
     eventually(lambda: call(stack, kept.secret, CHEAP) == 200, timeout_s=10, what="resumed above the line")
     # spending below the line again: funding a partner key takes 400 + 5% fee
     start = time.monotonic()
