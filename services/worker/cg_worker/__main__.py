@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 
-import uvloop
 from cg_worker.consumer import run_consumer
 from cg_worker.handlers import Handlers
 from cg_worker.rules import Rules
@@ -64,4 +63,4 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("worker", settings.log_level)
-    uvloop.run(main(settings))  # the gRPC round trip ~15% faster than on asyncio's loop
+    asyncio.run(main(settings))
