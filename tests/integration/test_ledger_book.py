@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 import cg_ledger
 from cg_ledger.book import Book
-from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound
+from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.reservations import Reservations
 from cglib.db import make_engine, migrate
 
@@ -120,9 +120,12 @@ async def test_refusals_write_nothing(book, res):
         await res.reserve("req-nf", "key:missing", "m", *PRICE, 1, 1)
     with pytest.raises(NotFound):
         await res.settle("req-never", 1, 1, "provider")
-    for bad in (0, -5, 2**63):
+    for bad in (0, -5):
         with pytest.raises(InvalidArgument):
             await book.deposit(f"d{bad}", "partner:p1", bad)
+    for huge in (10**15 + 1, 2**63 - 1, 2**63, 2**70):
+        with pytest.raises(OutOfRange):
+            await book.deposit(f"d{huge}", "partner:p1", huge)
     with pytest.raises(InvalidArgument):
         await book.deposit("d-acct", "not-an-account", 5)
     with pytest.raises(InvalidArgument):

@@ -1,10 +1,13 @@
 """Golden prices: the ledger's arithmetic, to the micro-credit."""
 
+import decimal
+import time
 from decimal import Decimal
 
 import pytest
 
-from cg_ledger.pricing import MAX_UCR, parse_price, provider_cost_ucr, round_up_ucr, usd_to_ucr
+from cg_ledger.limits import MAX_AMOUNT
+from cg_ledger.pricing import parse_price, provider_cost_ucr, round_up_ucr, usd_to_ucr
 
 D = Decimal
 
@@ -38,7 +41,20 @@ def test_rounding_is_once_per_charge_not_per_side():
 def test_huge_counts_stay_exact():
     cost = provider_cost_ucr(10**12, 10**12, D("0.15"), D("0.60"))
     assert cost == 10**12 * 15 + 10**12 * 60
-    assert cost < MAX_UCR
+    assert cost < MAX_AMOUNT
+    # the largest token counts at $10,000 per 1M tokens: far above one amount, still exact
+    assert provider_cost_ucr(10**12, 10**12, D("10000"), D("10000")) == 2 * 10**12 * 10**6
+
+
+@pytest.mark.parametrize("price", ["1e999980", "1e41", "9" * 39])
+def test_a_huge_price_fails_at_once_instead_of_building_a_giant_integer(price):
+    # 1e999980 once took ~40 s of CPU in int(); the context now stops at 10^41
+    start = time.process_time()
+    with pytest.raises(decimal.Overflow):
+        provider_cost_ucr(10**12, 10**12, D(price), D("1"))
+    with pytest.raises(decimal.Overflow):
+        round_up_ucr(D(price) * 10**6)
+    assert time.process_time() - start < 0.5
 
 
 def test_unit_helpers():

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from cg_ledger.admin import LedgerAdminServicer
+from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.events import BalanceEvents
 from cg_ledger.reservations import Reservations
@@ -20,6 +22,8 @@ from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger("cg_ledger")
 SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name
+ADMIN_SERVICE_NAME = ledger_pb2.DESCRIPTOR.services_by_name["LedgerAdminService"].full_name
+SERVICE_NAMES = [SERVICE_NAME, ADMIN_SERVICE_NAME]
 
 
 async def expire_forever(reservations: Reservations, every_s: float) -> None:
@@ -44,16 +48,20 @@ async def main(settings: Settings) -> None:
     events.book = book
     await events.start()
     servicer = LedgerServicer(book, reservations)
-    server, port, health = create_server(
-        f"{settings.host}:{settings.port}",
-        lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
-        [SERVICE_NAME],
-    )
+    admin = LedgerAdminServicer(Audit(engine), settings.admin_token.get_secret_value())
+    if not settings.admin_token.get_secret_value():
+        log.info("admin service off: CG_LEDGER_ADMIN_TOKEN is not set")
+
+    def register(server) -> None:
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
+        ledger_pb2_grpc.add_LedgerAdminServiceServicer_to_server(admin, server)
+
+    server, port, health = create_server(f"{settings.host}:{settings.port}", register, SERVICE_NAMES)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
     try:
-        await serve(server, health, [SERVICE_NAME])
+        await serve(server, health, SERVICE_NAMES)
     finally:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cg_ledger.errors import InvalidArgument
+from cg_ledger.limits import MAX_ACCOUNT_LEN
 
 CREDITS = "credits"
 AI_CREDITS = "ai_credits"
@@ -36,7 +37,7 @@ PLATFORM_ACCOUNTS = {"platform:usage", "platform:fees"}
 EXTERNAL = {CREDITS: "external:credits", AI_CREDITS: "external:ai_credits"}
 USAGE_SINK = "platform:usage"
 FEES = "platform:fees"
-MAX_ID_LEN = 80
+KINDS = (*KIND_UNITS, "external")
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,10 @@ class AccountId:
 def parse(account: str, field: str = "account", kinds: set[str] | None = None) -> AccountId:
     kind, sep, owner = account.partition(":")
     allowed = kinds or set(KIND_UNITS)
-    if not sep or kind not in allowed or not owner or len(account) > MAX_ID_LEN or not owner.isprintable():
-        raise InvalidArgument(f"{field}: expected <{'|'.join(sorted(allowed))}>:<id>, got {account[:100]!r}")
+    if len(account) > MAX_ACCOUNT_LEN:
+        raise InvalidArgument(f"{field}: at most {MAX_ACCOUNT_LEN} characters, got {len(account)}")
+    if not sep or kind not in allowed or not owner or not owner.isprintable():
+        raise InvalidArgument(f"{field}: expected <{'|'.join(sorted(allowed))}>:<id>, got {account!r}")
     if kind == "platform" and account not in PLATFORM_ACCOUNTS:
         raise InvalidArgument(f"{field}: unknown platform account {account!r}")
     return AccountId(account, kind, KIND_UNITS[kind])

@@ -3,7 +3,10 @@
 Accounts keep TigerBeetle's four counters. ``posted balance = credits_posted -
 debits_posted``; ``available = posted balance - debits_pending``. An account with
 ``debits_must_not_exceed_credits`` can never have ``debits_pending + debits_posted >
-credits_posted``. Transfers are immutable and carry a permanent idempotency id.
+credits_posted``. Every counter and amount is an integer within int64 (a CHECK on
+SQLite, BIGINT on PostgreSQL: migration 0004). A closed account (a revoked key) names in
+``closed_to`` where what its holds release goes. Transfers are immutable and carry a
+permanent idempotency id.
 """
 
 from __future__ import annotations
@@ -32,15 +35,24 @@ class Account(SQLModel, table=True):
     debits_posted: int = Field(default=0, sa_column=_amount())
     credits_pending: int = Field(default=0, sa_column=_amount())
     credits_posted: int = Field(default=0, sa_column=_amount())
+    # "" while open; partner:<id> once closed (RefundKey): its releases are moved there.
+    closed_to: str = Field(default="", max_length=80)
     created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))
+
+
+# Transfer kinds that move money (the counters are their sums); the others record holds.
+POSTED_KINDS = ("deposit", "grant", "transfer", "fund", "fee", "refund", "hold_deposit", "release_deposit", "post")
+HOLD_KINDS = ("pending", "void", "expire")
 
 
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfers"
 
     id: int | None = Field(default=None, primary_key=True)
-    idempotency_id: str = Field(unique=True, max_length=120)
-    # deposit | grant | transfer | fee | pending | post | void | expire
+    # a caller's (at most 120 characters) or one the ledger derives from it (limits)
+    idempotency_id: str = Field(unique=True, max_length=160)
+    # posted movements: deposit | grant | transfer | fund | fee | refund | hold_deposit |
+    # release_deposit | post; records of holds: pending | void | expire
     kind: str = Field(max_length=16)
     # ok, or why it failed (insufficient_funds): a failed outcome is stored too, so a
     # replay of the idempotency id fails the same way; it moved no money.

@@ -10,6 +10,11 @@ and rounded **up** once, to the next whole millionth, at the end:
     customer_usd = max(provider_usd * profit_multiplier, floor_usd_per_mtok * total_tokens / 1M)
     ai_credits   = customer_usd / (price_per_ai_credit_cents / 100)
     platform_fee = budget * fee_rate
+
+The arithmetic context stops at 10^41 (``Emax``): far above any amount the ledger
+accepts (``limits.MAX_AMOUNT`` = 10^15), and low enough that a price like ``1e999980``
+fails at once with ``decimal.Overflow`` instead of building a million-digit integer
+(which took ~40 s of CPU when it was allowed). Callers turn that into ``OutOfRange``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ UCR_PER_CREDIT = 1_000_000
 CREDITS_PER_USD = 100
 UCR_PER_USD = UCR_PER_CREDIT * CREDITS_PER_USD
 TOKENS_PER_MTOK = 1_000_000
-MAX_UCR = 2**63 - 1  # what an int64 column and proto field hold
 
-_CTX = decimal.Context(prec=60, rounding=ROUND_CEILING)
+_CTX = decimal.Context(prec=60, rounding=ROUND_CEILING, Emax=40)
 
 
 def round_up_ucr(amount_ucr: Decimal) -> int:
     """The one rounding rule: up to the next whole micro-credit."""
+    if amount_ucr.is_finite() and amount_ucr.adjusted() > _CTX.Emax:
+        raise decimal.Overflow(f"{amount_ucr:.3e} is beyond the pricing context")
     return int(amount_ucr.to_integral_value(rounding=ROUND_CEILING, context=_CTX))
 
 

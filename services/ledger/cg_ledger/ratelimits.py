@@ -32,8 +32,8 @@ class RateLimit:
             raise InvalidArgument(f"rate_limit: rpm and tpm between 0 and {MAX_LIMIT}")
         if not rpm and not tpm:
             return None
-        if not key or len(key) > 80:
-            raise InvalidArgument("rate_limit.key: 1 to 80 characters")
+        if not key or len(key) > 80 or not key.isprintable():
+            raise InvalidArgument("rate_limit.key: 1 to 80 printable characters")
         return cls(key, rpm, tpm)
 
 

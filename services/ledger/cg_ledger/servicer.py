@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import decimal
 import logging
 
 import grpc
 from cglib.grpc_server import mapped_errors
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from cg_ledger.book import Book, decimal_or_invalid
+from cg_ledger.balances import BalanceView
+from cg_ledger.book import Book
+from cg_ledger.charges import MAX_TOKENS, parse_billing
 from cg_ledger.errors import (
+    AccountClosed,
     Conflict,
     InsufficientFunds,
     InvalidArgument,
     LedgerError,
     NotFound,
+    OutOfRange,
 )
-from cg_ledger.pricing import MAX_UCR, CustomerBilling, quote
+from cg_ledger.limits import check_bound, decimal_or_invalid
+from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
-from cg_ledger.reservations import MAX_TOKENS, Reservations, parse_billing
+from cg_ledger.reservations import Reservations
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +34,9 @@ _CODES: dict[type[LedgerError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     InsufficientFunds: grpc.StatusCode.FAILED_PRECONDITION,
+    AccountClosed: grpc.StatusCode.FAILED_PRECONDITION,
     Conflict: grpc.StatusCode.ABORTED,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
 }
 _SOURCES = {
     ledger_pb2.USAGE_SOURCE_PROVIDER: "provider",
@@ -36,7 +44,7 @@ _SOURCES = {
 }
 
 
-_mapped_errors = mapped_errors(_CODES)
+handled_errors = mapped_errors(_CODES)
 SETTLE_BATCH_MAX = 1000
 
 
@@ -44,6 +52,11 @@ def _transfer_pb(t) -> ledger_pb2.TransferResult:
     return ledger_pb2.TransferResult(
         transfer_id=str(t.transfer_id), idempotency_id=t.idempotency_id, amount_ucr=t.amount, replayed=t.replayed
     )
+
+
+def _balance_pb(b: BalanceView) -> ledger_pb2.Balance:
+    return ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available,
+                              closed_to=b.closed_to, refunded_ucr=b.refunded)
 
 
 def _terms(b: ledger_pb2.CustomerBilling) -> CustomerBilling | None:
@@ -63,15 +76,13 @@ def _quote_pb(price: ledger_pb2.Price, input_tokens: int, output_tokens: int, te
     for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
         if value < 0 or value > MAX_TOKENS:
             raise InvalidArgument(f"{field}: between 0 and {MAX_TOKENS}")
-    q = quote(
-        input_tokens,
-        output_tokens,
-        decimal_or_invalid(price.input_usd_per_mtok, "price.input_usd_per_mtok"),
-        decimal_or_invalid(price.output_usd_per_mtok, "price.output_usd_per_mtok"),
-        terms,
-    )
-    if max(q.provider_cost_ucr, q.customer_price_ucr, q.customer_price_uai) > MAX_UCR:
-        raise InvalidArgument("amount too large")
+    in_price = decimal_or_invalid(price.input_usd_per_mtok, "price.input_usd_per_mtok")
+    out_price = decimal_or_invalid(price.output_usd_per_mtok, "price.output_usd_per_mtok")
+    try:
+        q = quote(input_tokens, output_tokens, in_price, out_price, terms)
+    except decimal.DecimalException as e:
+        raise OutOfRange(f"quote: too large to price ({type(e).__name__})") from e
+    check_bound(max(q.provider_cost_ucr, q.customer_price_ucr, q.customer_price_uai), "quote")
     return ledger_pb2.QuoteResponse(
         provider_cost_ucr=q.provider_cost_ucr,
         customer_price_ucr=q.customer_price_ucr,
@@ -85,46 +96,46 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.book = book
         self.reservations = reservations
 
-    @_mapped_errors
+    @handled_errors
     async def Deposit(self, request, context):  # noqa: N802 (gRPC names)
         return _transfer_pb(await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo))
 
-    @_mapped_errors
+    @handled_errors
     async def GrantAiCredits(self, request, context):  # noqa: N802
         return _transfer_pb(await self.book.grant_ai_credits(
             request.idempotency_id, request.customer_account, request.amount_uai, request.memo))
 
-    @_mapped_errors
+    @handled_errors
     async def Transfer(self, request, context):  # noqa: N802
         return _transfer_pb(await self.book.transfer(
             request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo))
 
-    @_mapped_errors
+    @handled_errors
     async def FundKey(self, request, context):  # noqa: N802
         out = await self.book.fund_key(
             request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate)
         return ledger_pb2.FundKeyResponse(budget_ucr=out.budget_ucr, fee_ucr=out.fee_ucr, total_ucr=out.total_ucr,
                                           replayed=out.replayed)
 
-    @_mapped_errors
+    @handled_errors
     async def QuoteKeyFunding(self, request, context):  # noqa: N802
         budget, fee = self.book.quote_funding(request.budget_ucr, request.fee_rate)
         return ledger_pb2.FundKeyResponse(budget_ucr=budget, fee_ucr=fee, total_ucr=budget + fee)
 
-    @_mapped_errors
+    @handled_errors
     async def RefundKey(self, request, context):  # noqa: N802
         return _transfer_pb(await self.book.refund_key(request.idempotency_id, request.partner_id, request.key_id))
 
-    @_mapped_errors
+    @handled_errors
     async def HoldKeyDeposit(self, request, context):  # noqa: N802
         return _transfer_pb(await self.book.hold_key_deposit(
             request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr))
 
-    @_mapped_errors
+    @handled_errors
     async def ReleaseKeyDeposit(self, request, context):  # noqa: N802
         return _transfer_pb(await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id))
 
-    @_mapped_errors
+    @handled_errors
     async def Reserve(self, request, context):  # noqa: N802
         billing = None
         if request.HasField("customer"):
@@ -169,11 +180,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             customer_unpaid_uai=out.customer_unpaid_uai,
         )
 
-    @_mapped_errors
+    @handled_errors
     async def Settle(self, request, context):  # noqa: N802
         return await self._settle(request)
 
-    @_mapped_errors
+    @handled_errors
     async def SettleBatch(self, request, context):  # noqa: N802
         if len(request.settlements) > SETTLE_BATCH_MAX:
             raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
@@ -193,29 +204,26 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             outcomes.append(ledger_pb2.SettleOutcome(status_code=code.value[0], error=message))
         return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
 
-    @_mapped_errors
+    @handled_errors
     async def Void(self, request, context):  # noqa: N802
         released, replayed = await self.reservations.void(request.request_id, request.reason)
         return ledger_pb2.VoidResponse(request_id=request.request_id, released_ucr=released, replayed=replayed)
 
-    @_mapped_errors
+    @handled_errors
     async def ExpireReservations(self, request, context):  # noqa: N802
         count, released = await self.reservations.expire(request.now_unix_ms, request.limit or 500)
         return ledger_pb2.ExpireReservationsResponse(expired=count, released_ucr=released)
 
-    @_mapped_errors
+    @handled_errors
     async def GetBalance(self, request, context):  # noqa: N802
-        b = await self.book.balance(request.account)
-        return ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available)
+        return _balance_pb(await self.book.balance(request.account))
 
-    @_mapped_errors
+    @handled_errors
     async def GetBalances(self, request, context):  # noqa: N802
-        return ledger_pb2.GetBalancesResponse(balances=[
-            ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available)
-            for b in await self.book.balances(list(request.accounts))
-        ])
+        return ledger_pb2.GetBalancesResponse(
+            balances=[_balance_pb(b) for b in await self.book.balances(list(request.accounts))])
 
-    @_mapped_errors
+    @handled_errors
     async def ListTransfers(self, request, context):  # noqa: N802
         rows, token = await self.book.statement(request.account, request.page_size, request.page_token)
         return ledger_pb2.ListTransfersResponse(
@@ -230,11 +238,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             next_page_token=token,
         )
 
-    @_mapped_errors
+    @handled_errors
     async def Quote(self, request, context):  # noqa: N802
         return _quote_pb(request.price, request.input_tokens, request.output_tokens, _terms(request.billing))
 
-    @_mapped_errors
+    @handled_errors
     async def BillingPreview(self, request, context):  # noqa: N802
         if len(request.models) > 500:
             raise InvalidArgument("models: at most 500")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,3 +23,15 @@ class Settings(BaseSettings):
     # power loss may lose the last commits). PostgreSQL is the production database.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"
+    # The token operators send as gRPC metadata x-cg-admin-token to LedgerAdminService
+    # (ListAccounts, AuditBooks). Empty: the admin service refuses every call.
+    admin_token: SecretStr = SecretStr("")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_strong_enough(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+            raise ValueError("CG_LEDGER_ADMIN_TOKEN: at least 16 printable ASCII characters (or empty: admin off);"
+                             " e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return value

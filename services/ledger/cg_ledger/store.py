@@ -1,9 +1,12 @@
-"""Row-level primitives on an open connection. Every money operation is built from these.
+"""Row-level primitives on an async connection: ``sql``'s statements, as ``hotsql`` runs
+them on the hot path. Every money operation of the book is built from these.
 
 Lock order (PostgreSQL row locks; SQLite serializes writers with BEGIN IMMEDIATE):
-a reservation row first, then debited accounts (``lock_accounts`` sorts them), and
-credit-only sinks (``platform:*``, ``partnerrev:*``) last, right before commit. No
-transaction takes them in another order, so two never wait on each other in a cycle.
+a reservation row first, then debited accounts (``lock_accounts`` sorts them: a key
+before its partner), a customer's account, and credit-only sinks (``platform:*``,
+``partnerrev:*``) last, right before commit. The release of a closed key's hold credits
+its partner right after the key, which keeps that order. No transaction takes them in
+another order, so two never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from cg_ledger import sql
 from cg_ledger.accounts import AccountId
 from cg_ledger.errors import NotFound
 from cg_ledger.models import Account, Reservation, Transfer
@@ -22,27 +25,22 @@ from cg_ledger.models import Account, Reservation, Transfer
 A = Account.__table__
 T = Transfer.__table__
 R = Reservation.__table__
+_TEXT = {name: text(statement) for name, statement in sql.STATEMENTS.items()}
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def _run(conn: AsyncConnection, name: str, params: dict, lock: bool = False):
+    if lock and conn.dialect.name == "postgresql":
+        name = f"{name}_lock"
+    return await conn.execute(_TEXT[name], params)
+
+
 async def ensure_account(conn: AsyncConnection, account: AccountId) -> None:
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(A)
-    await conn.execute(
-        insert.values(
-            id=account.id,
-            kind=account.kind,
-            unit=account.unit,
-            debits_must_not_exceed_credits=account.kind != "external",
-            debits_pending=0,
-            debits_posted=0,
-            credits_pending=0,
-            credits_posted=0,
-            created_at_ms=now_ms(),
-        ).on_conflict_do_nothing(index_elements=["id"])
-    )
+    await _run(conn, "ensure_account", dict(id=account.id, kind=account.kind, unit=account.unit,
+                                            guarded=account.kind != "external", now=now_ms()))
 
 
 async def lock_accounts(conn: AsyncConnection, ids: Iterable[str]) -> None:
@@ -51,49 +49,43 @@ async def lock_accounts(conn: AsyncConnection, ids: Iterable[str]) -> None:
         await conn.execute(select(A.c.id).where(A.c.id.in_(sorted(set(ids)))).order_by(A.c.id).with_for_update())
 
 
-async def available(conn: AsyncConnection, account: str, lock: bool = False) -> int:
-    q = select(A.c.credits_posted - A.c.debits_posted - A.c.debits_pending).where(A.c.id == account)
-    if lock:
-        q = q.with_for_update()
-    value = (await conn.execute(q)).scalar_one_or_none()
-    if value is None:
+async def state(conn: AsyncConnection, account: str, lock: bool = False) -> tuple[int, str]:
+    """(available, closed_to) of an account."""
+    row = (await _run(conn, "available", {"id": account}, lock)).first()
+    if row is None:
         raise NotFound(f"account {account!r} not found")
-    return int(value)
+    return int(row[0]), row[1]
+
+
+async def available(conn: AsyncConnection, account: str, lock: bool = False) -> int:
+    return (await state(conn, account, lock))[0]
 
 
 async def exists(conn: AsyncConnection, account: str) -> bool:
-    return (await conn.execute(select(A.c.id).where(A.c.id == account))).first() is not None
+    return (await _run(conn, "exists", {"id": account})).first() is not None
 
 
-async def debit(conn: AsyncConnection, account: str, posted: int = 0, pending: int = 0) -> bool:
-    """Adds to an account's debit counters unless that would overdraw it."""
-    result = await conn.execute(
-        update(A)
-        .where(A.c.id == account)
-        .where(
-            (A.c.debits_must_not_exceed_credits == False)  # noqa: E712
-            | (A.c.credits_posted - A.c.debits_posted - A.c.debits_pending >= posted + pending)
-        )
-        .values(debits_posted=A.c.debits_posted + posted, debits_pending=A.c.debits_pending + pending)
-    )
-    return result.rowcount == 1
+async def _stmt(conn: AsyncConnection, stmt: sql.Stmt) -> bool:
+    return (await conn.execute(_TEXT[stmt.name], stmt.params)).rowcount == 1
 
 
-async def credit(conn: AsyncConnection, account: str, posted: int) -> None:
-    await conn.execute(update(A).where(A.c.id == account).values(credits_posted=A.c.credits_posted + posted))
+async def debit(conn: AsyncConnection, account: str, amount: int) -> bool:
+    """Adds to an account's posted debits unless that would overdraw it (or, for an
+    unguarded account, pass int64)."""
+    return await _stmt(conn, sql.debit(account, amount))
 
 
-async def post_pending(conn: AsyncConnection, account: str, held: int, posted: int) -> None:
-    """Releases ``held`` from the pending debits and posts ``posted`` (<= held)."""
-    await conn.execute(
-        update(A)
-        .where(A.c.id == account)
-        .values(debits_pending=A.c.debits_pending - held, debits_posted=A.c.debits_posted + posted)
-    )
+async def credit(conn: AsyncConnection, account: str, amount: int) -> bool:
+    """False if there is no such account or its credits would pass int64."""
+    return await _stmt(conn, sql.credit(account, amount))
+
+
+async def close(conn: AsyncConnection, account: str, closed_to: str) -> None:
+    await _run(conn, "close", {"id": account, "closed_to": closed_to})
 
 
 async def stored_transfer(conn: AsyncConnection, idempotency_id: str):
-    return (await conn.execute(select(T).where(T.c.idempotency_id == idempotency_id))).first()
+    return (await _run(conn, "transfer", {"iid": idempotency_id})).first()
 
 
 async def insert_transfer(
@@ -107,17 +99,7 @@ async def insert_transfer(
     memo: str = "",
     outcome: str = "ok",
 ) -> int:
-    result = await conn.execute(
-        T.insert().values(
-            idempotency_id=idempotency_id,
-            kind=kind,
-            outcome=outcome,
-            debit_account=debit_account,
-            credit_account=credit_account,
-            amount_ucr=amount,
-            request_id=request_id,
-            memo=memo[:200],
-            created_at_ms=now_ms(),
-        )
-    )
-    return int(result.inserted_primary_key[0])
+    row = (await _run(conn, "insert_transfer", dict(
+        iid=idempotency_id, kind=kind, outcome=outcome, debit=debit_account, credit=credit_account, amount=amount,
+        rid=request_id, memo=memo, now=now_ms()))).first()
+    return int(row[0])

@@ -11,6 +11,9 @@ its result, which is only delivered once the transaction holding it has committe
   with ``synchronous=FULL`` per transaction.
 - PostgreSQL: a pool of threads, one transaction per operation (the server groups
   concurrent commits itself).
+
+Either way a database error that means "out of range" (an overflow, a CHECK constraint:
+``dberrors``) reaches the caller as ``OutOfRange``, after its transaction rolled back.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from cg_ledger.dberrors import out_of_range
 from cg_ledger.hotsql import HotSQL
 from cglib.db import SQLITE_PRAGMAS, make_sync_engine, sync_url
 
@@ -33,6 +37,14 @@ T = TypeVar("T")
 Op = Callable[..., Any]
 # The most operations one group commit takes from the queue.
 GROUP_MAX = 128
+
+
+def _translated(e: Exception) -> Exception:
+    err = out_of_range(e)
+    if err is None:
+        return e
+    err.__cause__ = e
+    return err
 
 
 def _deliver(fut: asyncio.Future, ok: bool, value: Any) -> None:
@@ -98,7 +110,7 @@ class SQLiteGroupWriter:
                 except Exception as e:
                     execute("ROLLBACK TO op")
                     execute("RELEASE op")
-                    outcomes.append((False, e))
+                    outcomes.append((False, _translated(e)))
                 else:
                     execute("RELEASE op")
                     outcomes.append((True, value))
@@ -131,7 +143,13 @@ class PostgresThreads:
                 db.cur.close()
 
     async def run(self, fn: Op, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn, args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn, args)
+        except Exception as e:
+            err = _translated(e)
+            if err is e:
+                raise
+            raise err from e
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

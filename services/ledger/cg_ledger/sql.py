@@ -1,0 +1,138 @@
+"""The ledger's SQL, written once: every statement that reads or moves money.
+
+Two layers run these texts: ``hotsql`` (reserve, settle, void and expiry, on the
+driver's own cursor in a worker thread) and ``store`` (the rest of the book, on
+SQLAlchemy's async connection). A money rule — no overdraft, no counter past int64, no
+hold on a closed account — is one statement here, and its parameters come from one
+function here (``hold``, ``debit``, ``credit``, ``release``), so the two layers cannot
+drift apart.
+
+The guards, per statement:
+- ``hold`` (pending debit): the account is open, guarded, and has the amount available.
+- ``debit`` (posted): a guarded account (``debits_must_not_exceed_credits``) keeps
+  debits <= credits, so its debit counters are bounded by its credits; an unguarded one
+  (``external:*``) instead may not push ``debits_posted + debits_pending`` past int64.
+- ``credit``: ``credits_posted`` may not pass int64.
+- ``release`` (posts part of a hold, frees the rest): cannot overflow (posted <= held);
+  it returns the account's ``closed_to`` so the caller forwards what was freed without
+  another read.
+A refused guard updates no row (rowcount 0); the caller raises and the transaction rolls
+back, so nothing is written.
+
+Each statement is valid SQLite (>= 3.35, for RETURNING) and PostgreSQL, with ``:name``
+parameters (``psycopg_style`` rewrites them for psycopg). Parameters are only compared
+with or added to a column, never combined with each other, so PostgreSQL types them from
+the column on every driver; the limit a guard needs (``MAX_COUNTER - amount``) is
+computed here, in Python, where it cannot overflow.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from cg_ledger.limits import MAX_COUNTER
+
+_AVAILABLE = (
+    "SELECT credits_posted - debits_posted - debits_pending AS available, closed_to FROM accounts WHERE id = :id"
+)
+_RESERVATION = "SELECT * FROM reservations WHERE request_id = :rid"
+
+STATEMENTS = {
+    # -- accounts ------------------------------------------------------------------
+    "available": _AVAILABLE,
+    "available_lock": _AVAILABLE + " FOR UPDATE",
+    "exists": "SELECT 1 FROM accounts WHERE id = :id",
+    "ensure_account": (
+        "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending, debits_posted,"
+        " credits_pending, credits_posted, closed_to, created_at_ms)"
+        " VALUES (:id, :kind, :unit, :guarded, 0, 0, 0, 0, '', :now) ON CONFLICT (id) DO NOTHING"
+    ),
+    "hold": (
+        "UPDATE accounts SET debits_pending = debits_pending + :amount"
+        " WHERE id = :id AND closed_to = '' AND debits_must_not_exceed_credits"
+        " AND credits_posted - debits_posted - debits_pending >= :amount"
+    ),
+    "debit": (
+        "UPDATE accounts SET debits_posted = debits_posted + :amount"
+        " WHERE id = :id AND CASE WHEN debits_must_not_exceed_credits"
+        " THEN credits_posted - debits_posted - debits_pending >= :amount"
+        " ELSE debits_posted <= :limit - debits_pending END"
+    ),
+    "credit": (
+        "UPDATE accounts SET credits_posted = credits_posted + :amount WHERE id = :id AND credits_posted <= :limit"
+    ),
+    "release": (
+        "UPDATE accounts SET debits_pending = debits_pending - :held, debits_posted = debits_posted + :posted"
+        " WHERE id = :id RETURNING closed_to"
+    ),
+    "close": "UPDATE accounts SET closed_to = :closed_to WHERE id = :id AND closed_to = ''",
+    # -- transfers -----------------------------------------------------------------
+    "transfer": (
+        "SELECT id, idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr"
+        " FROM transfers WHERE idempotency_id = :iid"
+    ),
+    "insert_transfer": (
+        "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
+        " request_id, memo, created_at_ms)"
+        " VALUES (:iid, :kind, :outcome, :debit, :credit, :amount, :rid, :memo, :now) RETURNING id"
+    ),
+    # -- reservations (the hot path) -----------------------------------------------
+    "reservation": _RESERVATION,
+    "reservation_lock": _RESERVATION + " FOR UPDATE",
+    "insert_reservation": (
+        "INSERT INTO reservations (request_id, account, credit_account, model, input_usd_per_mtok,"
+        " output_usd_per_mtok, price_book_version, held_ucr, customer_account, revenue_account,"
+        " profit_multiplier, price_per_ai_credit_cents, floor_usd_per_mtok, customer_held_uai,"
+        " customer_charged_uai, customer_unpaid_uai, input_tokens, output_tokens, status, charged_ucr,"
+        " unpaid_ucr, usage_source, expires_at_ms, created_at_ms, rate_key)"
+        " VALUES (:request_id, :account, :credit_account, :model, :input_usd_per_mtok, :output_usd_per_mtok,"
+        " :price_book_version, :held_ucr, :customer_account, :revenue_account, :profit_multiplier,"
+        " :price_per_ai_credit_cents, :floor_usd_per_mtok, :customer_held_uai, 0, 0, 0, 0, 'pending', 0, 0, '',"
+        " :expires_at_ms, :created_at_ms, :rate_key)"
+    ),
+    "settled": (
+        "UPDATE reservations SET status = 'posted', charged_ucr = :charged_ucr, unpaid_ucr = :unpaid_ucr,"
+        " customer_charged_uai = :customer_charged_uai, customer_unpaid_uai = :customer_unpaid_uai,"
+        " usage_source = :usage_source, input_tokens = :input_tokens, output_tokens = :output_tokens"
+        " WHERE request_id = :rid"
+    ),
+    "status": "UPDATE reservations SET status = :status WHERE request_id = :rid",
+    "due": (
+        "SELECT request_id FROM reservations WHERE status = 'pending' AND expires_at_ms <= :now LIMIT :limit"
+    ),
+    # A rate-limited key's window, oldest first (index rate_key, created_at_ms).
+    "window": (
+        "SELECT created_at_ms, input_tokens + output_tokens FROM reservations"
+        " WHERE rate_key = :key AND created_at_ms > :since ORDER BY created_at_ms"
+    ),
+}
+
+
+class Stmt(NamedTuple):
+    name: str
+    params: dict
+
+
+def hold(account: str, amount: int) -> Stmt:
+    return Stmt("hold", {"id": account, "amount": amount})
+
+
+def debit(account: str, amount: int) -> Stmt:
+    return Stmt("debit", {"id": account, "amount": amount, "limit": MAX_COUNTER - amount})
+
+
+def credit(account: str, amount: int) -> Stmt:
+    return Stmt("credit", {"id": account, "amount": amount, "limit": MAX_COUNTER - amount})
+
+
+def release(account: str, held: int, posted: int) -> Stmt:
+    """Frees ``held`` from the pending debits and posts ``posted`` of it (``posted <= held``)."""
+    if not 0 <= posted <= held:
+        raise ValueError(f"release: posted {posted} must be between 0 and held {held}")
+    return Stmt("release", {"id": account, "held": held, "posted": posted})
+
+
+def psycopg_style(statements: dict[str, str]) -> dict[str, str]:
+    """``:name`` -> ``%(name)s`` (psycopg's named parameters)."""
+    return {name: re.sub(r"(?<!:):(\w+)", r"%(\1)s", text) for name, text in statements.items()}
