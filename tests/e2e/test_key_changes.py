@@ -35,7 +35,8 @@ def test_a_changed_key_fails_on_a_second_replica_within_one_second(stack, seeder
     assert status(stack.proxy_url, key.secret) == 200 and status(replica, key.secret) == 200
     start = time.monotonic()
     if change == "regenerate":
-        seeder.keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=key.key_id), timeout=5)
+        seeder.keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=key.key_id,
+                                                          idempotency_key=f"rotate-{key.key_id}"), timeout=5)
     elif change == "revoke":
         seeder.keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=key.key_id), timeout=5)
     else:

@@ -1,6 +1,6 @@
 """The worker over real NATS, keys, ledger and proxy processes: auto top-up once per
-crossing (five replicas racing, or killed mid-way), exhaustion, the deposit line,
-and duplicated events that change nothing."""
+crossing (five replicas racing, or killed mid-way), exhaustion by the cheapest request,
+the deposit line, and duplicated events that change nothing."""
 
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ CHEAP = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", 
 @pytest.fixture(scope="module")
 def stack(request):
     with tempfile.TemporaryDirectory(prefix="cg-worker-") as var:
-        # a short ack wait so a crashed worker's event comes back quickly; "exhausted"
-        # below 6 credits, so that one request can spend a small key down to it
-        env = {"worker": {"CG_WORKER_ACK_WAIT_S": "2", "CG_WORKER_EXHAUSTED_BELOW_CREDITS": "6"}}
+        # a short ack wait so a crashed worker's event comes back quickly
+        env = {"worker": {"CG_WORKER_ACK_WAIT_S": "2"}}
         failed_before = request.session.testsfailed
         with Stack(StackConfig(var_dir=Path(var), env=env)) as s:
             yield s
@@ -136,10 +135,41 @@ def test_a_refused_top_up_is_recorded_on_the_key(stack: Stack, seeder):
     assert detail.key.funded_ucr == 501 * CREDIT
 
 
-def test_a_spent_key_is_exhausted_and_a_top_up_revives_it(stack: Stack, seeder):
+def spend_exactly(seeder, account: str, amount_ucr: int) -> None:
+    """Spends an exact amount from an account, straight in the ledger (1 ucr a token)."""
+    rid, price = uuid.uuid4().hex, lpb.Price(input_usd_per_mtok="0.01", output_usd_per_mtok="0.01")
+    seeder.ledger.Reserve(lpb.ReserveRequest(request_id=rid, account=account, model="m", price=price,
+                                             max_input_tokens=amount_ucr), timeout=T)
+    seeder.ledger.Settle(lpb.SettleRequest(request_id=rid, input_tokens=amount_ucr,
+                                           usage_source=lpb.USAGE_SOURCE_PROVIDER), timeout=T)
+
+
+def nudge(stack, key) -> None:
+    """A usage event for the key: the worker re-reads it and applies its rules."""
+    async def publish():
+        nc = await nats.connect(stack.nats_url)
+        event = events_pb2.UsageEvent(request_id=uuid.uuid4().hex, key_id=key.key_id, partner_id=key.partner_id,
+                                      model="gpt-4o-mini", status="ok")
+        await nc.jetstream().publish(natsx.usage_subject(key.partner_id, key.key_id), event.SerializeToString())
+        await nc.drain()
+
+    asyncio.run(publish())
+
+
+def test_a_key_that_cannot_pay_its_cheapest_request_is_exhausted_and_a_top_up_revives_it(stack: Stack, seeder):
     partner = seeder.partner("exhaust", credits=100, tier="enterprise")
     key = seeder.funded_key(partner, 7, ["gpt-4o", "gpt-4o-mini"], name="small")
-    assert call(stack, key.secret) == 200  # ~1.27 credits: less than 6 left
+    assert call(stack, key.secret) == 200  # ~1.27 credits: what is left still pays for requests
+    cheapest = key_detail(seeder, key).min_request_ucr
+    assert cheapest == 75  # gpt-4o-mini, 1 token in and 1 out: ($0.15 + $0.60) x 100 ucr
+    # down to exactly the cheapest request: not exhausted
+    spend_exactly(seeder, key.account, quiet_balance(seeder, key.account) - cheapest)
+    nudge(stack, key)
+    settle_a_moment()
+    assert key_detail(seeder, key).key.status == kpb.KEY_STATUS_ACTIVE
+    # one micro-credit less: it cannot pay for any request
+    spend_exactly(seeder, key.account, 1)
+    nudge(stack, key)
     eventually(lambda: key_detail(seeder, key).key.status == kpb.KEY_STATUS_EXHAUSTED, what="exhausted")
     eventually(lambda: call(stack, key.secret, CHEAP) == 403, timeout_s=10, what="the proxy refusing it")
     seeder.keys.TopUpKey(kpb.TopUpKeyRequest(actor=kpb.Actor(partner_id=partner), key_id=key.key_id,
@@ -160,7 +190,8 @@ def test_the_deposit_line_suspends_and_resumes_exactly_the_customer_keys(stack: 
                                                            amount_uai=1_000 * CREDIT), timeout=T)
     cactor = kpb.Actor(partner_id=partner, customer_id=customer.id)
     made = [seeder.keys.CreateCustomerKey(kpb.CreateCustomerKeyRequest(
-        actor=cactor, name=f"c{i}", allowed_models=["gpt-4o-mini"]), timeout=T) for i in range(3)]
+        actor=cactor, idempotency_key=uuid.uuid4().hex, name=f"c{i}", allowed_models=["gpt-4o-mini"]), timeout=T)
+        for i in range(3)]
     kept, revoked, other = made
     seeder.keys.SuspendKey(kpb.SuspendKeyRequest(actor=actor, key_id=other.key.id, reason="abuse review"), timeout=T)
     # three deposits hold 3,000: 300 available, below the 1,000 line

@@ -1,6 +1,7 @@
 """Keys and ledger never disagree: either process is killed between the money step and
 the key step of create, top-up and revoke, comes back, the caller retries with the same
-idempotency key, and the books and the keys agree (money moved exactly once)."""
+idempotency key, and the books and the keys agree (money moved exactly once). A create
+whose first call never answered shows its secret to the retry that activates the key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 import grpc
 import pytest
 from cg_devstack import Stack
+from cglib.keysecret import hash_secret
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
@@ -76,7 +78,14 @@ def test_killed_between_money_and_key_then_retried(stack, op, victim, point):
             assert keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys == []
         out = call()  # the retry, same idempotency key
         key_id = key_id or out.key.id
-        call()  # and once more: nothing changes
+        again = call()  # and once more: nothing changes
+        if op == "create":
+            # the first call never answered, so nobody saw a secret: the retry activates
+            # the key with its own; the next retry is a replay, which shows none
+            assert out.secret and not out.replayed
+            assert again.replayed and again.secret == ""
+            authed = keys.AuthenticateKey(pb.AuthenticateKeyRequest(key_hash=hash_secret(out.secret)), timeout=T)
+            assert authed.key.id == key_id
 
         listed = keys.ListKeys(pb.ListKeysRequest(actor=actor, include_revoked=True), timeout=T).keys
         assert [k.id for k in listed] == [key_id]

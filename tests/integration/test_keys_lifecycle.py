@@ -116,10 +116,10 @@ def test_a_retried_create_is_one_key_and_one_funding(keys, ledger):
     p, actor = partner(keys, ledger)
     first = create(keys, actor, 50, idem="same")
     again = create(keys, actor, 50, idem="same")
-    assert again.key.id == first.key.id and again.secret != first.secret
-    assert code(keys.AuthenticateKey, pb.AuthenticateKeyRequest(key_hash=hash_secret(first.secret))) == \
-        grpc.StatusCode.NOT_FOUND  # only the latest answer's secret works
-    assert auth(keys, again.secret).key.id == first.key.id
+    assert again.key.id == first.key.id and first.secret and not first.replayed
+    # the secret was shown once: the replay shows none, and the first one keeps working
+    assert again.replayed and again.secret == "" and again.total_ucr == first.total_ucr
+    assert auth(keys, first.secret).key.id == first.key.id
     assert balance(ledger, f"partner:{p.id}").posted_ucr == (10_000 - 52.5) * CREDIT
     assert len(keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys) == 1
 
@@ -129,7 +129,8 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
     customer = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="Acme", ai_credits_enabled=True),
                                    timeout=T)
     cactor = pb.Actor(partner_id=p.id, customer_id=customer.id)
-    request = pb.CreateCustomerKeyRequest(actor=cactor, name="mine", allowed_models=["gpt-4o-mini"])
+    request = pb.CreateCustomerKeyRequest(actor=cactor, name="mine", allowed_models=["gpt-4o-mini"],
+                                          idempotency_key=uuid.uuid4().hex)
 
     def refused(expected_words: str):
         with pytest.raises(grpc.RpcError) as e:
@@ -140,7 +141,9 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
     # master toggle off (customer has AI credits, menu made visible for everyone)
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=settings, apply_to_existing_customers=True),
                            timeout=T)
-    assert keys.GetCustomer(pb.GetCustomerRequest(actor=actor, customer_id=customer.id), timeout=T).ai_gateway_visible
+    read = keys.GetCustomer(pb.GetCustomerRequest(actor=actor, customer_id=customer.id), timeout=T)
+    assert read.ai_gateway_menu_enabled and not read.ai_gateway_visible
+    assert list(read.ai_gateway_missing) == ["self_service_disabled"]
     refused("self-service")
     settings.enabled = True
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=settings), timeout=T)
@@ -151,10 +154,10 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
     keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_credits_enabled=True),
                         timeout=T)
     # AI Gateway menu off alone
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_visible=False),
+    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=False),
                         timeout=T)
     refused("AI Gateway")
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_visible=True),
+    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=True),
                         timeout=T)
     made = keys.CreateCustomerKey(request, timeout=T)
     assert made.key.kind == "customer" and made.total_ucr == 1_000 * CREDIT
@@ -169,10 +172,11 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
     poor, pactor = partner(keys, ledger, credits=999)
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=pactor, settings=settings), timeout=T)
     c2 = keys.CreateCustomer(pb.CreateCustomerRequest(actor=pactor, name="B", ai_credits_enabled=True), timeout=T)
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=pactor, customer_id=c2.id, ai_gateway_visible=True), timeout=T)
+    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=pactor, customer_id=c2.id, ai_gateway_menu_enabled=True),
+                        timeout=T)
     assert code(keys.CreateCustomerKey, pb.CreateCustomerKeyRequest(
-        actor=pb.Actor(partner_id=poor.id, customer_id=c2.id), name="x", allowed_models=["gpt-4o-mini"]
-    )) == grpc.StatusCode.FAILED_PRECONDITION
+        actor=pb.Actor(partner_id=poor.id, customer_id=c2.id), name="x", allowed_models=["gpt-4o-mini"],
+        idempotency_key=uuid.uuid4().hex)) == grpc.StatusCode.FAILED_PRECONDITION
     assert balance(ledger, f"partner:{poor.id}").available_ucr == 999 * CREDIT
 
 
@@ -181,13 +185,22 @@ def test_new_customers_follow_apply_to_new(keys, ledger):
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=pb.SelfServiceSettings(
         enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1")),
         timeout=T)
-    assert keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="New"), timeout=T).ai_gateway_visible
+    new = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="New"), timeout=T)
+    assert new.ai_gateway_menu_enabled and list(new.ai_gateway_missing) == ["ai_credits_disabled"]
+    assert not new.ai_gateway_visible
+    new = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="New", ai_credits_enabled=True), timeout=T)
+    assert new.ai_gateway_visible and list(new.ai_gateway_missing) == []
+    # an explicit toggle wins over the partner's default
+    off = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="Off", ai_credits_enabled=True,
+                                                       ai_gateway_menu_enabled=False), timeout=T)
+    assert not off.ai_gateway_visible and list(off.ai_gateway_missing) == ["ai_gateway_menu_disabled"]
 
 
 def test_regenerate_keeps_id_and_budget_and_kills_the_old_secret(keys, ledger):
     _, actor = partner(keys, ledger)
     made = create(keys, actor, 20)
-    again = keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
+    again = keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"),
+                               timeout=T)
     assert again.key.id == made.key.id and again.secret != made.secret and again.key.funded_ucr == 20 * CREDIT
     assert code(keys.AuthenticateKey, pb.AuthenticateKeyRequest(key_hash=hash_secret(made.secret))) == \
         grpc.StatusCode.NOT_FOUND
@@ -206,11 +219,17 @@ def test_revoke_is_final_refunds_unused_budget_and_is_idempotent(keys, ledger):
     keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
     assert balance(ledger, f"partner:{p.id}").posted_ucr == (10_000 - 105 + 99) * CREDIT
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_REVOKED
-    for call, req in ((keys.RegenerateKey, pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id)),
-                      (keys.ResumeKey, None), (keys.TopUpKey, pb.TopUpKeyRequest(
+    for call, req in ((keys.RegenerateKey, pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id,
+                                                                   idempotency_key="r")),
+                      (keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=made.key.id)),
+                      (keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="x")),
+                      (keys.MarkKeyExhausted, pb.MarkKeyExhaustedRequest(actor=actor, key_id=made.key.id)),
+                      (keys.UpdateKey, pb.UpdateKeyRequest(actor=actor, key_id=made.key.id, update_mask=["name"],
+                                                           fields=pb.KeyFields(name="back?"))),
+                      (keys.TopUpKey, pb.TopUpKeyRequest(
                           actor=actor, key_id=made.key.id, idempotency_key="t", amount_credits=5))):
-        if req is not None:
-            assert code(call, req) == grpc.StatusCode.FAILED_PRECONDITION
+        assert code(call, req) == grpc.StatusCode.FAILED_PRECONDITION, call
+    assert auth(keys, made.secret).key.status == pb.KEY_STATUS_REVOKED
     listed = keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys
     assert made.key.id not in [k.id for k in listed]
     listed = keys.ListKeys(pb.ListKeysRequest(actor=actor, include_revoked=True), timeout=T).keys
@@ -280,7 +299,7 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
 
         sub = await nc.subscribe(f"keys.{made.key.partner_id}.{made.key.id}", cb=on_event)
         await asyncio.get_running_loop().run_in_executor(None, lambda: keys.RegenerateKey(
-            pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id), timeout=T))
+            pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"), timeout=T))
         for _ in range(100):
             if got:
                 break

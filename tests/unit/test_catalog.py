@@ -162,12 +162,17 @@ def test_tiers_are_optional(tmp_path: Path):
         (_catalog(_model_yaml(), version='version: ""\n'), "missing version"),
         (_catalog(_model_yaml().replace(", max_output_tokens: 100", "")), "missing field"),
         (_catalog(_model_yaml(cached_usd_per_mtok='"0.01"')), "unknown field"),
+        (_catalog(_model_yaml(id="m" * 121)), "at most 120 characters"),
+        (_catalog(_model_yaml(), version=f'version: "{"v" * 61}"\n'), "version: at most 60 characters"),
+        (_catalog(_model_yaml(input_usd_per_mtok='"0.' + "1" * 45 + '"')), "at most 40 characters as a decimal"),
     ],
     ids=[
         "unknown-category", "duplicate-id", "negative-price", "non-decimal-price", "nan-price",
         "float-price", "unquoted-int-price", "zero-context", "negative-max-output", "string-context",
         "fee-rate-above-1", "fee-rate-negative", "float-fee-rate", "tier-unknown-category",
         "tier-no-categories", "no-version", "empty-version", "missing-field", "unknown-field",
+        "model-id-longer-than-the-ledger-stores", "version-longer-than-the-ledger-stores",
+        "price-longer-than-the-ledger-stores",
     ],
 )
 def test_validation_errors(tmp_path: Path, text: str, match: str):

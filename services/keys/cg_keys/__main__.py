@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cg_keys.catalog import load_catalog
 from cg_keys.events import KeyEvents, run_last_used
 from cg_keys.funding import Funding
+from cg_keys.issuing import KeyIssuer
 from cg_keys.keyops import KeyOps
 from cg_keys.servicer import KeysServicer
 from cg_keys.settings import Settings
@@ -76,9 +77,10 @@ async def main(settings: Settings) -> None:
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     ledger_channel = insecure_channel(settings.ledger_addr)
     events = KeyEvents()
-    keys = KeyOps(sessions, catalog, Funding(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s),
-                  events, settings.auto_topup_daily_max)
-    servicer = KeysServicer(Tenants(sessions, catalog), keys, catalog)
+    funding = Funding(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s)
+    issuer = KeyIssuer(sessions, catalog, funding, events)
+    keys = KeyOps(sessions, catalog, funding, events, issuer, settings.auto_topup_daily_max)
+    servicer = KeysServicer(Tenants(sessions, catalog), issuer, keys, catalog)
     server, port, health = create_server(
         f"{settings.host}:{settings.port}",
         lambda s: keys_pb2_grpc.add_KeysServiceServicer_to_server(servicer, s),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -75,6 +76,11 @@ class Catalog:
         t, m = self.tier(tier_name), self.get(model_id)
         return t is not None and m is not None and m.category in t.categories
 
+    def usable(self, tier_name: str, model_ids: Iterable[str]) -> list[CatalogModel]:
+        """Of a key's allowed models, those a partner on ``tier_name`` can call now, in the
+        key's order: one gone from the catalog or from the tier since is left out."""
+        return [self.models[m] for m in model_ids if self.allowed(tier_name, m)]
+
 
 def _decimal(raw: object, where: str, *, at_most: Decimal | None = None) -> Decimal:
     """An exact, finite, non-negative decimal (at most ``at_most``) from a quoted YAML string."""
@@ -89,6 +95,8 @@ def _decimal(raw: object, where: str, *, at_most: Decimal | None = None) -> Deci
     if not value.is_finite() or value < 0 or (at_most is not None and value > at_most):
         bound = "a non-negative number" if at_most is None else f"between 0 and {at_most}"
         raise ValueError(f"{where}: must be {bound}, got {raw!r}")
+    if len(str(value)) > MAX_PRICE_CHARS:
+        raise ValueError(f"{where}: at most {MAX_PRICE_CHARS} characters as a decimal, got {raw!r}")
     return value
 
 
@@ -98,9 +106,19 @@ def _positive_int(raw: object, where: str) -> int:
     return raw
 
 
-def _text(raw: object, where: str) -> str:
+# The ledger stores a request's model, prices and price-book version with each hold and
+# refuses longer strings (cg_ledger.limits): a catalog entry past these would make every
+# request of that model fail, so it stops the service at start-up instead.
+MAX_MODEL_ID = 120
+MAX_VERSION = 60
+MAX_PRICE_CHARS = 40
+
+
+def _text(raw: object, where: str, max_len: int = 200) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError(f"{where}: must be a non-empty string, got {raw!r}")
+    if len(raw) > max_len:
+        raise ValueError(f"{where}: at most {max_len} characters, got {len(raw)}")
     return raw
 
 
@@ -119,7 +137,7 @@ def _fields(entry: object, names: tuple[str, ...], where: str) -> dict:
 def _model(entry: object, index: int) -> CatalogModel:
     where = f"catalog: models[{index}]"
     entry = _fields(entry, _MODEL_FIELDS, where)
-    mid = _text(entry["id"], f"{where}.id")
+    mid = _text(entry["id"], f"{where}.id", MAX_MODEL_ID)
     where = f"catalog: model {mid!r}"
     category = entry["category"]
     if category not in CATEGORIES:
@@ -158,6 +176,8 @@ def load_catalog(path: Path) -> Catalog:
     version = data.get("version")
     if version is None or not str(version).strip():
         raise ValueError("catalog: missing version (bump it whenever a price changes)")
+    if len(str(version).strip()) > MAX_VERSION:
+        raise ValueError(f"catalog: version: at most {MAX_VERSION} characters")
     raw_models = data.get("models")
     if not isinstance(raw_models, list):
         raise ValueError("catalog: models must be a list")

@@ -28,7 +28,8 @@ class Funding:
                 raise FailedPrecondition(f"the partner's balance cannot cover {what}") from None
             if e.code() == grpc.StatusCode.ABORTED:  # the ledger saw this id with other values
                 raise InvalidArgument("idempotency_key", "already used with different values") from None
-            if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+                # the ledger's bounds (one amount, an account's counters): nothing was written
                 raise InvalidArgument("amount", "refused by the ledger: out of range") from None
             raise
 

@@ -34,8 +34,11 @@ class Customer(SQLModel, table=True):
     partner_id: str = Field(foreign_key="partners.id", index=True, max_length=64)
     name: str = Field(max_length=200)
     ai_credits_enabled: bool = False
-    ai_gateway_visible: bool = False
+    # The per-customer AI Gateway menu toggle (one of the three conditions: see visibility)
+    ai_gateway_menu_enabled: bool = False
     api_access_enabled: bool = False
+    # The caller's idempotency key of CreateCustomer (unique per partner), if it gave one
+    idempotency_key: str | None = Field(default=None, max_length=80)
     created_at: int = Field(default_factory=_now)
 
 
@@ -88,4 +91,15 @@ class KeyFunding(SQLModel, table=True):
     key_id: str = Field(foreign_key="virtual_keys.id", index=True, max_length=64)
     amount_ucr: int = Field(sa_column=Column(BigInteger, nullable=False))
     fee_ucr: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(default_factory=_now)
+
+
+class KeyRotation(SQLModel, table=True):
+    """One row per regeneration, keyed by the caller's idempotency key: a retried
+    RegenerateKey finds its row and rotates nothing again (the first new secret stays)."""
+
+    __tablename__ = "key_rotations"
+
+    key_id: str = Field(foreign_key="virtual_keys.id", primary_key=True, max_length=64)
+    idempotency_key: str = Field(primary_key=True, max_length=80)
     created_at: int = Field(default_factory=_now)

@@ -10,6 +10,8 @@ from cglib.grpc_server import mapped_errors
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 
+from cg_keys import budget, visibility
+from cg_keys.billing import effective_terms
 from cg_keys.catalog import CATEGORIES, Catalog
 from cg_keys.errors import (
     FailedPrecondition,
@@ -18,9 +20,11 @@ from cg_keys.errors import (
     PermissionDenied,
     Unavailable,
 )
-from cg_keys.keyops import KeyOps, effective_status
+from cg_keys.issuing import Created, KeyIssuer
+from cg_keys.keyops import KeyOps
 from cg_keys.models import Customer, Partner, VirtualKey
 from cg_keys.tenants import Tenants
+from cg_keys.transitions import effective_status
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +57,21 @@ def partner_pb(p: Partner) -> pb.Partner:
     )
 
 
-def customer_pb(c: Customer) -> pb.Customer:
+def customer_pb(c: Customer, partner: Partner) -> pb.Customer:
+    missing = visibility.missing(partner, c)
     return pb.Customer(id=c.id, partner_id=c.partner_id, name=c.name, ai_credits_enabled=c.ai_credits_enabled,
-                       ai_gateway_visible=c.ai_gateway_visible, api_access_enabled=c.api_access_enabled)
+                       ai_gateway_visible=not missing, api_access_enabled=c.api_access_enabled,
+                       ai_gateway_menu_enabled=c.ai_gateway_menu_enabled, ai_gateway_missing=missing)
 
 
-def key_pb(k: VirtualKey, now: int | None = None) -> pb.Key:
+def key_pb(k: VirtualKey, partner: Partner, now: float | None = None) -> pb.Key:
+    """A key as a tenant reads it: its effective status and the billing terms that apply
+    (``billing.effective_terms``)."""
     billing = None
-    if k.billing_customer_id:
-        billing = pb.CustomerBilling(customer_id=k.billing_customer_id, profit_multiplier=k.profit_multiplier,
-                                     price_per_ai_credit_cents=k.price_per_ai_credit_cents,
-                                     floor_usd_per_mtok=k.floor_usd_per_mtok)
+    if (terms := effective_terms(k, partner)) is not None:
+        billing = pb.CustomerBilling(customer_id=terms.customer_id, profit_multiplier=terms.profit_multiplier,
+                                     price_per_ai_credit_cents=terms.price_per_ai_credit_cents,
+                                     floor_usd_per_mtok=terms.floor_usd_per_mtok)
     return pb.Key(
         id=k.id, partner_id=k.partner_id, name=k.name, prefix=k.prefix,
         status=_STATUS.get(effective_status(k, now), pb.KEY_STATUS_UNSPECIFIED),
@@ -79,20 +87,22 @@ def key_pb(k: VirtualKey, now: int | None = None) -> pb.Key:
 
 
 def with_spend(out: pb.Key, k: VirtualKey, balance) -> pb.Key:
-    """Budget vs spend of a partner key, from its ledger balance."""
+    """Budget vs spend of a partner key, from its ledger balance (``budget.spend``)."""
     if balance is not None and k.kind == "partner":
-        out.spent_ucr = max(k.funded_ucr - k.refunded_ucr - balance.posted_ucr, 0)
-        out.remaining_ucr = balance.available_ucr
+        spent = budget.spend(k, balance)
+        out.spent_ucr, out.remaining_ucr = spent.spent_ucr, spent.remaining_ucr
     return out
 
 
-def _created_pb(c) -> pb.CreateKeyResponse:
-    return pb.CreateKeyResponse(key=key_pb(c.key), secret=c.secret, total_ucr=c.total_ucr, fee_ucr=c.fee_ucr)
+def _created_pb(c: Created) -> pb.CreateKeyResponse:
+    return pb.CreateKeyResponse(key=key_pb(c.key, c.partner), secret=c.secret, total_ucr=c.total_ucr,
+                                fee_ucr=c.fee_ucr, replayed=c.replayed)
 
 
 class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
-    def __init__(self, tenants: Tenants, keys: KeyOps, catalog: Catalog) -> None:
+    def __init__(self, tenants: Tenants, issuer: KeyIssuer, keys: KeyOps, catalog: Catalog) -> None:
         self.tenants = tenants
+        self.issuer = issuer
         self.keys = keys
         self.catalog = catalog
 
@@ -113,20 +123,20 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     @_mapped_errors
     async def CreateCustomer(self, request, context):  # noqa: N802
-        return customer_pb(await self.tenants.create_customer(
-            request.actor, request.name, request.ai_credits_enabled, request.api_access_enabled))
+        return customer_pb(*await self.tenants.create_customer(request.actor, request))
 
     @_mapped_errors
     async def UpdateCustomer(self, request, context):  # noqa: N802
-        return customer_pb(await self.tenants.update_customer(request.actor, request))
+        return customer_pb(*await self.tenants.update_customer(request.actor, request))
 
     @_mapped_errors
     async def GetCustomer(self, request, context):  # noqa: N802
-        return customer_pb(await self.tenants.get_customer(request.actor, request.customer_id))
+        return customer_pb(*await self.tenants.get_customer(request.actor, request.customer_id))
 
     @_mapped_errors
     async def ListCustomers(self, request, context):  # noqa: N802
-        return pb.ListCustomersResponse(customers=[customer_pb(c) for c in await self.tenants.list_customers(request.actor)])
+        customers, partner = await self.tenants.list_customers(request.actor)
+        return pb.ListCustomersResponse(customers=[customer_pb(c, partner) for c in customers])
 
     @_mapped_errors
     async def ListModels(self, request, context):  # noqa: N802
@@ -145,93 +155,85 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     @_mapped_errors
     async def QuoteKey(self, request, context):  # noqa: N802
-        quote, rate = await self.keys.quote(request.actor, request.budget_credits)
+        quote, rate = await self.issuer.quote(request.actor, request.budget_credits)
         return pb.QuoteKeyResponse(budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr,
                                    fee_rate=rate)
 
     @_mapped_errors
     async def CreateKey(self, request, context):  # noqa: N802
-        return _created_pb(await self.keys.create_partner_key(
+        return _created_pb(await self.issuer.create_partner_key(
             request.actor, request.idempotency_key, request.fields, request.budget_credits))
 
     @_mapped_errors
     async def CreateCustomerKey(self, request, context):  # noqa: N802
-        return _created_pb(await self.keys.create_customer_key(
+        return _created_pb(await self.issuer.create_customer_key(
             request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)))
 
     @_mapped_errors
     async def GetKey(self, request, context):  # noqa: N802
-        key, balance = await self.keys.get(request.actor, request.key_id)
-        detail = pb.KeyDetail(key=with_spend(key_pb(key), key, balance))
+        key, partner, balance = await self.keys.get(request.actor, request.key_id)
+        detail = pb.KeyDetail(key=with_spend(key_pb(key, partner), key, balance),
+                              min_request_ucr=self.keys.min_request_ucr(key, partner))
         if balance is not None:
-            detail.reserved_ucr = balance.pending_ucr
-            detail.remaining_ucr = balance.available_ucr
-            detail.used_ucr = detail.key.spent_ucr
+            spent = budget.spend(key, balance)
+            detail.reserved_ucr, detail.used_ucr = spent.reserved_ucr, spent.spent_ucr
+            detail.remaining_ucr, detail.settled_remaining_ucr = spent.remaining_ucr, spent.settled_remaining_ucr
         return detail
 
     @_mapped_errors
     async def ListKeys(self, request, context):  # noqa: N802
-        now = int(time.time())
-        keys = await self.keys.list(request.actor, request.include_revoked)
-        balances = await self.keys.funding.balances([k.budget_account for k in keys if k.kind == "partner"])
-        return pb.ListKeysResponse(keys=[with_spend(key_pb(k, now), k, balances.get(k.budget_account)) for k in keys])
+        now = time.time()
+        partner, keys = await self.keys.list(request.actor, request.include_revoked)
+        return pb.ListKeysResponse(keys=[with_spend(key_pb(k, partner, now), k, balance) for k, balance in keys])
 
     @_mapped_errors
     async def UpdateKey(self, request, context):  # noqa: N802
-        return key_pb(await self.keys.update(request.actor, request.key_id, request.fields, list(request.update_mask)))
+        return key_pb(*await self.keys.update(request.actor, request.key_id, request.fields, list(request.update_mask)))
 
     @_mapped_errors
     async def RegenerateKey(self, request, context):  # noqa: N802
-        return _created_pb(await self.keys.regenerate(request.actor, request.key_id))
+        return _created_pb(await self.issuer.regenerate(request.actor, request.key_id, request.idempotency_key))
 
     @_mapped_errors
     async def RevokeKey(self, request, context):  # noqa: N802
-        return key_pb(await self.keys.revoke(request.actor, request.key_id))
+        return key_pb(*await self.keys.revoke(request.actor, request.key_id))
 
     @_mapped_errors
     async def SuspendKey(self, request, context):  # noqa: N802
-        return key_pb(await self.keys.suspend(request.actor, request.key_id, request.reason))
+        return key_pb(*await self.keys.suspend(request.actor, request.key_id, request.reason))
 
     @_mapped_errors
     async def ResumeKey(self, request, context):  # noqa: N802
-        return key_pb(await self.keys.resume(request.actor, request.key_id, request.only_if_reason))
+        return key_pb(*await self.keys.resume(request.actor, request.key_id, request.only_if_reason))
 
     @_mapped_errors
     async def TopUpKey(self, request, context):  # noqa: N802
-        key, funded, replayed = await self.keys.top_up(request.actor, request.key_id, request.idempotency_key,
-                                                       request.amount_credits, request.automatic)
-        return pb.TopUpKeyResponse(key=key_pb(key), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr,
+        key, partner, funded, replayed = await self.keys.top_up(
+            request.actor, request.key_id, request.idempotency_key, request.amount_credits, request.automatic)
+        return pb.TopUpKeyResponse(key=key_pb(key, partner), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr,
                                    replayed=replayed)
 
     @_mapped_errors
     async def MarkKeyExhausted(self, request, context):  # noqa: N802
-        return key_pb(await self.keys.mark_exhausted(request.actor, request.key_id))
+        return key_pb(*await self.keys.mark_exhausted(request.actor, request.key_id))
 
     @_mapped_errors
     async def AuthenticateKey(self, request, context):  # noqa: N802
         if len(request.key_hash) != 64:
             raise InvalidArgument("key_hash", "expected 64 hex characters")
         key, partner = await self.keys.authenticate(request.key_hash)
-        routes = []
-        for model_id in key.allowed_models:
-            m = self.catalog.get(model_id)
-            if m is None or not self.catalog.allowed(partner.tier, model_id):
-                continue  # gone from the catalog or the partner's tier since the key was made
-            routes.append(pb.ModelRoute(
-                id=m.id, provider=m.provider, upstream_model=m.upstream_model, category=m.category,
-                input_usd_per_mtok=str(m.input_usd_per_mtok), output_usd_per_mtok=str(m.output_usd_per_mtok),
-                context_window=m.context_window, max_output_tokens=m.max_output_tokens,
-                price_book_version=self.catalog.version,
-            ))
+        routes = [pb.ModelRoute(
+            id=m.id, provider=m.provider, upstream_model=m.upstream_model, category=m.category,
+            input_usd_per_mtok=str(m.input_usd_per_mtok), output_usd_per_mtok=str(m.output_usd_per_mtok),
+            context_window=m.context_window, max_output_tokens=m.max_output_tokens,
+            price_book_version=self.catalog.version,
+        ) for m in self.catalog.usable(partner.tier, key.allowed_models)]
         billing = pb.LedgerBilling(payer_account=key.budget_account)
-        if key.billing_customer_id:
-            if key.kind == "customer":  # pay-as-you-go at the partner's current defaults
-                multiplier, cents, floor = partner.ss_profit_multiplier, partner.ss_ai_credit_cents, ""
-            else:
-                multiplier, cents, floor = key.profit_multiplier, key.price_per_ai_credit_cents, key.floor_usd_per_mtok
-            billing.customer_account = f"customer:{key.billing_customer_id}"
+        if (terms := effective_terms(key, partner)) is not None:  # the very terms reads show
+            billing.customer_account = f"customer:{terms.customer_id}"
             billing.revenue_account = f"partnerrev:{key.partner_id}"
-            billing.profit_multiplier, billing.price_per_ai_credit_cents = multiplier, cents
-            billing.floor_usd_per_mtok = floor
-        return pb.AuthenticateKeyResponse(key=key_pb(key), models=routes, billing=billing,
+            billing.profit_multiplier = terms.profit_multiplier
+            billing.price_per_ai_credit_cents = terms.price_per_ai_credit_cents
+            billing.floor_usd_per_mtok = terms.floor_usd_per_mtok
+        return pb.AuthenticateKeyResponse(key=key_pb(key, partner), models=routes, billing=billing,
                                           partner_status=partner.status)

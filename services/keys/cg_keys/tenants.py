@@ -1,4 +1,7 @@
-"""Partners, customers and the partner's customer self-service settings."""
+"""Partners, customers and the partner's customer self-service settings.
+
+Customer reads return the customer with its partner: whether the customer sees AI
+Gateway depends on the partner's self-service switch too (``visibility``)."""
 
 from __future__ import annotations
 
@@ -62,56 +65,77 @@ class Tenants:
             partner.ss_ai_credit_cents = cents
             session.add(partner)
             if apply_to_existing:
-                # one statement: every existing customer sees the AI Gateway menu
+                # one statement: every existing customer's AI Gateway menu toggle on (whether
+                # each then sees it also depends on its AI credits: see visibility)
                 await session.exec(
-                    update(Customer).where(Customer.partner_id == partner.id).values(ai_gateway_visible=True)
+                    update(Customer).where(Customer.partner_id == partner.id).values(ai_gateway_menu_enabled=True)
                 )
             await session.commit()
             await session.refresh(partner)
             return partner
 
-    async def create_customer(self, actor, name: str, ai_credits_enabled: bool, api_access_enabled: bool) -> Customer:
-        name = validation.name(name)
+    async def create_customer(self, actor, request) -> tuple[Customer, Partner]:
+        """With an idempotency key, a retry returns the customer the first call made."""
+        name = validation.name(request.name)
+        idem = validation.idempotency_key(request.idempotency_key, required=False) or None
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
+            partner = acting.partner
+            if idem and (existing := await self._by_idempotency(session, partner.id, idem)) is not None:
+                return existing, partner
+            menu = (request.ai_gateway_menu_enabled if request.HasField("ai_gateway_menu_enabled")
+                    else partner.ss_apply_to_new)
             customer = Customer(
                 id=new_id("cus"),
-                partner_id=acting.partner.id,
+                partner_id=partner.id,
                 name=name,
-                ai_credits_enabled=ai_credits_enabled,
-                ai_gateway_visible=acting.partner.ss_apply_to_new,
-                api_access_enabled=api_access_enabled,
+                ai_credits_enabled=request.ai_credits_enabled,
+                ai_gateway_menu_enabled=menu,
+                api_access_enabled=request.api_access_enabled,
+                idempotency_key=idem,
             )
             session.add(customer)
-            await session.commit()
-            return customer
+            try:
+                await session.commit()
+            except IntegrityError:  # the same idempotency key, concurrently
+                await session.rollback()
+                existing = await self._by_idempotency(session, partner.id, idem) if idem else None
+                if existing is None:
+                    raise
+                return existing, partner
+            return customer, partner
 
-    async def update_customer(self, actor, request) -> Customer:
+    @staticmethod
+    async def _by_idempotency(session: AsyncSession, partner_id: str, idem: str) -> Customer | None:
+        return (await session.exec(select(Customer).where(
+            Customer.partner_id == partner_id, Customer.idempotency_key == idem))).first()
+
+    async def update_customer(self, actor, request) -> tuple[Customer, Partner]:
         new_name = validation.name(request.name) if request.HasField("name") else None
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
             customer = access.visible_customer(acting, await session.get(Customer, request.customer_id))
-            for field in ("ai_credits_enabled", "ai_gateway_visible", "api_access_enabled"):
+            for field in ("ai_credits_enabled", "ai_gateway_menu_enabled", "api_access_enabled"):
                 if request.HasField(field):
                     setattr(customer, field, getattr(request, field))
             if new_name is not None:
                 customer.name = new_name
             session.add(customer)
             await session.commit()
-            return customer
+            return customer, acting.partner
 
-    async def get_customer(self, actor, customer_id: str) -> Customer:
+    async def get_customer(self, actor, customer_id: str) -> tuple[Customer, Partner]:
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
-            return access.visible_customer(acting, await session.get(Customer, customer_id))
+            return access.visible_customer(acting, await session.get(Customer, customer_id)), acting.partner
 
-    async def list_customers(self, actor) -> list[Customer]:
+    async def list_customers(self, actor) -> tuple[list[Customer], Partner]:
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
             rows = await session.exec(
                 select(Customer).where(Customer.partner_id == acting.partner.id).order_by(Customer.created_at)
             )
-            return list(rows.all())
+            return list(rows.all()), acting.partner

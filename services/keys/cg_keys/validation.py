@@ -15,6 +15,7 @@ MAX_DOMAINS = 100
 MAX_BUDGET_CREDITS = 1_000_000_000  # $10M on one key
 MAX_RATE = 10_000_000
 MAX_DECIMAL = Decimal(1_000_000)
+MAX_IDEMPOTENCY_KEY = 80
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -31,6 +32,15 @@ def description(value: str) -> str:
     if len(value) > MAX_DESCRIPTION:
         raise InvalidArgument("description", f"at most {MAX_DESCRIPTION} characters")
     return value.strip()
+
+
+def idempotency_key(value: str, required: bool = True) -> str:
+    """A caller's idempotency key. Required by the calls that move money or make a
+    secret: without one a retry could not be told from a second call."""
+    if (required and not value) or len(value) > MAX_IDEMPOTENCY_KEY or not value.isprintable():
+        rule = f"at most {MAX_IDEMPOTENCY_KEY} printable characters"
+        raise InvalidArgument("idempotency_key", f"required, {rule}" if required else rule)
+    return value
 
 
 def credits(value: int, field: str, allow_zero: bool = False) -> int:

@@ -31,6 +31,14 @@ class AuthedKey:
     billing: keys_pb2.LedgerBilling
 
 
+def expired(key: keys_pb2.Key, now_unix: float) -> bool:
+    """Expiry is decided here, against the wall clock, on every request: the cached
+    status was right when it was read, but a key may expire while it sits in the cache
+    (for up to its TTL), and no event announces that. So the key stops at its expiry
+    instant on every replica, as the keys service's reads say (expiry <= now)."""
+    return 0 < key.expires_at_unix <= now_unix
+
+
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
         raise errors.missing_key()
@@ -79,6 +87,8 @@ class KeyAuthenticator:
             self._cache[key_hash] = (now + self.ttl_s, authed)
             self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
         status = authed.key.status
+        if status == keys_pb2.KEY_STATUS_ACTIVE and expired(authed.key, time.time()):
+            status = keys_pb2.KEY_STATUS_EXPIRED
         if status != keys_pb2.KEY_STATUS_ACTIVE:
             if status == keys_pb2.KEY_STATUS_REVOKED:
                 raise errors.invalid_key(secret)

@@ -28,7 +28,7 @@ async def main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
     rules = Rules(keys_pb2_grpc.KeysServiceStub(keys_channel), ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
-                  settings.rpc_timeout_s, settings.deposit_line_credits, settings.exhausted_below_credits)
+                  settings.rpc_timeout_s, settings.deposit_line_credits)
     handlers = Handlers(rules)
     nc = await natsx.connect(settings.nats_url, "worker")
     js = nc.jetstream()

@@ -40,6 +40,8 @@ class Handlers:
                     if e.change in ("created", "topped_up") and e.reason != DEPOSIT_LINE]
         for partner_id in dict.fromkeys(partners):
             await self.rules.check_deposit_line(partner_id)
+        # a top-up may leave a key below its threshold still; a resumed partner key may
+        # still be unable to pay for any request (exhausted again)
         for e in events:
-            if e.change == "topped_up":
+            if e.change in ("topped_up", "resumed"):
                 await self.rules.check_key(e.partner_id, e.key_id)

@@ -1,12 +1,20 @@
 """The worker's rules. Each reads the current state and acts idempotently.
 
-- **Auto top-up**: a partner key with auto top-up on and less than its threshold
-  available gets its amount, once per crossing: the idempotency key is the key's funded
-  total at the crossing, so every replica (and every redelivery) that sees the same
-  crossing asks for the same top-up, which keys and the ledger apply once. The daily
-  ceiling and the record of a failure live in the keys service.
-- **Exhaustion**: a partner key with (almost) nothing left and no auto top-up that
-  could save it is marked exhausted; a top-up revives it.
+- **Auto top-up**: a partner key with auto top-up on whose *settled* remaining budget
+  (``KeyDetail.settled_remaining_ucr``: funded - refunded - spent, so what in-flight
+  requests hold is never counted) is below its threshold gets its amount, once per
+  crossing. Only a settlement moves the settled remaining, so whether a key is topped
+  up never depends on which requests happen to be in flight when the worker looks:
+  a partner can predict it from the settled usage alone. The idempotency key is the
+  key's funded total at the crossing, so every replica (and every redelivery) that
+  sees the same crossing asks for the same top-up, which keys and the ledger apply
+  once. The daily ceiling and the record of a failure live in the keys service.
+- **Exhaustion**: a partner key whose settled remaining cannot pay for its cheapest
+  request (``KeyDetail.min_request_ucr``) and that no auto top-up saved is marked
+  exhausted; the keys service decides again under the key's lock and refuses
+  (FAILED_PRECONDITION, a no-op here) when the key can still pay. A request the key
+  cannot afford right now is not a reason: the ledger refuses its reservation (429).
+  A top-up revives the key.
 - **Deposit line**: a partner with less than the line available gets its active
   customer-created keys suspended (reason ``deposit_line``); at or above the line,
   exactly the keys suspended for that reason are resumed.
@@ -38,12 +46,11 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, gr
 
 class Rules:
     def __init__(self, keys: keys_pb2_grpc.KeysServiceStub, ledger: ledger_pb2_grpc.LedgerServiceStub,
-                 timeout_s: float, deposit_line_credits: int, exhausted_below_credits: int) -> None:
+                 timeout_s: float, deposit_line_credits: int) -> None:
         self.keys = keys
         self.ledger = ledger
         self.timeout_s = timeout_s
         self.line_ucr = deposit_line_credits * UCR_PER_CREDIT
-        self.exhausted_below_ucr = exhausted_below_credits * UCR_PER_CREDIT
 
     async def _call(self, method, request):
         try:
@@ -66,16 +73,23 @@ class Rules:
         key = detail.key
         if key.kind != "partner" or key.status in (kpb.KEY_STATUS_REVOKED, kpb.KEY_STATUS_SUSPENDED):
             return
+        settled = detail.settled_remaining_ucr
         topup = key.auto_topup
-        if topup.enabled and detail.remaining_ucr < Decimal(topup.threshold_usd) * UCR_PER_USD:
-            if await self._auto_top_up(actor, key, detail.remaining_ucr):
+        if topup.enabled and settled < Decimal(topup.threshold_usd) * UCR_PER_USD:
+            if await self._auto_top_up(actor, key, settled):
                 return
-        if detail.remaining_ucr < self.exhausted_below_ucr and key.status == kpb.KEY_STATUS_ACTIVE:
-            await self._call(self.keys.MarkKeyExhausted, kpb.MarkKeyExhaustedRequest(actor=actor, key_id=key.id))
+        if settled < detail.min_request_ucr and key.status == kpb.KEY_STATUS_ACTIVE:
+            try:
+                await self._call(self.keys.MarkKeyExhausted, kpb.MarkKeyExhaustedRequest(actor=actor, key_id=key.id))
+            except grpc.aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    return  # it can pay after all (funded since the read), or is no longer active
+                raise
             EXHAUSTED.inc()
-            log.info("key exhausted", extra={"key_id": key.id, "remaining_ucr": detail.remaining_ucr})
+            log.info("key exhausted", extra={"key_id": key.id, "settled_remaining_ucr": settled,
+                                             "min_request_ucr": detail.min_request_ucr})
 
-    async def _auto_top_up(self, actor: kpb.Actor, key: kpb.Key, remaining_ucr: int) -> bool:
+    async def _auto_top_up(self, actor: kpb.Actor, key: kpb.Key, settled_remaining_ucr: int) -> bool:
         credits = int((Decimal(key.auto_topup.amount_usd) * 100).to_integral_value(ROUND_CEILING))
         request = kpb.TopUpKeyRequest(actor=actor, key_id=key.id, amount_credits=credits, automatic=True,
                                       idempotency_key=f"crossing:{key.funded_ucr}")
@@ -93,8 +107,8 @@ class Rules:
             TOPUPS.labels("replayed").inc()
             return True
         TOPUPS.labels("done").inc()
-        log.info("auto top-up", extra={"key_id": key.id, "credits": credits, "remaining_ucr": remaining_ucr,
-                                       "funded_ucr": out.key.funded_ucr})
+        log.info("auto top-up", extra={"key_id": key.id, "credits": credits,
+                                       "settled_remaining_ucr": settled_remaining_ucr, "funded_ucr": out.key.funded_ucr})
         return True
 
     # -- partners ------------------------------------------------------------------

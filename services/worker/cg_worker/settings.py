@@ -21,6 +21,4 @@ class Settings(BaseSettings):
     ack_wait_s: float = 30.0
     # Below this many available credits, a partner's customer-created keys are suspended.
     deposit_line_credits: int = 1_000
-    # A partner key with less than this available (and no auto top-up to save it) is exhausted.
-    exhausted_below_credits: int = 1
     log_level: str = "INFO"
