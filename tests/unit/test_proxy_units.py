@@ -23,6 +23,12 @@ def test_max_output_tokens_prefers_request_and_caps_at_model():
     assert max_output_tokens({"max_tokens": 10**9}, ROUTE) == 1000
 
 
+def test_a_model_without_a_known_cap_holds_what_the_request_asks_for():
+    uncapped = keys_pb2.ModelRoute(id="m")
+    assert max_output_tokens({"max_tokens": 50_000}, uncapped) == 50_000  # not cut to a default: under-held
+    assert max_output_tokens({}, uncapped) == 4096
+
+
 @pytest.mark.parametrize("bad", [0, -1, "5", 1.5, True])
 def test_max_tokens_must_be_positive_int(bad):
     with pytest.raises(errors.APIError) as e:

@@ -5,6 +5,11 @@ Legacy completions answer each prompt with the chat reply (``REPLY_WORDS``, cut 
 floats (or ``dimensions``) derived from the SHA-256 of each input, each a multiple of
 1/128 so the base64 (float32) encoding is exact; prompt tokens = words + 1 per input.
 
+It refuses what OpenAI refuses, with OpenAI's error body (400 ``invalid_request_error``,
+``param`` naming the field): the same validator as the proxy's
+(``cglib.openai_requests``: OpenAI's request schemas, ``max_tokens`` above the model's
+cap for the OpenAI models it plays), so tests see what production would.
+
 A broken provider, for tests of what the gateway does about one: with ``fail`` set
 (``CG_MOCK_FAIL``, or ``app.state.fail`` of an app run in-process, which a test may change
 between requests) every POST fails. ``"503"`` (any HTTP status) answers that status with
@@ -30,9 +35,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cglib.openai_requests import RequestInvalid, RequestValidator, check_output_cap
+
 REPLY = "Hello from the Creditgate mock upstream. This reply is deterministic so usage can be priced exactly."
 REPLY_WORDS = REPLY.split()
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "gemini-2.5-flash", "llama-3.3-70b-versatile", "mistral-small-latest"]
+# OpenAI's documented output caps of the OpenAI models the mock plays (max_tokens above: 400).
+MAX_OUTPUT_TOKENS = {"gpt-4o-mini": 16384, "gpt-4o": 16384}
 
 
 def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
@@ -47,23 +56,37 @@ def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 def reply_words(body: dict[str, Any]) -> list[str]:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(limit, int) and limit > 0:
-        return REPLY_WORDS[:limit]
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+        return REPLY_WORDS[:int(limit)]
     return REPLY_WORDS
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": None}}, status)
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestInvalid)
+    return _error(400, exc.message, param=exc.param, code=exc.code)
+
+
+async def _valid_body(request: Request, endpoint: str) -> dict[str, Any]:
+    """The body if OpenAI would take it; else ``RequestInvalid`` (answered by ``_refused``)."""
+    body = request.app.state.validator.parse(endpoint, await request.body())
+    cap = MAX_OUTPUT_TOKENS.get(body["model"])
+    if cap and endpoint != "embeddings":
+        check_output_cap(body, cap)
+    dimensions = body.get("dimensions") if endpoint == "embeddings" else None
+    if dimensions is not None and dimensions > EMBEDDING_DIMS_MAX:
+        raise RequestInvalid(f"Invalid value for 'dimensions': {dimensions}. This model supports at most "
+                             f"{EMBEDDING_DIMS_MAX} dimensions.", "dimensions", "invalid_value")
+    return body
 
 
 async def chat_completions(request: Request) -> Response:
     chunk_delay_s = request.app.state.chunk_delay_ms / 1000
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return _error(400, "body is not JSON")
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
-        return _error(400, "model and messages are required")
+    body = await _valid_body(request, "chat")
     model = body["model"]
     words = reply_words(body)
     prompt_tokens = count_prompt_tokens(body["messages"])
@@ -128,11 +151,17 @@ async def chat_completions(request: Request) -> Response:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def _texts(value: Any) -> list[str] | None:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
-        return None
-    return items
+def _texts(value: Any) -> list[str]:
+    """A prompt or an input as texts, one per item: a string, an array of strings, an
+    array of token ids or an array of token-id arrays (ids read as words, so a token
+    array of n ids counts n tokens). Null or ``[]``: one empty prompt."""
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        return [""]
+    if all(isinstance(v, int) for v in value):
+        return [" ".join(map(str, value))]
+    return [v if isinstance(v, str) else " ".join(map(str, v)) for v in value]
 
 
 def count_text_tokens(texts: list[str]) -> int:
@@ -141,13 +170,8 @@ def count_text_tokens(texts: list[str]) -> int:
 
 async def completions(request: Request) -> Response:
     chunk_delay_s = request.app.state.chunk_delay_ms / 1000
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return _error(400, "body is not JSON")
-    prompts = _texts(body.get("prompt")) if isinstance(body, dict) else None
-    if prompts is None or not body.get("model"):
-        return _error(400, "model and prompt (a string or an array of strings) are required")
+    body = await _valid_body(request, "completions")
+    prompts = _texts(body.get("prompt"))
     model = body["model"]
     words = reply_words(body)
     text = " ".join(words)
@@ -187,6 +211,7 @@ async def completions(request: Request) -> Response:
 
 
 EMBEDDING_DIMS = 8
+EMBEDDING_DIMS_MAX = 3072  # text-embedding-3-large's, the most OpenAI's models give
 
 
 def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
@@ -199,19 +224,10 @@ def embedding_vector(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
 
 
 async def embeddings(request: Request) -> Response:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return _error(400, "body is not JSON")
-    inputs = _texts(body.get("input")) if isinstance(body, dict) else None
-    if inputs is None or not body.get("model"):
-        return _error(400, "model and input (a string or an array of strings) are required")
+    body = await _valid_body(request, "embeddings")
+    inputs = _texts(body["input"])
     encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        return _error(400, "encoding_format must be 'float' or 'base64'")
-    dims = body.get("dimensions") or EMBEDDING_DIMS
-    if not isinstance(dims, int) or dims < 1:
-        return _error(400, "dimensions must be a positive integer")
+    dims = int(body.get("dimensions") or EMBEDDING_DIMS)
     data = []
     for i, text in enumerate(inputs):
         vector: list[float] | str = embedding_vector(text, dims)
@@ -274,6 +290,7 @@ def create_app(chunk_delay_ms: int = 0, fail: str = "") -> Starlette:
     tests of what happens while a stream is in flight; ``fail`` makes it a broken provider."""
     app = Starlette(
         middleware=[Middleware(FailureSwitch)],
+        exception_handlers={RequestInvalid: _refused},
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
@@ -284,5 +301,6 @@ def create_app(chunk_delay_ms: int = 0, fail: str = "") -> Starlette:
     )
     app.state.chunk_delay_ms = chunk_delay_ms
     app.state.fail = _check_fail(fail)
+    app.state.validator = RequestValidator()
     __import__("cg_mock_upstream.anthropic", fromlist=["mount"]).mount(app)  # POST /anthropic/v1/messages
     return app

@@ -75,8 +75,23 @@ def insufficient_quota(detail: str = "") -> APIError:
     return APIError(429, f"{msg} {detail}".strip(), type="insufficient_quota", code="insufficient_quota")
 
 
-def bad_request(message: str, param: str | None = None) -> APIError:
-    return APIError(400, message, param=param)
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def body_cut_off() -> APIError:
+    return APIError(400, "The request body ended before it was complete.", code="incomplete_body")
+
+
+def body_timeout(timeout_s: float) -> APIError:
+    """408 for a body that did not arrive in time; the connection is closed after it
+    (the rest of that body could still come and be read as a next request)."""
+    return APIError(
+        408,
+        f"The request body was not received within {timeout_s:g} seconds.",
+        code="request_timeout",
+        headers={"Connection": "close"},
+    )
 
 
 def request_too_large(limit_bytes: int) -> APIError:

@@ -33,16 +33,27 @@ class Usage:
         return "provider" if self.source == ledger_pb2.USAGE_SOURCE_PROVIDER else "estimated"
 
 
+# The output bound of a request that names none, for a model whose catalog entry has no cap.
+DEFAULT_OUTPUT_CAP = 4096
+
+
 def max_output_tokens(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
-    cap = route.max_output_tokens or 4096
+    """The request's output bound (``max_completion_tokens``, else ``max_tokens``), at
+    most the model's cap. A request through the routes was validated before
+    (``cg_proxy.request_checks``: a positive 64-bit integer, not above the cap); the
+    check here stays for other callers, such as a provider adapter's own tests."""
+    cap = route.max_output_tokens
     for field in ("max_completion_tokens", "max_tokens"):
         value = body.get(field)
         if value is None:
             continue
+        if isinstance(value, float) and value.is_integer():  # JSON's 100.0 is 100
+            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise errors.bad_request(f"`{field}` must be a positive integer.", param=field)
-        return min(value, cap)
-    return cap
+        # a model without a known cap holds what was asked for: the provider may produce it
+        return min(value, cap) if cap else value
+    return cap or DEFAULT_OUTPUT_CAP
 
 
 def usage_from(payload: dict[str, Any] | None) -> Usage | None:
@@ -163,6 +174,10 @@ class Meter:
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                 raise errors.insufficient_quota() from None
+            if e.code() == grpc.StatusCode.OUT_OF_RANGE:  # the hold passes the ledger's bound on one amount
+                raise errors.bad_request(
+                    "This request could cost more than the gateway holds for a single request: lower "
+                    "`max_tokens` (or `n`) or send a shorter prompt.", param="max_tokens") from None
             if e.code() in _UNAVAILABLE:
                 raise errors.service_unavailable("ledger") from None
             raise

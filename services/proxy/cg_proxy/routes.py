@@ -1,25 +1,29 @@
 """The OpenAI-compatible endpoints.
 
 The metered endpoints (chat completions, legacy completions, embeddings) share one
-path, ``_metered``: read and parse the body, authenticate, validate, check the model is
-one the key allows, reserve an upper bound, forward, and record the usage once the
-client has its answer (or void the hold when the provider fails before any output).
-What differs per endpoint is an ``_Endpoint``: its own field checks, its output bound,
-and how to read usage and output from the provider's reply.
+path, ``_metered``: authenticate, read the body (bounded in size and time), validate it
+(``cg_proxy.request_checks``: OpenAI's request schema, one step), check the model is one
+the key allows, reserve an upper bound, forward, and record the usage once the client
+has its answer (or void the hold when the provider fails before any output). What
+differs per endpoint is an ``_Endpoint``: its output bound, and how to read usage and
+output from the provider's reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
-from cg_proxy import errors, limits, tokens
+from cg_proxy import errors, limits, request_checks, tokens
 from cg_proxy.auth import AuthedKey
 from cg_proxy.metering import Usage, estimate, max_output_tokens, usage_from
 from cg_proxy.relay import StreamRelay
@@ -27,7 +31,15 @@ from cg_proxy.state import ProxyState
 from cg_proxy.usage import Finished
 from creditgate.keys.v1 import keys_pb2
 
-router = APIRouter()
+log = logging.getLogger(__name__)
+
+@contextlib.asynccontextmanager
+async def _compile_checks(app: FastAPI) -> AsyncIterator[None]:
+    request_checks.warm()  # the request schemas compile at start, not on a first request
+    yield
+
+
+router = APIRouter(lifespan=_compile_checks)
 
 
 def _state(request: Request) -> ProxyState:
@@ -41,29 +53,25 @@ def _refuse_declared_size(request: Request, limit: int) -> None:
         raise errors.request_too_large(limit)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The body, refused with 413 as soon as more than ``limit`` bytes arrived (a
-    chunked body has no Content-Length to check beforehand)."""
+    chunked body has no Content-Length to check beforehand), and with 408 when it has
+    not all arrived within ``timeout_s`` (a client that promised a body and sends
+    nothing would otherwise hold the connection for ever)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.request_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.bad_request(
-            "We could not parse the JSON body of your request. The body must be a JSON object."
-        ) from None
-    if not isinstance(body, dict):
-        raise errors.bad_request("The request body must be a JSON object.")
-    return body
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.request_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.body_timeout(timeout_s) from None
+    except ClientDisconnect:  # nobody reads the answer; it only keeps a trace out of the log
+        raise errors.body_cut_off() from None
+    return b"".join(chunks)
 
 
 def _model_entry(model_id: str, authed: AuthedKey) -> dict[str, Any]:
@@ -90,10 +98,8 @@ async def get_model(model_id: str, request: Request) -> JSONResponse:
 
 @dataclass(frozen=True)
 class _Endpoint:
-    name: str  # for cg_proxy.tokens: chat, completions, embeddings
+    name: str  # for cg_proxy.tokens and cg_proxy.request_checks: chat, completions, embeddings
     upstream_path: str
-    # The endpoint's own fields, checked after `model` (400 with `param`).
-    check: Callable[[dict[str, Any]], None]
     # The most output tokens the request can produce (the reservation's output bound).
     max_output: Callable[[dict[str, Any], keys_pb2.ModelRoute], int]
     # The provider-reported usage of a JSON reply, if well formed.
@@ -108,19 +114,13 @@ def _choices(payload: Any) -> list[dict[str, Any]]:
     return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
-# OpenAI's own ceiling for `n` (and `best_of`): more could size a hold beyond any budget.
-_N_MAX = 128
-
-
-def _check_chat(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise errors.bad_request("`messages` must be a non-empty array.", param="messages")
-    _positive_int(body, "n", maximum=_N_MAX)
+def _count(body: dict[str, Any], field: str) -> int:
+    """``n`` or ``best_of``, validated already: an integer >= 1 (``2.0`` is JSON's 2), or absent."""
+    return int(body.get(field) or 1)
 
 
 def _chat_max_output(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
-    return max_output_tokens(body, route) * _positive_int(body, "n", maximum=_N_MAX)  # n choices, each up to the cap
+    return max_output_tokens(body, route) * _count(body, "n")  # n choices, each up to the cap
 
 
 def _chat_output_chars(payload: Any, data: bytes) -> int:
@@ -129,60 +129,16 @@ def _chat_output_chars(payload: Any, data: bytes) -> int:
     return len(content) if content else len(data)
 
 
-def _texts(value: Any, allow_empty: bool) -> list[str] | None:
-    """A string or a non-empty array of strings, as a list; None if it is neither."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
-        return None
-    if not allow_empty and not all(items):
-        return None
-    return items
-
-
-def _positive_int(body: dict[str, Any], field: str, default: int = 1, maximum: int | None = None) -> int:
-    value = body.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise errors.bad_request(f"`{field}` must be a positive integer.", param=field)
-    if maximum is not None and value > maximum:
-        raise errors.bad_request(f"`{field}` must be at most {maximum}.", param=field)
-    return value
-
-
-def _check_completion(body: dict[str, Any]) -> None:
-    if _texts(body.get("prompt"), allow_empty=True) is None:
-        raise errors.bad_request("`prompt` must be a string or a non-empty array of strings.", param="prompt")
-    _positive_int(body, "n", maximum=_N_MAX)
-    _positive_int(body, "best_of", maximum=_N_MAX)
-
-
 def _completion_max_output(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
     # Each prompt of a list gets its own completions, `max(n, best_of)` of them generated.
-    prompts = len(_texts(body.get("prompt"), allow_empty=True) or [""])
-    per_prompt = max(_positive_int(body, "n", maximum=_N_MAX), _positive_int(body, "best_of", maximum=_N_MAX))
-    return max_output_tokens(body, route) * prompts * per_prompt
+    prompt = body["prompt"]  # validated: a string or a non-empty array of strings
+    prompts = 1 if isinstance(prompt, str) else len(prompt)
+    return max_output_tokens(body, route) * prompts * max(_count(body, "n"), _count(body, "best_of"))
 
 
 def _completion_output_chars(payload: Any, data: bytes) -> int:
     text = "".join(str(c.get("text") or "") for c in _choices(payload))
     return len(text) if text else len(data)
-
-
-_EMBEDDING_INPUTS_MAX = 2048
-
-
-def _check_embedding(body: dict[str, Any]) -> None:
-    inputs = _texts(body.get("input"), allow_empty=False)
-    if inputs is None:
-        raise errors.bad_request(
-            "`input` must be a non-empty string or a non-empty array of non-empty strings.", param="input"
-        )
-    if len(inputs) > _EMBEDDING_INPUTS_MAX:
-        raise errors.bad_request(f"`input` may hold at most {_EMBEDDING_INPUTS_MAX} items.", param="input")
-    if body.get("encoding_format", "float") not in ("float", "base64"):
-        raise errors.bad_request("`encoding_format` must be 'float' or 'base64'.", param="encoding_format")
-    _positive_int(body, "dimensions")
 
 
 def _embedding_usage(payload: Any) -> Usage | None:
@@ -193,13 +149,10 @@ def _embedding_usage(payload: Any) -> Usage | None:
     return usage_from(payload)
 
 
-CHAT = _Endpoint("chat", "/chat/completions", _check_chat, _chat_max_output, usage_from, _chat_output_chars)
-COMPLETIONS = _Endpoint(
-    "completions", "/completions", _check_completion, _completion_max_output, usage_from, _completion_output_chars
-)
+CHAT = _Endpoint("chat", "/chat/completions", _chat_max_output, usage_from, _chat_output_chars)
+COMPLETIONS = _Endpoint("completions", "/completions", _completion_max_output, usage_from, _completion_output_chars)
 EMBEDDINGS = _Endpoint(
-    "embeddings", "/embeddings", _check_embedding, lambda body, route: 0, _embedding_usage,
-    lambda payload, data: 0, streams=False,
+    "embeddings", "/embeddings", lambda body, route: 0, _embedding_usage, lambda payload, data: 0, streams=False,
 )
 # Bodies larger than this are tokenized in a thread (tiktoken releases the GIL): a 4 MiB
 # prompt takes ~0.5 s, which must not stall every other request of the event loop.
@@ -222,13 +175,8 @@ async def embeddings(request: Request) -> Response:
 
 
 def _stream_params(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise errors.bad_request("`stream` must be a boolean.", param="stream")
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise errors.bad_request("`stream_options` must be an object.", param="stream_options")
-    return stream, stream_options
+    # validated: `stream` a boolean or null, `stream_options` an object or null
+    return body.get("stream") is True, body.get("stream_options")
 
 
 async def _metered(request: Request, ep: _Endpoint) -> Response:
@@ -239,17 +187,14 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     limit = st.settings.max_body_bytes
     _refuse_declared_size(request, limit)
     authed = await st.auth.authenticate(request.headers)
-    raw = await _read_body(request, limit)
-    body = _json_object(raw)
-
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise errors.bad_request("You must provide a model parameter.", param="model")
-    ep.check(body)
+    raw = await _read_body(request, limit, st.settings.body_read_timeout_s)
+    body = request_checks.parsed(ep.name, raw)
+    model: str = body["model"]
     stream, stream_options = _stream_params(body) if ep.streams else (False, None)
     route = authed.models.get(model)
     if route is None:
         raise errors.model_not_found(model)
+    request_checks.fits(body, route)
 
     if len(raw) <= _TOKENIZE_INLINE_MAX_BYTES:
         prompt_bound = tokens.prompt_tokens_bound(ep.name, body, raw, route)
@@ -272,6 +217,14 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
         resp = await st.upstreams.open(ep.upstream_path, route, upstream_body)
     except errors.APIError:
         st.recorder.void(request_id, "upstream_error")
+        raise
+    except Exception:  # a fault of ours or of a provider adapter: the hold must not linger
+        log.exception("forwarding failed", extra={"request_id": request_id, "model": model})
+        st.recorder.void(request_id, "upstream_error")
+        raise errors.APIError(502, "The gateway could not forward this request to the provider.",
+                              type="server_error", code="upstream_error") from None
+    except BaseException:  # cancelled: nobody waits for the answer
+        st.recorder.void(request_id, "cancelled")
         raise
 
     def finish(usage: Usage, status: str) -> None:

