@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -33,8 +34,9 @@ Ctrl-C stops everything; `make run` again reuses var/ (the same demo key keeps w
 
 
 def main() -> int:
-    var = Path("var")
-    stack = Stack(StackConfig(var_dir=var, fixed_ports=True, echo=sys.stdout))
+    var = Path(os.environ.get("CG_DEVSTACK_VAR", "var"))
+    offset = int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
+    stack = Stack(StackConfig(var_dir=var, fixed_ports=True, port_offset=offset, echo=sys.stdout))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

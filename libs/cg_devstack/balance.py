@@ -4,6 +4,7 @@ from the stack that ``make run`` started (reads ``var/demo-key.json``)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def main() -> int:
         print("no demo key yet: run `make run` first", file=sys.stderr)
         return 1
     key = json.loads(state.read_text())
-    seeder = Seeder(f"127.0.0.1:{DEFAULT_PORTS['keys']}", f"127.0.0.1:{DEFAULT_PORTS['ledger']}")
+    offset = int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
+    seeder = Seeder(f"127.0.0.1:{DEFAULT_PORTS['keys'] + offset}", f"127.0.0.1:{DEFAULT_PORTS['ledger'] + offset}")
     try:
         b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=key["account"]), timeout=5)
     finally:

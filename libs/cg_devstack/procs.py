@@ -26,12 +26,26 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as every server of the
+    stack sets it: connections of a stopped server lingering in TIME_WAIT don't count."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def wait_for_free_ports(ports: dict[str, int], timeout_s: float) -> list[str]:
+    """Waits up to ``timeout_s`` for the ports to be free (a stack stopped a moment ago
+    may still be letting go of them); returns the ``name:port`` of those still taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = [f"{name}:{port}" for name, port in ports.items() if not port_is_free(port)]
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.1)
 
 
 def http_ok(url: str) -> ReadyCheck:
@@ -111,8 +125,10 @@ class Proc:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        # the child becomes argv once it is set to die with us (cg_devstack.child says why)
+        argv = [sys.executable, "-m", "cg_devstack.child", str(os.getpid()), "--", *self.argv]
         self.popen = subprocess.Popen(
-            self.argv,
+            argv,
             env=env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,

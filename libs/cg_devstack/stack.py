@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, lost_port, nats_ready, port_is_free
+from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, lost_port, nats_ready, wait_for_free_ports
 
 # What `make run` binds; tests pick free ports instead.
 DEFAULT_PORTS = {
@@ -25,6 +26,8 @@ DEFAULT_PORTS = {
     "bff": 8090,
 }
 ORDER = ("nats", "keys", "ledger", "mock", "proxy", "worker", "bff")
+# How long a fixed-port stack waits for its ports, e.g. right after a previous run stopped.
+PORT_WAIT_S = 10.0
 
 
 def nats_server_binary() -> str:
@@ -40,6 +43,8 @@ class StackConfig:
     keys_db: str = ""  # default: SQLite file under var_dir
     ledger_db: str = ""
     fixed_ports: bool = False
+    # Added to every fixed port: a second stack beside the first (CG_DEVSTACK_PORT_OFFSET).
+    port_offset: int = 0
     echo: TextIO | None = None
     services: tuple[str, ...] = ORDER
     # Extra environment per service name, e.g. {"proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0"}}.
@@ -51,13 +56,25 @@ class Stack:
         self.config = config
         self.var = Path(config.var_dir).resolve()
         if config.fixed_ports:
-            busy = [f"{n}:{p}" for n, p in DEFAULT_PORTS.items() if not port_is_free(p)]
+            self.ports = {name: port + config.port_offset for name, port in DEFAULT_PORTS.items()}
+            busy = wait_for_free_ports(self.ports, PORT_WAIT_S)
             if busy:
                 raise RuntimeError(f"ports already in use: {', '.join(busy)} (is another stack running?)")
-            self.ports = dict(DEFAULT_PORTS)
         else:
             self.ports = {name: free_port() for name in DEFAULT_PORTS}
         self.procs: dict[str, Proc] = {}
+
+    @property
+    def ledger_admin_token(self) -> str:
+        """The token of the ledger's admin calls (audit, list accounts): made once per
+        var/ and kept there (readable by its owner only), like the databases beside it."""
+        path = self.var / "ledger-admin-token"
+        if not path.exists():
+            self.var.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     # -- addresses --------------------------------------------------------------
 
@@ -103,7 +120,7 @@ class Stack:
         if name == "ledger":
             env = {"CG_LEDGER_PORT": str(p["ledger"]), "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),
                    "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}",
-                   "CG_LEDGER_NATS_URL": self.nats_url}
+                   "CG_LEDGER_NATS_URL": self.nats_url, "CG_LEDGER_ADMIN_TOKEN": self.ledger_admin_token}
             return Proc.python_module("ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log",
                                       grpc_serving(self.ledger_addr), **echo)
         if name == "mock":
