@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cg_proxy import errors, routes, tokens
+from cg_proxy import errors, openapi, routes, tokens
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
 from cg_proxy.metering import Meter
@@ -71,6 +71,10 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(routes.router)
     metrics_route(app)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_description() -> JSONResponse:
+        return JSONResponse(openapi.description())
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
