@@ -118,22 +118,27 @@ class KeyOps:
         return key, acting.partner
 
     async def mark_exhausted(self, actor, key_id: str) -> Keyed:
-        """For the worker: decided again here, under the key's lock, with the ledger's
-        balance read then (see ``budget``): a key that can still pay for its cheapest
-        request stays active (FAILED_PRECONDITION). A top-up after the read revives the
-        key when it records its funding, also under the lock, so the two cannot cross."""
+        """For the worker: decided again here, with the ledger's balance read now (see
+        ``budget``): a key that can still pay for its cheapest request stays active
+        (FAILED_PRECONDITION). The balance is read before the key's row is locked — never
+        a network call inside a transaction: on SQLite that would hold the service's one
+        connection — and the row is changed only if no funding was recorded since the
+        read; a top-up that lands after that revives the key when it records its funding
+        (under the same lock), so the two cannot cross."""
         acting, key = await self._changeable(actor, key_id, partner_only=True)
         if key.kind != "partner":
             raise FailedPrecondition("a customer-created key has no budget of its own")
+        need = budget.min_request_ucr(self.catalog, acting.partner.tier, key.allowed_models)
+        balance = await self.funding.balance(key.budget_account)
+        settled = balance.posted_ucr if balance is not None else 0
         async with self.sessions() as session:
             row = await session.get(VirtualKey, key.id, with_for_update=True)
             if row.status == "exhausted":
                 return row, acting.partner
             if row.status != "active":
                 raise FailedPrecondition(f"the key is {row.status}: only an active key becomes exhausted")
-            need = budget.min_request_ucr(self.catalog, acting.partner.tier, row.allowed_models)
-            balance = await self.funding.balance(row.budget_account)
-            settled = balance.posted_ucr if balance is not None else 0
+            if row.funded_ucr != key.funded_ucr:
+                raise FailedPrecondition("the key was funded while this was decided; look again")
             if not budget.is_exhausted(settled, need):
                 raise FailedPrecondition(f"the key can still pay for a request: {settled} ucr settled, "
                                          f"its cheapest request takes {need}")
