@@ -23,7 +23,7 @@ export OPENAI_API_KEY={key.secret}
 demo key models: {models}
 portal:          {stack.bff_url}/
 metrics:         {stack.proxy_url}/metrics
-logs:            {stack.var / 'logs'}
+logs:            {stack.var / "logs"}
 balance:         .venv/bin/python -m cg_devstack.balance
 
 curl -s {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'

@@ -22,12 +22,14 @@ def main() -> int:
     port = DEFAULT_PORTS["ledger"] + int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         audit = ledger_pb2_grpc.LedgerAdminServiceStub(channel).AuditBooks(
-            ledger_pb2.AuditBooksRequest(), metadata=(("x-cg-admin-token", token_file.read_text().strip()),),
-            timeout=30)
+            ledger_pb2.AuditBooksRequest(), metadata=(("x-cg-admin-token", token_file.read_text().strip()),), timeout=30
+        )
     print(f"{audit.accounts} accounts, {audit.transfers} transfers")
     for unit in audit.units:
-        print(f"  {unit.unit:>10}: {unit.accounts} accounts, posted balances sum to {unit.sum_posted}, "
-              f"{unit.external_in} came in from outside")
+        print(
+            f"  {unit.unit:>10}: {unit.accounts} accounts, posted balances sum to {unit.sum_posted}, "
+            f"{unit.external_in} came in from outside"
+        )
     for d in audit.discrepancies:
         print(f"  DISCREPANCY {d.check} {d.account or '(whole unit)'}: {d.detail}")
     print("books: ok" if audit.ok else "books: NOT ok")

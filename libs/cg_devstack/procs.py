@@ -119,7 +119,9 @@ class Proc:
         self._pump: threading.Thread | None = None
 
     @classmethod
-    def python_module(cls, name: str, module: str, env: dict[str, str], log_path: Path, ready: ReadyCheck, **kw) -> "Proc":
+    def python_module(
+        cls, name: str, module: str, env: dict[str, str], log_path: Path, ready: ReadyCheck, **kw
+    ) -> "Proc":
         return cls(name, [sys.executable, "-m", module], env, log_path, ready, **kw)
 
     def start(self) -> None:
@@ -156,7 +158,9 @@ class Proc:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode if self.popen else '?'}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode if self.popen else '?'}:\n{self.tail()}"
+                )
             if self.ready():
                 return
             time.sleep(0.05)

@@ -61,8 +61,9 @@ class Seeder:
             )
         return partner.id
 
-    def funded_key(self, partner_id: str, budget_credits: int, models: list[str], name: str = "Demo key",
-                   **fields) -> FundedKey:
+    def funded_key(
+        self, partner_id: str, budget_credits: int, models: list[str], name: str = "Demo key", **fields
+    ) -> FundedKey:
         """A partner key with this budget (the partner pays budget + its tier's fee)."""
         created = self.keys.CreateKey(
             keys_pb2.CreateKeyRequest(
@@ -80,7 +81,9 @@ class Seeder:
 
     def key_works(self, secret: str) -> bool:
         try:
-            resp = self.keys.AuthenticateKey(keys_pb2.AuthenticateKeyRequest(key_hash=hash_secret(secret)), timeout=TIMEOUT)
+            resp = self.keys.AuthenticateKey(
+                keys_pb2.AuthenticateKeyRequest(key_hash=hash_secret(secret)), timeout=TIMEOUT
+            )
         except grpc.RpcError:
             return False
         return resp.key.status == keys_pb2.KEY_STATUS_ACTIVE

@@ -108,25 +108,52 @@ class Stack:
         if name == "nats":
             store = var / "nats"
             store.mkdir(parents=True, exist_ok=True)
-            argv = [nats_server_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1",
-                    "-p", str(p["nats"]), "-m", str(p["nats_monitor"])]
+            argv = [
+                nats_server_binary(),
+                "-js",
+                "-sd",
+                str(store),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(p["nats"]),
+                "-m",
+                str(p["nats_monitor"]),
+            ]
             ready = nats_ready(p["nats"], p["nats_monitor"])
             return Proc("nats", argv, extra, logs / "nats.log", ready, **echo)
         if name == "keys":
-            env = {"CG_KEYS_PORT": str(p["keys"]), "CG_KEYS_METRICS_PORT": str(p["keys_metrics"]),
-                   "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}",
-                   "CG_KEYS_LEDGER_ADDR": self.ledger_addr, "CG_KEYS_NATS_URL": self.nats_url}
-            return Proc.python_module("keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo)
+            env = {
+                "CG_KEYS_PORT": str(p["keys"]),
+                "CG_KEYS_METRICS_PORT": str(p["keys_metrics"]),
+                "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}",
+                "CG_KEYS_LEDGER_ADDR": self.ledger_addr,
+                "CG_KEYS_NATS_URL": self.nats_url,
+            }
+            return Proc.python_module(
+                "keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo
+            )
         if name == "ledger":
-            env = {"CG_LEDGER_PORT": str(p["ledger"]), "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),
-                   "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}",
-                   "CG_LEDGER_NATS_URL": self.nats_url, "CG_LEDGER_ADMIN_TOKEN": self.ledger_admin_token}
-            return Proc.python_module("ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log",
-                                      grpc_serving(self.ledger_addr), **echo)
+            env = {
+                "CG_LEDGER_PORT": str(p["ledger"]),
+                "CG_LEDGER_METRICS_PORT": str(p["ledger_metrics"]),
+                "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}",
+                "CG_LEDGER_NATS_URL": self.nats_url,
+                "CG_LEDGER_ADMIN_TOKEN": self.ledger_admin_token,
+            }
+            return Proc.python_module(
+                "ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log", grpc_serving(self.ledger_addr), **echo
+            )
         if name == "mock":
             env = {"CG_MOCK_PORT": str(p["mock"])}
-            return Proc.python_module("mock", "cg_mock_upstream", {**env, **extra}, logs / "mock.log",
-                                      http_ok(f"http://127.0.0.1:{p['mock']}/healthz"), **echo)
+            return Proc.python_module(
+                "mock",
+                "cg_mock_upstream",
+                {**env, **extra},
+                logs / "mock.log",
+                http_ok(f"http://127.0.0.1:{p['mock']}/healthz"),
+                **echo,
+            )
         if name == "proxy":
             env = {
                 "CG_PROXY_PORT": str(p["proxy"]),
@@ -136,21 +163,34 @@ class Stack:
                 "CG_PROXY_DEFAULT_UPSTREAM__BASE_URL": f"http://127.0.0.1:{p['mock']}/v1",
                 "CG_PROXY_OUTBOX_PATH": str(var / "proxy-outbox.sqlite3"),
             }
-            return Proc.python_module("proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log",
-                                      http_ok(f"{self.proxy_url}/readyz"), **echo)
+            return Proc.python_module(
+                "proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log", http_ok(f"{self.proxy_url}/readyz"), **echo
+            )
         if name == "worker":
-            env = {"CG_WORKER_NATS_URL": self.nats_url, "CG_WORKER_METRICS_PORT": str(p["worker_metrics"]),
-                   "CG_WORKER_KEYS_ADDR": self.keys_addr, "CG_WORKER_LEDGER_ADDR": self.ledger_addr}
-            return Proc.python_module("worker", "cg_worker", {**env, **extra}, logs / "worker.log",
-                                      http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"), **echo)
+            env = {
+                "CG_WORKER_NATS_URL": self.nats_url,
+                "CG_WORKER_METRICS_PORT": str(p["worker_metrics"]),
+                "CG_WORKER_KEYS_ADDR": self.keys_addr,
+                "CG_WORKER_LEDGER_ADDR": self.ledger_addr,
+            }
+            return Proc.python_module(
+                "worker",
+                "cg_worker",
+                {**env, **extra},
+                logs / "worker.log",
+                http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"),
+                **echo,
+            )
         if name == "bff":
             env = {"CG_BFF_PORT": str(p["bff"]), "CG_BFF_PROXY_PUBLIC_URL": f"{self.proxy_url}/v1"}
-            return Proc.python_module("bff", "cg_bff", {**env, **extra}, logs / "bff.log",
-                                      http_ok(f"{self.bff_url}/healthz"), **echo)
+            return Proc.python_module(
+                "bff", "cg_bff", {**env, **extra}, logs / "bff.log", http_ok(f"{self.bff_url}/healthz"), **echo
+            )
         raise KeyError(name)
 
-    def start_replica(self, service: str, name: str, extra_env: dict[str, str] | None = None,
-                      timeout_s: float = 60) -> tuple[Proc, str]:
+    def start_replica(
+        self, service: str, name: str, extra_env: dict[str, str] | None = None, timeout_s: float = 60
+    ) -> tuple[Proc, str]:
         """Another proxy or worker sharing the stack, on ports of its own; stopped with the
         stack. Returns the process and its base URL (HTTP port for a proxy, metrics for a worker)."""
         port = free_port()
@@ -168,9 +208,15 @@ class Stack:
         return proc, url
 
     # the ports each service binds itself (others only connect to them)
-    OWN_PORTS = {"nats": ("nats", "nats_monitor"), "keys": ("keys", "keys_metrics"),
-                 "ledger": ("ledger", "ledger_metrics"), "mock": ("mock",), "proxy": ("proxy",),
-                 "worker": ("worker_metrics",), "bff": ("bff",)}
+    OWN_PORTS = {
+        "nats": ("nats", "nats_monitor"),
+        "keys": ("keys", "keys_metrics"),
+        "ledger": ("ledger", "ledger_metrics"),
+        "mock": ("mock",),
+        "proxy": ("proxy",),
+        "worker": ("worker_metrics",),
+        "bff": ("bff",),
+    }
 
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
         for attempt in range(3):

@@ -66,8 +66,7 @@ def create_server(
     """Builds an aio server with our interceptors, health and reflection, bound to
     ``addr`` (``host:0`` picks a free port). Returns ``(server, port, health)``."""
     # metrics first: it counts (and times) the calls the decoder refuses too
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestDecodeInterceptor()],
-                             options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestDecodeInterceptor()], options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -29,4 +29,4 @@ def display_prefix(secret: str) -> str:
 
 
 def looks_like_key(secret: str) -> bool:
-    return secret.startswith(PREFIX) and len(secret) >= len(PREFIX) + 32 and secret[len(PREFIX):].isalnum()
+    return secret.startswith(PREFIX) and len(secret) >= len(PREFIX) + 32 and secret[len(PREFIX) :].isalnum()

@@ -37,6 +37,7 @@ def balance_subject(partner_id: str) -> str:
 
 async def connect(url: str, name: str) -> Client:
     """Connects and keeps reconnecting forever; callers see errors, not a dead client."""
+
     async def on_error(e: Exception) -> None:
         log.warning("nats error", extra={"error": repr(e)})
 
@@ -77,8 +78,9 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) ->
         await js.update_stream(config)
 
 
-async def fetch_batch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float,
-                      linger_s: float = 0.0) -> list:
+async def fetch_batch(
+    sub: JetStreamContext.PullSubscription, batch: int, timeout: float, linger_s: float = 0.0
+) -> list:
     """Waits up to ``timeout`` for a first message (``nats.errors.TimeoutError`` if none),
     then lets ``linger_s`` pass and takes what else arrived, up to ``batch`` in all: a
     burst becomes one round of work (one database write, one check per key) instead of

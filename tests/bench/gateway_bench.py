@@ -55,16 +55,21 @@ def proxied_requests(proxy_url: str) -> int:
     text = urllib.request.urlopen(f"{proxy_url}/metrics", timeout=5).read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("cg_proxy_requests_total{") and 'path="/v1/chat/completions"' in line \
-                and re.search(r'status="2\d\d"', line):
+        if (
+            line.startswith("cg_proxy_requests_total{")
+            and 'path="/v1/chat/completions"' in line
+            and re.search(r'status="2\d\d"', line)
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
 
 # The harness's chat request (../shared/bench/bench.lua), as the proxy receives it.
-TYPICAL_CHAT = (b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},'
-                b'{"role":"user","content":"Write one sentence about load testing an HTTP gateway."}],'
-                b'"max_tokens":64,"temperature":0}')
+TYPICAL_CHAT = (
+    b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},'
+    b'{"role":"user","content":"Write one sentence about load testing an HTTP gateway."}],'
+    b'"max_tokens":64,"temperature":0}'
+)
 
 
 def validation_cost_us(number: int = 20_000, repeat: int = 5) -> dict[str, float]:
@@ -79,9 +84,11 @@ def validation_cost_us(number: int = 20_000, repeat: int = 5) -> dict[str, float
     def best(fn) -> float:
         return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
-    return {"parse (orjson)": best(lambda: parse_body(TYPICAL_CHAT)),
-            "schema check": best(lambda: validator.check("chat", body)),
-            "validation, all": best(lambda: request_checks.parsed("chat", TYPICAL_CHAT))}
+    return {
+        "parse (orjson)": best(lambda: parse_body(TYPICAL_CHAT)),
+        "schema check": best(lambda: validator.check("chat", body)),
+        "validation, all": best(lambda: request_checks.parsed("chat", TYPICAL_CHAT)),
+    }
 
 
 def print_validation_cost() -> None:
@@ -93,8 +100,11 @@ def print_validation_cost() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--targets", default="direct litellm creditgate",
-                    help="harness targets, in order (direct, litellm, portkey, creditgate)")
+    ap.add_argument(
+        "--targets",
+        default="direct litellm creditgate",
+        help="harness targets, in order (direct, litellm, portkey, creditgate)",
+    )
     ap.add_argument("--modes", default="json sse slow")
     ap.add_argument("--c1-secs", type=int, default=10)
     ap.add_argument("--c32-secs", type=int, default=15)
@@ -115,11 +125,17 @@ def main() -> int:
         return 2
 
     var = Path(tempfile.mkdtemp(prefix="cg-bench-"))
-    config = StackConfig(var_dir=var, services=SERVICES, ledger_db=args.ledger_db,
-                         env={"proxy": {**UPSTREAMS, "CG_PROXY_LOG_LEVEL": "WARNING"},
-                              "keys": {"CG_KEYS_LOG_LEVEL": "WARNING"},
-                              "ledger": {"CG_LEDGER_LOG_LEVEL": "WARNING"},
-                              "worker": {"CG_WORKER_LOG_LEVEL": "WARNING"}})
+    config = StackConfig(
+        var_dir=var,
+        services=SERVICES,
+        ledger_db=args.ledger_db,
+        env={
+            "proxy": {**UPSTREAMS, "CG_PROXY_LOG_LEVEL": "WARNING"},
+            "keys": {"CG_KEYS_LOG_LEVEL": "WARNING"},
+            "ledger": {"CG_LEDGER_LOG_LEVEL": "WARNING"},
+            "worker": {"CG_WORKER_LOG_LEVEL": "WARNING"},
+        },
+    )
     with Stack(config) as stack:
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)
         try:
@@ -133,10 +149,32 @@ def main() -> int:
         served0 = proxied_requests(stack.proxy_url)
 
         modes = [m for m in args.modes.split() if m in MODELS]
-        cmd = ["bash", str(HARNESS / "run.sh"), "--target", f"{stack.proxy_url}/v1", "--key", key.secret,
-               "--name", "creditgate", "--model", MODELS["json"], "--stream-model", MODELS["sse"],
-               "--pid", str(pids["proxy"]), "--targets", args.targets, "--modes", " ".join(modes),
-               "--rounds", str(args.rounds), "--c1-secs", str(args.c1_secs), "--c32-secs", str(args.c32_secs)]
+        cmd = [
+            "bash",
+            str(HARNESS / "run.sh"),
+            "--target",
+            f"{stack.proxy_url}/v1",
+            "--key",
+            key.secret,
+            "--name",
+            "creditgate",
+            "--model",
+            MODELS["json"],
+            "--stream-model",
+            MODELS["sse"],
+            "--pid",
+            str(pids["proxy"]),
+            "--targets",
+            args.targets,
+            "--modes",
+            " ".join(modes),
+            "--rounds",
+            str(args.rounds),
+            "--c1-secs",
+            str(args.c1_secs),
+            "--c32-secs",
+            str(args.c32_secs),
+        ]
         if "slow" in modes:
             cmd += ["--slow-model", MODELS["slow"]]
         if args.out:
@@ -162,8 +200,10 @@ def main() -> int:
             print(f"{name:<8} {cpu[name]:>8.1f} {cpu[name] * 1000 / served:>11.3f}")
         total = sum(cpu.values())
         print(f"{'all':<8} {total:>8.1f} {total * 1000 / served:>11.3f}")
-        print(f"the key was charged {spent_ucr:,} µcr for them ({spent_ucr / served:,.1f} µcr a request; "
-              f"20+30 tokens cost 2,100 µcr on gpt-4o-mini, 1,820 on deepseek-chat, 1,100 on mistral-small)")
+        print(
+            f"the key was charged {spent_ucr:,} µcr for them ({spent_ucr / served:,.1f} µcr a request; "
+            f"20+30 tokens cost 2,100 µcr on gpt-4o-mini, 1,820 on deepseek-chat, 1,100 on mistral-small)"
+        )
     print_validation_cost()
     shutil.rmtree(var, ignore_errors=True)
     return rc

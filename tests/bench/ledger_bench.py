@@ -210,7 +210,9 @@ def channels(addr: str, n: int) -> list[grpc.aio.Channel]:
 async def fund(stub, key_accounts: list[str], budget: int, run_id: str, concurrency: int = 16) -> None:
     total = budget * len(key_accounts)
     await stub.Deposit(
-        ledger_pb2.DepositRequest(idempotency_id=f"{run_id}-dep-{len(key_accounts)}", account=PARTNER, amount_ucr=total),
+        ledger_pb2.DepositRequest(
+            idempotency_id=f"{run_id}-dep-{len(key_accounts)}", account=PARTNER, amount_ucr=total
+        ),
         timeout=RPC_TIMEOUT_S,
     )
     queue = iter(key_accounts)
@@ -219,7 +221,9 @@ async def fund(stub, key_accounts: list[str], budget: int, run_id: str, concurre
         for acct in queue:
             await stub.Transfer(
                 ledger_pb2.TransferRequest(
-                    idempotency_id=f"{run_id}-fund-{acct}", debit_account=PARTNER, credit_account=acct,
+                    idempotency_id=f"{run_id}-fund-{acct}",
+                    debit_account=PARTNER,
+                    credit_account=acct,
                     amount_ucr=budget,
                 ),
                 timeout=RPC_TIMEOUT_S,
@@ -228,8 +232,15 @@ async def fund(stub, key_accounts: list[str], budget: int, run_id: str, concurre
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def drive(stubs, key_accounts: list[str], concurrency: int, seconds: float, tag: str, result: Result,
-                rpc_timeout_s: float = RPC_TIMEOUT_S) -> None:
+async def drive(
+    stubs,
+    key_accounts: list[str],
+    concurrency: int,
+    seconds: float,
+    tag: str,
+    result: Result,
+    rpc_timeout_s: float = RPC_TIMEOUT_S,
+) -> None:
     """``concurrency`` tasks loop Reserve -> Settle until ``seconds`` have passed."""
     seq = itertools.count()
     deadline = time.perf_counter() + seconds
@@ -244,15 +255,22 @@ async def drive(stubs, key_accounts: list[str], concurrency: int, seconds: float
             try:
                 await stub.Reserve(
                     ledger_pb2.ReserveRequest(
-                        request_id=rid, account=key_accounts[n % len(key_accounts)], model="bench", price=PRICE,
-                        max_input_tokens=1000, max_output_tokens=1000, ttl_seconds=600,
+                        request_id=rid,
+                        account=key_accounts[n % len(key_accounts)],
+                        model="bench",
+                        price=PRICE,
+                        max_input_tokens=1000,
+                        max_output_tokens=1000,
+                        ttl_seconds=600,
                     ),
                     timeout=rpc_timeout_s,
                 )
                 step = "settle"
                 await stub.Settle(
                     ledger_pb2.SettleRequest(
-                        request_id=rid, input_tokens=300, output_tokens=200,
+                        request_id=rid,
+                        input_tokens=300,
+                        output_tokens=200,
                         usage_source=ledger_pb2.USAGE_SOURCE_PROVIDER,
                     ),
                     timeout=rpc_timeout_s,
@@ -324,7 +342,9 @@ async def bench_backend(backend: str, addr: str, ledger_pid: int, args) -> tuple
             check = "skipped (there were errors)"
         else:
             problems = await check_balances(stubs[0], single[0], settled[True], settled[True] + settled[False])
-            check = "ok (holds all released, one charge per pair)" if not problems else "MISMATCH: " + "; ".join(problems)
+            check = (
+                "ok (holds all released, one charge per pair)" if not problems else "MISMATCH: " + "; ".join(problems)
+            )
             if problems:
                 results[-1].errors["balance check: " + "; ".join(problems)] += 1
         print(f"[{backend}] balance check: {check}", file=sys.stderr)
@@ -358,18 +378,29 @@ def new_loop_run(coro, use_uvloop: bool):
 
 def ledger_source() -> str:
     """Where the ledger child imports cg_ledger from, and whether it has uncommitted edits."""
-    where = subprocess.run(
-        [sys.executable, "-c", "import cg_ledger, os; print(os.path.dirname(cg_ledger.__file__))"],
-        capture_output=True, text=True, check=False,
-    ).stdout.strip() or "?"
+    where = (
+        subprocess.run(
+            [sys.executable, "-c", "import cg_ledger, os; print(os.path.dirname(cg_ledger.__file__))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        or "?"
+    )
     try:
         src = Path(where)
-        top = subprocess.run(["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        sha = subprocess.run(["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "--no-optional-locks", "-C", top, "status", "--porcelain", "--",
-                                str(src.parent), "protos"], capture_output=True, text=True, check=True).stdout.strip()
+        top = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "-C", top, "status", "--porcelain", "--", str(src.parent), "protos"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return f"{where} (git {sha}{', with uncommitted changes' if dirty else ''})"
     except (subprocess.CalledProcessError, FileNotFoundError):
         return where
@@ -384,7 +415,11 @@ def nproc() -> str:
 
 def mem_total() -> str:
     try:
-        kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")).split()[1])
+        kib = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")
+            ).split()[1]
+        )
         return f"{kib / 2**20:.1f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         return "? RAM"
@@ -404,16 +439,26 @@ def table(results: list[Result]) -> str:
 
 
 def parse_args(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     p.add_argument("--seconds", type=float, default=5.0, help="measured time per run (default 5)")
     p.add_argument("--warmup", type=float, default=0.5, help="unmeasured time before each run (default 0.5)")
     p.add_argument("--concurrency", default="1,32", help="comma-separated concurrent tasks (default 1,32)")
     p.add_argument("--keys", type=int, default=1000, help="keys in the many-keys scenario (default 1000)")
-    p.add_argument("--channels", type=int, default=1,
-                   help="gRPC channels the tasks share round-robin (default 1: 4 were not faster, the ledger is the limit)")
-    p.add_argument("--rpc-timeout", type=float, default=RPC_TIMEOUT_S,
-                   help="deadline of each Reserve and Settle, s (default 30; the proxy uses 2)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=1,
+        help="gRPC channels the tasks share round-robin (default 1: 4 were not faster, the ledger is the limit)",
+    )
+    p.add_argument(
+        "--rpc-timeout",
+        type=float,
+        default=RPC_TIMEOUT_S,
+        help="deadline of each Reserve and Settle, s (default 30; the proxy uses 2)",
+    )
     p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="client on asyncio's default loop")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -433,8 +478,13 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = shlex.join([os.path.relpath(sys.executable) if sys.executable.startswith(str(REPO)) else sys.executable,
-                          os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        [
+            os.path.relpath(sys.executable) if sys.executable.startswith(str(REPO)) else sys.executable,
+            os.path.relpath(__file__),
+            *(sys.argv[1:] if argv is None else argv),
+        ]
+    )
     started = time.perf_counter()
     load_before = loadavg()
     results: list[Result] = []
@@ -444,18 +494,24 @@ def main(argv: list[str] | None = None) -> int:
         results += res
 
     print(f"date:     {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}")
-    print(f"machine:  nproc {nproc()}, {mem_total()}, {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}, "
-          f"grpcio {grpc.__version__}, client loop {'uvloop' if args.uvloop else 'asyncio'}")
+    print(
+        f"machine:  nproc {nproc()}, {mem_total()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, "
+        f"grpcio {grpc.__version__}, client loop {'uvloop' if args.uvloop else 'asyncio'}"
+    )
     print(f"command:  {command}")
     worst = max((r.others_cores for r in results), default=0.0)
-    print(f"quiet:    {'yes' if worst <= 0.1 else 'NO'}: other processes used at most {worst:.2f} cores during the "
-          f"measured runs (load average {load_before} before, {loadavg()} after)")
+    print(
+        f"quiet:    {'yes' if worst <= 0.1 else 'NO'}: other processes used at most {worst:.2f} cores during the "
+        f"measured runs (load average {load_before} before, {loadavg()} after)"
+    )
     print(f"ledger:   {ledger_source()}")
     print(f"backends: {'; '.join(f'{b}: {d}' for b, d in descs.items())}")
-    print(f"runs:     {args.warmup:g} s warm-up + {args.seconds:g} s measured each; {args.channels} gRPC channel(s); "
-          f"{args.rpc_timeout:g} s deadline per call; "
-          f"a pair = Reserve (1000+1000 tokens max) then Settle (300+200 tokens)")
+    print(
+        f"runs:     {args.warmup:g} s warm-up + {args.seconds:g} s measured each; {args.channels} gRPC channel(s); "
+        f"{args.rpc_timeout:g} s deadline per call; "
+        f"a pair = Reserve (1000+1000 tokens max) then Settle (300+200 tokens)"
+    )
     print(f"checks:   {'; '.join(f'{b}: balances {c}' for b, c in checks.items())}")
     print()
     print(table(results))

@@ -27,12 +27,14 @@ ONE_UCR_PER_TOKEN = lpb.Price(input_usd_per_mtok="0.01", output_usd_per_mtok="0.
 
 def nudge_worker(stack: Stack, partner_id: str, key_id: str, times: int = 3) -> None:
     """Usage events for the key: each makes the worker re-read it and apply its rules."""
+
     async def publish():
         nc = await nats.connect(stack.nats_url)
         js = nc.jetstream()
         for _ in range(times):
-            event = events_pb2.UsageEvent(request_id=uuid.uuid4().hex, key_id=key_id, partner_id=partner_id,
-                                          model="gpt-4o-mini", status="ok")
+            event = events_pb2.UsageEvent(
+                request_id=uuid.uuid4().hex, key_id=key_id, partner_id=partner_id, model="gpt-4o-mini", status="ok"
+            )
             await js.publish(natsx.usage_subject(partner_id, key_id), event.SerializeToString())
         await nc.drain()
 
@@ -41,20 +43,30 @@ def nudge_worker(stack: Stack, partner_id: str, key_id: str, times: int = 3) -> 
 
 def reserve(seeder: Seeder, account: str, amount_ucr: int) -> str:
     rid = uuid.uuid4().hex
-    seeder.ledger.Reserve(lpb.ReserveRequest(request_id=rid, account=account, model="m", price=ONE_UCR_PER_TOKEN,
-                                             max_input_tokens=amount_ucr), timeout=T)
+    seeder.ledger.Reserve(
+        lpb.ReserveRequest(
+            request_id=rid, account=account, model="m", price=ONE_UCR_PER_TOKEN, max_input_tokens=amount_ucr
+        ),
+        timeout=T,
+    )
     return rid
 
 
 def settle(seeder: Seeder, rid: str, amount_ucr: int) -> None:
-    seeder.ledger.Settle(lpb.SettleRequest(request_id=rid, input_tokens=amount_ucr,
-                                           usage_source=lpb.USAGE_SOURCE_PROVIDER), timeout=T)
+    seeder.ledger.Settle(
+        lpb.SettleRequest(request_id=rid, input_tokens=amount_ucr, usage_source=lpb.USAGE_SOURCE_PROVIDER), timeout=T
+    )
 
 
 def test_holds_never_trigger_a_top_up_and_a_settled_crossing_triggers_one(stack: Stack, seeder: Seeder):
     partner = seeder.partner("settled-threshold", credits=10_000, tier="enterprise")
-    key = seeder.funded_key(partner, 600, ["gpt-4o-mini"], name="auto",
-                            auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"))
+    key = seeder.funded_key(
+        partner,
+        600,
+        ["gpt-4o-mini"],
+        name="auto",
+        auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"),
+    )
     actor = pb.Actor(partner_id=partner)
 
     def detail() -> pb.KeyDetail:

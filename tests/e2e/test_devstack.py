@@ -58,8 +58,14 @@ class Run:
         env = {**os.environ, "CG_DEVSTACK_PORT_OFFSET": str(offset), "PYTHONUNBUFFERED": "1"}
         self.log = workdir / f"run-{time.monotonic_ns()}.log"
         self.out = open(self.log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cg_devstack"], cwd=workdir, env=env,
-                                     stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cg_devstack"],
+            cwd=workdir,
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_banner(self, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -101,11 +107,21 @@ def test_killed_outright_its_services_die_and_a_new_run_starts_at_once(workdir):
         second.wait_banner()
         env = {**os.environ, "CG_DEVSTACK_PORT_OFFSET": str(offset)}
         for tool in ("cg_devstack.audit", "cg_devstack.balance"):  # the helpers the README names
-            done = subprocess.run([sys.executable, "-m", tool], cwd=workdir, env=env, capture_output=True,
-                                  text=True, timeout=60)
+            done = subprocess.run(
+                [sys.executable, "-m", tool], cwd=workdir, env=env, capture_output=True, text=True, timeout=60
+            )
             assert done.returncode == 0, done.stdout + done.stderr
-        assert "books: ok" in subprocess.run([sys.executable, "-m", "cg_devstack.audit"], cwd=workdir, env=env,
-                                             capture_output=True, text=True, timeout=60).stdout
+        assert (
+            "books: ok"
+            in subprocess.run(
+                [sys.executable, "-m", "cg_devstack.audit"],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+        )
         second.proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop ...
         assert second.proc.wait(60) == 0
     finally:

@@ -23,7 +23,9 @@ def key(seeder, request):
 
 
 def _settled(seeder, account, before):
-    b = seeder.ledger.GetBalance(__import__("creditgate.ledger.v1.ledger_pb2", fromlist=["x"]).GetBalanceRequest(account=account), timeout=5)
+    b = seeder.ledger.GetBalance(
+        __import__("creditgate.ledger.v1.ledger_pb2", fromlist=["x"]).GetBalanceRequest(account=account), timeout=5
+    )
     return b if b.pending_ucr == 0 and b.posted_ucr != before else None
 
 
@@ -57,9 +59,11 @@ def test_sdk_completion_is_billed_exactly_and_reaches_the_worker(stack, seeder, 
 def test_sdk_stream_is_billed_with_the_provider_usage(stack, seeder, key, include_usage):
     before = seeder.balance_ucr(key.account)
     kwargs = {"stream_options": {"include_usage": True}} if include_usage else {}
-    chunks = list(client(stack, key.secret).chat.completions.create(
-        model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], stream=True, **kwargs
-    ))
+    chunks = list(
+        client(stack, key.secret).chat.completions.create(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}], stream=True, **kwargs
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("Hello from the Creditgate mock upstream")
     usage_chunks = [c for c in chunks if c.usage is not None]
@@ -88,7 +92,9 @@ def _error(exc: openai.APIStatusError) -> dict:
 
 def test_wrong_or_missing_key_is_401(stack):
     with pytest.raises(openai.AuthenticationError) as e:
-        client(stack, "sk-cg-" + "x" * 40).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        client(stack, "sk-cg-" + "x" * 40).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
     err = _error(e.value)
     assert err["code"] == "invalid_api_key" and "x" * 20 not in err["message"]
     r = httpx.post(f"{stack.proxy_url}/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": []})
@@ -114,8 +120,11 @@ def test_model_not_allowed_for_the_key_is_404(stack, key):
     ],
 )
 def test_malformed_body_is_400(stack, key, body, param):
-    r = httpx.post(f"{stack.proxy_url}/v1/chat/completions", content=body,
-                   headers={"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{stack.proxy_url}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"},
+    )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param
@@ -132,7 +141,9 @@ def test_not_enough_credits_is_429_and_charges_nothing(stack, seeder):
     assert (err["type"], err["code"]) == ("insufficient_quota", "insufficient_quota")
     assert seeder.balance_ucr(poor.account) == 1 * CREDIT
     # a bounded request fits in the same budget
-    ok = c.chat.completions.create(model="claude-haiku-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    ok = c.chat.completions.create(
+        model="claude-haiku-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
     assert ok.usage.completion_tokens == 16
 
 
@@ -144,17 +155,20 @@ def test_portal_and_metrics_answer(stack):
 
 def test_a_domain_restricted_key_works_only_from_its_domains(stack, seeder):
     partner = seeder.partner("e2e-domains", credits=100)
-    key = seeder.funded_key(partner, 10, ["gpt-4o-mini"], name="web",
-                            allowed_domains=["app.example.com", "*.example.org"])
+    key = seeder.funded_key(
+        partner, 10, ["gpt-4o-mini"], name="web", allowed_domains=["app.example.com", "*.example.org"]
+    )
     c = client(stack, key.secret)
     for origin in ("https://app.example.com", "https://shop.example.org"):
         ok = c.with_options(default_headers={"Origin": origin}).chat.completions.create(
-            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
         assert ok.choices
     for headers in ({"Origin": "https://evil.example.com"}, {}):
         with pytest.raises(openai.PermissionDeniedError) as e:
             c.with_options(default_headers=headers).chat.completions.create(
-                model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+                model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+            )
         assert _error(e.value)["code"] == "domain_not_allowed"
     # the policy holds on every route, not just chat
     with pytest.raises(openai.PermissionDeniedError):

@@ -45,8 +45,14 @@ class MockUpstream:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._counting, interface="asgi3", lifespan="off", log_config=None,
-                                access_log=False, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self._counting,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.sock = sock
@@ -140,22 +146,31 @@ def _fallbacks(stack) -> float:
 
 
 def _fallback_warnings(stack) -> int:
-    return sum('"msg": "upstream failed, falling back"' in line and '"level": "warning"' in line
-               for line in stack.procs["proxy"].log_text().splitlines())
+    return sum(
+        '"msg": "upstream failed, falling back"' in line and '"level": "warning"' in line
+        for line in stack.procs["proxy"].log_text().splitlines()
+    )
 
 
-@pytest.mark.parametrize("failure, stream", [("503", False), ("503", True), ("429", False), ("hang", False)],
-                         ids=["503", "503-stream", "429", "timeout"])
+@pytest.mark.parametrize(
+    "failure, stream",
+    [("503", False), ("503", True), ("429", False), ("hang", False)],
+    ids=["503", "503-stream", "429", "timeout"],
+)
 def test_the_fallback_answers_when_the_primary_fails_and_the_request_is_billed_once(
-        stack, seeder, key, upstreams, failure, stream):
+    stack, seeder, key, upstreams, failure, stream
+):
     primary, azure = upstreams
     primary.fail = failure
     before = _settled(seeder, key).posted_ucr
     fallbacks_before, warnings_before = _fallbacks(stack), _fallback_warnings(stack)
     sdk = client(stack, key.secret)
     if stream:
-        chunks = list(sdk.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
-                                                  stream_options={"include_usage": True}))
+        chunks = list(
+            sdk.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+        )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
         assert chunks[-1].model == AZURE_MODEL
         usage = chunks[-1].usage
@@ -179,7 +194,8 @@ def test_the_fallback_answers_when_the_primary_fails_and_the_request_is_billed_o
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_when_every_upstream_fails_the_client_gets_the_last_error_and_pays_nothing(
-        stack, seeder, key, upstreams, stream):
+    stack, seeder, key, upstreams, stream
+):
     primary, azure = upstreams
     primary.fail, azure.fail = "503", "429"
     before = _settled(seeder, key).posted_ucr
@@ -207,14 +223,22 @@ def test_a_client_error_is_answered_at_once_without_fallback(stack, seeder, key,
     assert _settled(seeder, key).posted_ucr == before
 
 
-@pytest.mark.parametrize("fallbacks, message", [
-    ('["azure"]', "upstream 'openai' lists an unknown fallback 'azure' (configured upstreams: openai)"),
-    ('["openai"]', "upstream fallbacks form a cycle: openai -> openai"),
-])
+@pytest.mark.parametrize(
+    "fallbacks, message",
+    [
+        ('["azure"]', "upstream 'openai' lists an unknown fallback 'azure' (configured upstreams: openai)"),
+        ('["openai"]', "upstream fallbacks form a cycle: openai -> openai"),
+    ],
+)
 def test_the_proxy_refuses_to_start_with_a_bad_fallback_chain(fallbacks, message):
-    env = {**os.environ, "CG_PROXY_PORT": "1", "CG_PROXY_UPSTREAMS__OPENAI__BASE_URL": "http://127.0.0.1:9/v1",
-           "CG_PROXY_UPSTREAMS__OPENAI__FALLBACKS": fallbacks}
-    done = subprocess.run([sys.executable, "-m", "cg_proxy"], env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    env = {
+        **os.environ,
+        "CG_PROXY_PORT": "1",
+        "CG_PROXY_UPSTREAMS__OPENAI__BASE_URL": "http://127.0.0.1:9/v1",
+        "CG_PROXY_UPSTREAMS__OPENAI__FALLBACKS": fallbacks,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cg_proxy"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"cg_proxy: invalid upstream settings: {message}"

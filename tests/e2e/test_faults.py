@@ -72,7 +72,9 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_bills_it(fault_stack):
     seeder = Seeder(stack.keys_addr, stack.ledger_addr)
     before = quiet_balance(seeder, key.account)
     stream = client(stack, key.secret).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [next(stream)]
@@ -104,8 +106,13 @@ def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once
     try:
         before = quiet_balance(seeder, key.account)
         body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        with httpx.stream("POST", f"{stack.proxy_url}/v1/chat/completions", json=body, timeout=10,
-                          headers={"Authorization": f"Bearer {key.secret}"}) as resp:
+        with httpx.stream(
+            "POST",
+            f"{stack.proxy_url}/v1/chat/completions",
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {key.secret}"},
+        ) as resp:
             assert resp.status_code == 200
             first = next(resp.iter_lines())
             assert first.startswith("data: ")
@@ -115,12 +122,17 @@ def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once
         time.sleep(1.5)  # and nothing more: one settlement
         assert before - seeder.balance_ucr(key.account) == cost
         try:
-            eventually(lambda: '"status": "client_disconnected"' in stack.procs["worker"].log_text(),
-                       what="the usage event, marked client_disconnected, at the worker")
+            eventually(
+                lambda: '"status": "client_disconnected"' in stack.procs["worker"].log_text(),
+                what="the usage event, marked client_disconnected, at the worker",
+            )
         except AssertionError:
             for name in ("worker", "keys"):
-                lines = [line[:600] for line in stack.procs[name].log_text().splitlines()
-                         if '"level": "info"' not in line and "fetch failed" not in line]
+                lines = [
+                    line[:600]
+                    for line in stack.procs[name].log_text().splitlines()
+                    if '"level": "info"' not in line and "fetch failed" not in line
+                ]
                 print(f"--- {name} ---", *lines[-12:], sep="\n")
             raise
     finally:

@@ -48,35 +48,63 @@ def _seed(seeder: Seeder) -> Known:
     key and a customer key: the ids the fuzzer mixes into its strings."""
     partner_id = seeder.partner("fuzz-partner", credits=50_000)
     # several keys: a revoke drawn early must not leave the rest of the run without one
-    keys = [seeder.funded_key(partner_id, budget_credits=500, models=["gpt-4o-mini", "claude-haiku-4-5"])
-            for _ in range(6)]
+    keys = [
+        seeder.funded_key(partner_id, budget_credits=500, models=["gpt-4o-mini", "claude-haiku-4-5"]) for _ in range(6)
+    ]
     key = keys[0]
     actor = keys_pb2.Actor(partner_id=key.partner_id)
-    seeder.keys.UpdateSelfService(keys_pb2.UpdateSelfServiceRequest(actor=actor, settings=keys_pb2.SelfServiceSettings(
-        enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1")),
-        timeout=5)
-    customer = seeder.keys.CreateCustomer(keys_pb2.CreateCustomerRequest(
-        actor=actor, name="Fuzz customer", ai_credits_enabled=True, idempotency_key="fuzz-customer"), timeout=5)
-    seeder.ledger.GrantAiCredits(ledger_pb2.GrantAiCreditsRequest(
-        idempotency_id="fuzz-grant", customer_account=f"customer:{customer.id}", amount_uai=1_000 * 10**6),
-        timeout=5)
-    ckey = seeder.keys.CreateCustomerKey(keys_pb2.CreateCustomerKeyRequest(
-        actor=keys_pb2.Actor(partner_id=key.partner_id, customer_id=customer.id), idempotency_key="fuzz-ckey",
-        name="Fuzz customer key", allowed_models=["gpt-4o-mini"]), timeout=5)
+    seeder.keys.UpdateSelfService(
+        keys_pb2.UpdateSelfServiceRequest(
+            actor=actor,
+            settings=keys_pb2.SelfServiceSettings(
+                enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1"
+            ),
+        ),
+        timeout=5,
+    )
+    customer = seeder.keys.CreateCustomer(
+        keys_pb2.CreateCustomerRequest(
+            actor=actor, name="Fuzz customer", ai_credits_enabled=True, idempotency_key="fuzz-customer"
+        ),
+        timeout=5,
+    )
+    seeder.ledger.GrantAiCredits(
+        ledger_pb2.GrantAiCreditsRequest(
+            idempotency_id="fuzz-grant", customer_account=f"customer:{customer.id}", amount_uai=1_000 * 10**6
+        ),
+        timeout=5,
+    )
+    ckey = seeder.keys.CreateCustomerKey(
+        keys_pb2.CreateCustomerKeyRequest(
+            actor=keys_pb2.Actor(partner_id=key.partner_id, customer_id=customer.id),
+            idempotency_key="fuzz-ckey",
+            name="Fuzz customer key",
+            allowed_models=["gpt-4o-mini"],
+        ),
+        timeout=5,
+    )
     return Known(
-        partner_ids=[key.partner_id], customer_ids=[customer.id], key_ids=[k.key_id for k in keys] + [ckey.key.id],
-        accounts=[f"partner:{key.partner_id}"] * 3 + [k.account for k in keys]
+        partner_ids=[key.partner_id],
+        customer_ids=[customer.id],
+        key_ids=[k.key_id for k in keys] + [ckey.key.id],
+        accounts=[f"partner:{key.partner_id}"] * 3
+        + [k.account for k in keys]
         + [f"keydeposit:{ckey.key.id}", "platform:usage", "external:credits"],
-        customer_accounts=[f"customer:{customer.id}"], revenue_accounts=[f"partnerrev:{key.partner_id}"],
-        models=["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"], tiers=["growth", "starter", "enterprise"],
+        customer_accounts=[f"customer:{customer.id}"],
+        revenue_accounts=[f"partnerrev:{key.partner_id}"],
+        models=["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"],
+        tiers=["growth", "starter", "enterprise"],
     )
 
 
 def _methods() -> list[tuple[str, str, object, object]]:
     """(service, method, request class, stub attribute) of every unary method."""
     out = []
-    for module, service in ((keys_pb2, "KeysService"), (ledger_pb2, "LedgerService"),
-                            (ledger_pb2, "LedgerAdminService")):
+    for module, service in (
+        (keys_pb2, "KeysService"),
+        (ledger_pb2, "LedgerService"),
+        (ledger_pb2, "LedgerAdminService"),
+    ):
         for m in module.DESCRIPTOR.services_by_name[service].methods:
             out.append((service, m.name, m.input_type))
     return out
@@ -90,17 +118,22 @@ def _snapshot(stack: Stack, admin) -> dict[str, tuple[int, int]]:
     meta = (("x-cg-admin-token", stack.ledger_admin_token),)
     accounts, token = {}, ""
     while True:
-        page = admin.ListAccounts(ledger_pb2.ListAccountsRequest(page_size=1000, page_token=token), metadata=meta,
-                                  timeout=10)
+        page = admin.ListAccounts(
+            ledger_pb2.ListAccountsRequest(page_size=1000, page_token=token), metadata=meta, timeout=10
+        )
         accounts.update({a.id: (a.credits_posted, a.debits_posted) for a in page.accounts})
         token = page.next_page_token
         if not token:
             return accounts
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not RANDOM,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_no_request_is_a_server_fault_and_no_refusal_moves_money(world, data):
     stack, seeder, known = world
@@ -123,6 +156,7 @@ def test_no_request_is_a_server_fault_and_no_refusal_moves_money(world, data):
 def test_the_books_pass_the_audit_after_the_fuzzing(world):
     stack, seeder, _ = world
     admin = ledger_pb2_grpc.LedgerAdminServiceStub(seeder._ledger_ch)
-    audit = admin.AuditBooks(ledger_pb2.AuditBooksRequest(),
-                             metadata=(("x-cg-admin-token", stack.ledger_admin_token),), timeout=30)
+    audit = admin.AuditBooks(
+        ledger_pb2.AuditBooksRequest(), metadata=(("x-cg-admin-token", stack.ledger_admin_token),), timeout=30
+    )
     assert audit.ok, list(audit.discrepancies)

@@ -53,9 +53,12 @@ def world(tmp_path_factory):
 def _balances(seeder: Seeder, key) -> tuple:
     """(posted, pending) of the key and of its partner, once nothing is in flight (a
     request answered a moment ago settles just after its answer)."""
+
     def quiet():
-        got = [seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=a), timeout=5)
-               for a in (key.account, f"partner:{key.partner_id}")]
+        got = [
+            seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=a), timeout=5)
+            for a in (key.account, f"partner:{key.partner_id}")
+        ]
         return tuple((b.posted_ucr, b.pending_ucr) for b in got) if all(b.pending_ucr == 0 for b in got) else None
 
     return eventually(quiet, timeout_s=20, what="no hold in flight")
@@ -80,8 +83,9 @@ def _fuzz(world, data, path: str, mode: GenerationMode) -> None:
         assert _balances(seeder, key) == before, f"a refused request moved money: {error}"
 
 
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -98,6 +102,7 @@ def test_no_body_is_a_server_fault_and_no_refusal_moves_money(world, path, mode)
 def test_the_books_pass_the_audit_after_the_fuzzing(world):
     stack, seeder, *_ = world
     admin = ledger_pb2_grpc.LedgerAdminServiceStub(seeder._ledger_ch)
-    audit = admin.AuditBooks(ledger_pb2.AuditBooksRequest(),
-                             metadata=(("x-cg-admin-token", stack.ledger_admin_token),), timeout=30)
+    audit = admin.AuditBooks(
+        ledger_pb2.AuditBooksRequest(), metadata=(("x-cg-admin-token", stack.ledger_admin_token),), timeout=30
+    )
     assert audit.ok, list(audit.discrepancies)

@@ -46,12 +46,16 @@ def key(seeder):
 def anthropic_proxy(stack: Stack) -> str:
     """A second proxy of the stack: claude-haiku-4-5 through the mock's Anthropic Messages
     API (the first sends every model to its OpenAI side), and a 1 s body-read timeout."""
-    proc, url = stack.start_replica("proxy", "proxy-strict", {
-        "CG_PROXY_UPSTREAMS__ANTHROPIC__BASE_URL": f"http://127.0.0.1:{stack.ports['mock']}/anthropic/v1",
-        "CG_PROXY_UPSTREAMS__ANTHROPIC__API": "anthropic",
-        "CG_PROXY_UPSTREAMS__ANTHROPIC__API_KEY": PROVIDER_KEY,
-        "CG_PROXY_BODY_READ_TIMEOUT_S": str(BODY_TIMEOUT_S),
-    })
+    proc, url = stack.start_replica(
+        "proxy",
+        "proxy-strict",
+        {
+            "CG_PROXY_UPSTREAMS__ANTHROPIC__BASE_URL": f"http://127.0.0.1:{stack.ports['mock']}/anthropic/v1",
+            "CG_PROXY_UPSTREAMS__ANTHROPIC__API": "anthropic",
+            "CG_PROXY_UPSTREAMS__ANTHROPIC__API_KEY": PROVIDER_KEY,
+            "CG_PROXY_BODY_READ_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        },
+    )
     yield url
     proc.stop()
 
@@ -59,8 +63,9 @@ def anthropic_proxy(stack: Stack) -> str:
 def _reserve_calls(stack: Stack) -> float:
     """Reserve calls the ledger has answered so far (any outcome), from its metrics."""
     text = httpx.get(f"http://127.0.0.1:{stack.ports['ledger_metrics']}/metrics", timeout=5).text
-    return sum(float(v) for v in re.findall(r'^cg_grpc_server_handled_total\{[^}]*method="Reserve"[^}]*\} (\S+)$',
-                                            text, re.M))
+    return sum(
+        float(v) for v in re.findall(r'^cg_grpc_server_handled_total\{[^}]*method="Reserve"[^}]*\} (\S+)$', text, re.M)
+    )
 
 
 def _books(seeder, key) -> tuple[Any, ...]:
@@ -91,13 +96,22 @@ INVALID: list[tuple[str, dict[str, Any], str | None]] = [
     ("chat/completions", {"messages": [{"role": "user"}]}, "messages[0].content"),
     ("chat/completions", {"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
     ("chat/completions", {"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
-    ("chat/completions", {"messages": [*USER, {"role": "user", "content": [{"type": "text"}]}]},
-     "messages[1].content[0].text"),
-    ("chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content[0].image_url.url"),
+    (
+        "chat/completions",
+        {"messages": [*USER, {"role": "user", "content": [{"type": "text"}]}]},
+        "messages[1].content[0].text",
+    ),
+    (
+        "chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        "messages[0].content[0].image_url.url",
+    ),
     ("chat/completions", {"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
-    ("chat/completions", {"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}]},
-     "messages[0].tool_calls[0].function"),
+    (
+        "chat/completions",
+        {"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}]},
+        "messages[0].tool_calls[0].function",
+    ),
     # chat: sampling and counts
     ("chat/completions", {"messages": USER, "temperature": 2.5}, "temperature"),
     ("chat/completions", {"messages": USER, "temperature": -1}, "temperature"),
@@ -116,10 +130,12 @@ INVALID: list[tuple[str, dict[str, Any], str | None]] = [
     ("chat/completions", {"messages": USER, "logit_bias": {"50256": 500}}, "logit_bias.50256"),
     ("chat/completions", {"messages": USER, "seed": 2**64}, "seed"),
     # chat: tools and formats
-    ("chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {}}]},
-     "tools[0].function.name"),
-    ("chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {"name": "get weather"}}]},
-     "tools[0].function.name"),
+    ("chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {}}]}, "tools[0].function.name"),
+    (
+        "chat/completions",
+        {"messages": USER, "tools": [{"type": "function", "function": {"name": "get weather"}}]},
+        "tools[0].function.name",
+    ),
     ("chat/completions", {"messages": USER, "tools": [{"type": "function"}]}, "tools[0].function"),
     ("chat/completions", {"messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
     ("chat/completions", {"messages": USER, "response_format": {"type": "yaml"}}, "response_format.type"),
@@ -148,8 +164,9 @@ INVALID: list[tuple[str, dict[str, Any], str | None]] = [
 
 @pytest.mark.parametrize("upstream", ["openai", "anthropic"])
 @pytest.mark.parametrize("endpoint, fields, param", INVALID)
-def test_an_invalid_body_is_400_with_its_param_and_charges_nothing(stack, key, anthropic_proxy, untouched,
-                                                                   upstream, endpoint, fields, param):
+def test_an_invalid_body_is_400_with_its_param_and_charges_nothing(
+    stack, key, anthropic_proxy, untouched, upstream, endpoint, fields, param
+):
     url, model = (stack.proxy_url, "gpt-4o-mini") if upstream == "openai" else (anthropic_proxy, "claude-haiku-4-5")
     sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key.secret, max_retries=0, timeout=10)
     with pytest.raises(openai.BadRequestError) as e:
@@ -168,8 +185,9 @@ def test_max_tokens_above_the_model_cap_is_400_like_openai(stack, key, untouched
         error = e.value.response.json()["error"]
         (field,) = fields
         assert error["param"] == field
-        assert error["message"].startswith(f"{field} is too large: {fields[field]}. This model supports at most "
-                                           "16384 completion tokens")
+        assert error["message"].startswith(
+            f"{field} is too large: {fields[field]}. This model supports at most 16384 completion tokens"
+        )
     with pytest.raises(openai.BadRequestError):
         c.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=16_385)
 
@@ -178,13 +196,18 @@ def test_unknown_fields_pass_through(stack, seeder):
     """Providers add their own fields: the gateway forwards what it does not know."""
     own = seeder.funded_key(seeder.partner("invalid-bodies-valid", credits=100), 10, ["gpt-4o-mini"])
     reply = client(stack, own.secret).chat.completions.create(
-        model="gpt-4o-mini", messages=USER, max_tokens=3, extra_body={"top_k": 5, "vendor": {"x": [1, None]}})
+        model="gpt-4o-mini", messages=USER, max_tokens=3, extra_body={"top_k": 5, "vendor": {"x": [1, None]}}
+    )
     assert reply.choices[0].message.content == "Hello from the"
 
 
 def _raw_post(url: str, secret: str, raw: bytes, path: str = "/v1/chat/completions") -> httpx.Response:
-    return httpx.post(f"{url}{path}", content=raw, timeout=30,
-                      headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
+    return httpx.post(
+        f"{url}{path}",
+        content=raw,
+        timeout=30,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+    )
 
 
 def test_a_body_nested_100000_levels_deep_is_400_not_500(stack, key, untouched):
@@ -195,16 +218,19 @@ def test_a_body_nested_100000_levels_deep_is_400_not_500(stack, key, untouched):
     assert "Traceback" not in r.text
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "top_p": Infinity}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "top_p": -Infinity}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}]}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]',
-    b'[{"model": "gpt-4o-mini"}]',
-    b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "top_p": Infinity}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "top_p": -Infinity}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]',
+        b'[{"model": "gpt-4o-mini"}]',
+        b"\xff\xfe",
+    ],
+)
 def test_what_is_not_json_is_400_without_param(stack, key, untouched, raw):
     """NaN and Infinity (the SDK refuses to send them; Python's json module accepts them)."""
     r = _raw_post(stack.proxy_url, key.secret, raw)
@@ -215,9 +241,11 @@ def test_what_is_not_json_is_400_without_param(stack, key, untouched, raw):
 
 def test_a_body_that_never_arrives_is_408_within_the_timeout(stack, key, anthropic_proxy, untouched):
     port = int(anthropic_proxy.rsplit(":", 1)[1])
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key.secret}\r\nContent-Type: application/json\r\n"
-            "Content-Length: 100\r\n\r\n").encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key.secret}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT_S + 10) as sock:
         sock.sendall(head + b'{"model": "gpt-4o-mini"')  # a little of the body, then nothing
         started = time.monotonic()
@@ -251,6 +279,7 @@ def test_the_mock_upstream_refuses_an_invalid_body_itself(stack):
         error = r.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert (error["type"], error["param"]) == ("invalid_request_error", param)
-    r = httpx.post(mock + "/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [], "top_p": NaN}',
-                   timeout=10)
+    r = httpx.post(
+        mock + "/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [], "top_p": NaN}', timeout=10
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] is None

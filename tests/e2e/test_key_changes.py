@@ -16,8 +16,9 @@ BODY = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "
 
 
 def status(url: str, secret: str) -> int:
-    return httpx.post(f"{url}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {secret}"},
-                      timeout=10).status_code
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+    ).status_code
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,9 @@ def test_a_changed_key_fails_on_a_second_replica_within_one_second(stack, seeder
     assert status(stack.proxy_url, key.secret) == 200 and status(replica, key.secret) == 200
     start = time.monotonic()
     if change == "regenerate":
-        seeder.keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=key.key_id,
-                                                          idempotency_key=f"rotate-{key.key_id}"), timeout=5)
+        seeder.keys.RegenerateKey(
+            pb.RegenerateKeyRequest(actor=actor, key_id=key.key_id, idempotency_key=f"rotate-{key.key_id}"), timeout=5
+        )
     elif change == "revoke":
         seeder.keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=key.key_id), timeout=5)
     else:

@@ -35,8 +35,9 @@ def replica(stack: Stack):
 
 
 def post(url: str, secret: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"},
-                      timeout=30)
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+    )
 
 
 def error_code(r: httpx.Response) -> str:
@@ -80,8 +81,7 @@ def test_an_expired_key_is_refused_at_its_expiry_on_every_replica(stack: Stack, 
     assert detail(seeder, partner, key.key_id).key.status == pb.KEY_STATUS_EXPIRED
 
 
-def test_a_small_key_serves_until_a_request_is_unaffordable_and_is_never_exhausted_early(stack: Stack,
-                                                                                        seeder: Seeder):
+def test_a_small_key_serves_until_a_request_is_unaffordable_and_is_never_exhausted_early(stack: Stack, seeder: Seeder):
     partner = seeder.partner("last-credit", credits=100, tier="enterprise")
     key = seeder.funded_key(partner, 1, ["gpt-4o", "gpt-4o-mini"], name="one credit")
     min_request = detail(seeder, partner, key.key_id).min_request_ucr
@@ -105,7 +105,8 @@ def test_a_small_key_serves_until_a_request_is_unaffordable_and_is_never_exhaust
     for _ in range(3):
         r = post(stack.proxy_url, key.secret, CHEAP)
         assert (r.status_code, error_code(r)) == (200, ""), r.text
-    remaining = eventually(lambda: (d := detail(seeder, partner, key.key_id)).reserved_ucr == 0 and d,
-                           what="the small requests settled")
+    remaining = eventually(
+        lambda: (d := detail(seeder, partner, key.key_id)).reserved_ucr == 0 and d, what="the small requests settled"
+    )
     assert remaining.key.status == pb.KEY_STATUS_ACTIVE
     assert remaining.used_ucr + remaining.settled_remaining_ucr == CREDIT

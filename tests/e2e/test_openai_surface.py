@@ -42,11 +42,14 @@ def _balance(seeder, account: str) -> ledger_pb2.GetBalanceResponse:
 def _idle_posted_ucr(seeder, account: str) -> int:
     """The posted balance once no hold is pending: a request of an earlier test settles
     after its client has the answer, and must not be counted in this test's charge."""
-    return eventually(lambda: (b := _balance(seeder, account)).pending_ucr == 0 and b, what="no pending hold").posted_ucr
+    return eventually(
+        lambda: (b := _balance(seeder, account)).pending_ucr == 0 and b, what="no pending hold"
+    ).posted_ucr
 
 
 def _charged(seeder, account: str, before_ucr: int) -> int:
     """What the request in flight cost, once settled (no hold left, posted moved)."""
+
     def settled():
         b = _balance(seeder, account)
         return b if b.pending_ucr == 0 and b.posted_ucr != before_ucr else None
@@ -308,8 +311,12 @@ def test_body_over_the_limit_is_413_and_charges_nothing(stack, seeder, key):
             yield b"x" * MIB
         yield b'"}'
 
-    r = httpx.post(f"{stack.proxy_url}/v1/completions", content=chunked(), timeout=30,
-                   headers={"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{stack.proxy_url}/v1/completions",
+        content=chunked(),
+        timeout=30,
+        headers={"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and r.headers["x-request-id"], r.text
     assert _valid("ErrorResponse", r.json())["error"]["code"] == "request_too_large"
     _unchanged(seeder, key.account, before)
@@ -340,10 +347,15 @@ def test_node_sdk(stack, key):
         pytest.fail("the openai npm package is not installed: run `make node-deps`")
     node = shutil.which("node")
     assert node, "node is not on PATH"
-    env = {**os.environ, "OPENAI_BASE_URL": f"{stack.proxy_url}/v1", "OPENAI_API_KEY": key.secret,
-           "CG_MODEL": "gpt-4o-mini"}
-    proc = subprocess.run([node, str(NODE_DIR / "sdk_check.mjs")], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": f"{stack.proxy_url}/v1",
+        "OPENAI_API_KEY": key.secret,
+        "CG_MODEL": "gpt-4o-mini",
+    }
+    proc = subprocess.run(
+        [node, str(NODE_DIR / "sdk_check.mjs")], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["failures"] == []
@@ -351,10 +363,18 @@ def test_node_sdk(stack, key):
     assert results["chat"]["content"] == REPLY and results["chat"]["request_id"]
     assert results["chat_stream"]["text"] == REPLY
     assert (results["chat_stream"]["usage"]["prompt_tokens"], results["chat_stream"]["usage"]["completion_tokens"]) == (
-        11, 16)
+        11,
+        16,
+    )
     assert (results["completions"]["text"], results["completions"]["usage"]["completion_tokens"]) == (
-        "Hello from the Creditgate mock", 5)
+        "Hello from the Creditgate mock",
+        5,
+    )
     assert len(results["embeddings"]["vectors"]) == 2 and results["embeddings"]["usage"]["prompt_tokens"] == 6
     assert results["models"] == MODELS
-    assert results["wrong_key"] == {"class": "AuthenticationError", "status": 401, "code": "invalid_api_key",
-                                    "authentication_error": True}
+    assert results["wrong_key"] == {
+        "class": "AuthenticationError",
+        "status": 401,
+        "code": "invalid_api_key",
+        "authentication_error": True,
+    }

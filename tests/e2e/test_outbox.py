@@ -33,6 +33,7 @@ def stack():
 
 def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
     """Every event on ``subject`` in the USAGE stream, read by sequence (no consumer)."""
+
     async def read() -> list[events_pb2.UsageEvent]:
         nc = await nats.connect(stack.nats_url)
         try:
@@ -75,20 +76,24 @@ def test_events_of_requests_served_while_nats_is_down_survive_a_proxy_restart(st
 
     def chat(text: str):
         raw = sdk.chat.completions.with_raw_response.create(
-            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": text}])
+            model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": text}]
+        )
         return raw.headers["x-request-id"], raw.parse()
 
     def quiet_balance() -> int:
         def settled():
             b = seeder.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=key.account), timeout=5)
             return b if b.pending_ucr == 0 else None
+
         return eventually(settled, what="no reservation pending").posted_ucr
 
     try:
         # healthy: published at once, the outbox untouched
         healthy_id, _ = chat("hello")
-        eventually(lambda: [e.request_id for e in usage_events(stack, subject)] == [healthy_id],
-                   what="the healthy request's event")
+        eventually(
+            lambda: [e.request_id for e in usage_events(stack, subject)] == [healthy_id],
+            what="the healthy request's event",
+        )
         assert metric(stack, "cg_proxy_outbox_events") == 0 and outbox_rows(outbox_path) == []
 
         stack.stop_service("nats")
@@ -120,8 +125,9 @@ def test_events_of_requests_served_while_nats_is_down_survive_a_proxy_restart(st
         eventually(lambda: outbox_rows(outbox_path) == [], what="the outbox emptied")  # nothing more to come
         assert metric(stack, "cg_proxy_outbox_events") == 0
         events = usage_events(stack, subject)
-        assert sorted(e.request_id for e in events) == sorted([healthy_id, *ids]), \
+        assert sorted(e.request_id for e in events) == sorted([healthy_id, *ids]), (
             "one event per request, none missing, none twice"
+        )
         assert sum(e.charged_ucr for e in events if e.request_id in ids) == cost
     finally:
         seeder.close()

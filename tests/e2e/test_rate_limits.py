@@ -24,8 +24,9 @@ def replica(stack: Stack):
 
 
 def post(url: str, secret: str, body: dict = BODY) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"},
-                      timeout=30)
+    return httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+    )
 
 
 def test_a_60_rpm_key_gets_60_successes_in_total_from_two_replicas(stack, seeder: Seeder, replica):
@@ -60,7 +61,8 @@ def test_a_refused_request_is_not_charged_and_the_sdk_raises_rate_limit_error(st
     spent = seeder.balance_ucr(key.account)
     with pytest.raises(openai.RateLimitError) as refused:
         openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key.secret, max_retries=0).chat.completions.create(
-            **BODY)
+            **BODY
+        )
     assert refused.value.code == "rate_limit_exceeded"
     time.sleep(0.5)
     assert seeder.balance_ucr(key.account) == spent  # nothing held, nothing charged

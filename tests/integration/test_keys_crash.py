@@ -52,19 +52,28 @@ def test_killed_between_money_and_key_then_retried(stack, op, victim, point):
     keys_ch, ledger_ch = grpc.insecure_channel(stack.keys_addr), grpc.insecure_channel(stack.ledger_addr)
     keys, ledger = keys_pb2_grpc.KeysServiceStub(keys_ch), ledger_pb2_grpc.LedgerServiceStub(ledger_ch)
     try:
-        p = keys.CreatePartner(pb.CreatePartnerRequest(name="P", tier="growth", external_ref=uuid.uuid4().hex),
-                               timeout=T)
+        p = keys.CreatePartner(
+            pb.CreatePartnerRequest(name="P", tier="growth", external_ref=uuid.uuid4().hex), timeout=T
+        )
         actor = pb.Actor(partner_id=p.id)
-        ledger.Deposit(lpb.DepositRequest(idempotency_id=uuid.uuid4().hex, account=f"partner:{p.id}",
-                                          amount_ucr=1_000 * CREDIT), timeout=T)
-        create = pb.CreateKeyRequest(actor=actor, idempotency_key=uuid.uuid4().hex, budget_credits=100,
-                                     fields=pb.KeyFields(name="k", allowed_models=["gpt-4o-mini"]))
+        ledger.Deposit(
+            lpb.DepositRequest(idempotency_id=uuid.uuid4().hex, account=f"partner:{p.id}", amount_ucr=1_000 * CREDIT),
+            timeout=T,
+        )
+        create = pb.CreateKeyRequest(
+            actor=actor,
+            idempotency_key=uuid.uuid4().hex,
+            budget_credits=100,
+            fields=pb.KeyFields(name="k", allowed_models=["gpt-4o-mini"]),
+        )
         key_id = keys.CreateKey(create, timeout=T).key.id if op != "create" else None
         topup = pb.TopUpKeyRequest(actor=actor, key_id=key_id or "", idempotency_key="top-1", amount_credits=40)
         revoke = pb.RevokeKeyRequest(actor=actor, key_id=key_id or "")
-        call = {"create": lambda: keys.CreateKey(create, timeout=T),
-                "topup": lambda: keys.TopUpKey(topup, timeout=T),
-                "revoke": lambda: keys.RevokeKey(revoke, timeout=T)}[op]
+        call = {
+            "create": lambda: keys.CreateKey(create, timeout=T),
+            "topup": lambda: keys.TopUpKey(topup, timeout=T),
+            "revoke": lambda: keys.RevokeKey(revoke, timeout=T),
+        }[op]
 
         restart(stack, victim, crash_at=point)
         with pytest.raises(grpc.RpcError) as e:

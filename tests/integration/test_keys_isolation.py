@@ -104,11 +104,20 @@ class World:
     def partner_key(self, partner: str, billed_customer: str | None = None) -> str:
         fields = pb.KeyFields(name="k", allowed_models=["gpt-4o-mini"])
         if billed_customer:
-            fields.billing.CopyFrom(pb.CustomerBilling(customer_id=self.customers[billed_customer],
-                                                       profit_multiplier="2", price_per_ai_credit_cents="1"))
-        resp = self.keys.CreateKey(pb.CreateKeyRequest(
-            actor=pb.Actor(partner_id=self.partners[partner]), idempotency_key=uuid.uuid4().hex, fields=fields,
-            budget_credits=10), timeout=T)
+            fields.billing.CopyFrom(
+                pb.CustomerBilling(
+                    customer_id=self.customers[billed_customer], profit_multiplier="2", price_per_ai_credit_cents="1"
+                )
+            )
+        resp = self.keys.CreateKey(
+            pb.CreateKeyRequest(
+                actor=pb.Actor(partner_id=self.partners[partner]),
+                idempotency_key=uuid.uuid4().hex,
+                fields=fields,
+                budget_credits=10,
+            ),
+            timeout=T,
+        )
         self.take_secret(resp)
         billed = self.customers[billed_customer] if billed_customer else None
         self.key_recs[resp.key.id] = KeyRec(resp.key.id, self.partners[partner], None, billed)
@@ -116,9 +125,15 @@ class World:
 
     def customer_key(self, customer: str) -> str:
         partner, cid = self.partners[customer[0]], self.customers[customer]
-        resp = self.keys.CreateCustomerKey(pb.CreateCustomerKeyRequest(
-            actor=pb.Actor(partner_id=partner, customer_id=cid), idempotency_key=uuid.uuid4().hex,
-            name=f"{customer}'s key", allowed_models=["gpt-4o-mini", "gemini-2.5-flash"]), timeout=T)
+        resp = self.keys.CreateCustomerKey(
+            pb.CreateCustomerKeyRequest(
+                actor=pb.Actor(partner_id=partner, customer_id=cid),
+                idempotency_key=uuid.uuid4().hex,
+                name=f"{customer}'s key",
+                allowed_models=["gpt-4o-mini", "gemini-2.5-flash"],
+            ),
+            timeout=T,
+        )
         self.take_secret(resp)
         self.key_recs[resp.key.id] = KeyRec(resp.key.id, partner, cid, cid)
         return resp.key.id
@@ -136,7 +151,8 @@ class World:
 
     def visible_key_ids(self, partner_id: str, customer_id: str | None, include_revoked: bool) -> set[str]:
         return {
-            k.id for k in self.key_recs.values()
+            k.id
+            for k in self.key_recs.values()
             if k.partner == partner_id
             and (customer_id is None or customer_id in (k.owner, k.billed))
             and (include_revoked or not k.revoked)
@@ -144,12 +160,17 @@ class World:
 
 
 def _deposit(ledger, partner_id: str, credits: int) -> None:
-    ledger.Deposit(pb_ledger.DepositRequest(idempotency_id=f"dep-{uuid.uuid4().hex}", account=f"partner:{partner_id}",
-                                            amount_ucr=credits * CREDIT), timeout=T)
+    ledger.Deposit(
+        pb_ledger.DepositRequest(
+            idempotency_id=f"dep-{uuid.uuid4().hex}", account=f"partner:{partner_id}", amount_ucr=credits * CREDIT
+        ),
+        timeout=T,
+    )
 
 
-SELF_SERVICE = pb.SelfServiceSettings(enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5",
-                                      ai_credit_price_cents="1")
+SELF_SERVICE = pb.SelfServiceSettings(
+    enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1"
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,21 +180,27 @@ def world(keys_stack: Stack) -> Iterator[World]:
     w = World(keys_pb2_grpc.KeysServiceStub(keys_ch), ledger_pb2_grpc.LedgerServiceStub(ledger_ch))
     run = uuid.uuid4().hex[:8]
     for p in ("A", "B"):
-        partner = w.keys.CreatePartner(pb.CreatePartnerRequest(
-            name=f"Partner {p}", tier="enterprise", external_ref=f"iso-{p}-{run}"), timeout=T)
+        partner = w.keys.CreatePartner(
+            pb.CreatePartnerRequest(name=f"Partner {p}", tier="enterprise", external_ref=f"iso-{p}-{run}"), timeout=T
+        )
         w.partners[p] = partner.id
         w.customers_of[partner.id] = set()
         _deposit(w.ledger, partner.id, 1_000_000)  # customer keys hold 1,000 each; plenty of headroom
     for c in ("A1", "A2", "B1"):
         pid = w.partners[c[0]]
-        customer = w.keys.CreateCustomer(pb.CreateCustomerRequest(
-            actor=pb.Actor(partner_id=pid), name=f"Customer {c}", ai_credits_enabled=True), timeout=T)
+        customer = w.keys.CreateCustomer(
+            pb.CreateCustomerRequest(actor=pb.Actor(partner_id=pid), name=f"Customer {c}", ai_credits_enabled=True),
+            timeout=T,
+        )
         w.customers[c] = customer.id
         w.customers_of[pid].add(customer.id)
     for p in ("A", "B"):
-        partner = w.keys.UpdateSelfService(pb.UpdateSelfServiceRequest(
-            actor=pb.Actor(partner_id=w.partners[p]), settings=SELF_SERVICE, apply_to_existing_customers=True),
-            timeout=T)
+        partner = w.keys.UpdateSelfService(
+            pb.UpdateSelfServiceRequest(
+                actor=pb.Actor(partner_id=w.partners[p]), settings=SELF_SERVICE, apply_to_existing_customers=True
+            ),
+            timeout=T,
+        )
         assert partner.self_service.enabled
     for shape in ("keyA", "keyA_billedA1", "keyA1", "keyA2", "keyB", "keyB1"):
         w.labeled[shape] = w.make_key(shape)
@@ -255,24 +282,27 @@ def _row(get, update, regenerate, revoke, suspend, resume, top_up) -> dict[str, 
 # (role, relation) -> op -> outcome. The expected answers, written out.
 KEY_RULES: dict[tuple[str, str], dict[str, str]] = {
     #                                                     Get Update Regen Revoke Suspend Resume TopUp
-    ("partner", "own partner key"):                  _row(OK, OK, OK, OK, OK, OK, OK),
-    ("partner", "own customer's key"):               _row(OK, OK, OK, OK, OK, OK, FP),  # no budget to top up
-    ("partner", "other partner's key"):              _row(NF, NF, NF, NF, NF, NF, NF),
-    ("partner", "no such key"):                      _row(NF, NF, NF, NF, NF, NF, NF),
-    ("customer", "created by it"):                   _row(OK, OK, OK, OK, PD, PD, PD),
-    ("customer", "partner key billed to it"):        _row(OK, PD, PD, PD, PD, PD, PD),
-    ("customer", "partner key not billed to it"):    _row(NF, NF, NF, NF, PD, PD, PD),
+    ("partner", "own partner key"): _row(OK, OK, OK, OK, OK, OK, OK),
+    ("partner", "own customer's key"): _row(OK, OK, OK, OK, OK, OK, FP),  # no budget to top up
+    ("partner", "other partner's key"): _row(NF, NF, NF, NF, NF, NF, NF),
+    ("partner", "no such key"): _row(NF, NF, NF, NF, NF, NF, NF),
+    ("customer", "created by it"): _row(OK, OK, OK, OK, PD, PD, PD),
+    ("customer", "partner key billed to it"): _row(OK, PD, PD, PD, PD, PD, PD),
+    ("customer", "partner key not billed to it"): _row(NF, NF, NF, NF, PD, PD, PD),
     ("customer", "same partner's other customer's key"): _row(NF, NF, NF, NF, PD, PD, PD),
-    ("customer", "other partner's key"):             _row(NF, NF, NF, NF, PD, PD, PD),
-    ("customer", "no such key"):                     _row(NF, NF, NF, NF, PD, PD, PD),
-    ("nonexistent", "any"):                          _row(NF, NF, NF, NF, NF, NF, NF),
-    ("no partner", "any"):                           _row(PD, PD, PD, PD, PD, PD, PD),
+    ("customer", "other partner's key"): _row(NF, NF, NF, NF, PD, PD, PD),
+    ("customer", "no such key"): _row(NF, NF, NF, NF, PD, PD, PD),
+    ("nonexistent", "any"): _row(NF, NF, NF, NF, NF, NF, NF),
+    ("no partner", "any"): _row(PD, PD, PD, PD, PD, PD, PD),
 }
 
 KEY_CASES = [
-    pytest.param(actor, op, target, KEY_RULES[(ACTORS[actor][0], key_relation(actor, target))][op],
-                 id=f"{actor}-{op}-{target}")
-    for actor in ACTORS for op in KEY_OPS for target in KEY_SHAPES
+    pytest.param(
+        actor, op, target, KEY_RULES[(ACTORS[actor][0], key_relation(actor, target))][op], id=f"{actor}-{op}-{target}"
+    )
+    for actor in ACTORS
+    for op in KEY_OPS
+    for target in KEY_SHAPES
 ]
 
 
@@ -287,17 +317,25 @@ def _key_call(w: World, actor: pb.Actor, op: str, key_id: str) -> Callable[[], o
     k = w.keys
     return {
         "GetKey": lambda: k.GetKey(pb.GetKeyRequest(actor=actor, key_id=key_id), timeout=T),
-        "UpdateKey": lambda: k.UpdateKey(pb.UpdateKeyRequest(
-            actor=actor, key_id=key_id, fields=pb.KeyFields(name=f"renamed {uuid.uuid4().hex[:6]}"),
-            update_mask=["name"]), timeout=T),
-        "RegenerateKey": lambda: k.RegenerateKey(pb.RegenerateKeyRequest(
-            actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex), timeout=T),
+        "UpdateKey": lambda: k.UpdateKey(
+            pb.UpdateKeyRequest(
+                actor=actor,
+                key_id=key_id,
+                fields=pb.KeyFields(name=f"renamed {uuid.uuid4().hex[:6]}"),
+                update_mask=["name"],
+            ),
+            timeout=T,
+        ),
+        "RegenerateKey": lambda: k.RegenerateKey(
+            pb.RegenerateKeyRequest(actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex), timeout=T
+        ),
         "RevokeKey": lambda: k.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=key_id), timeout=T),
-        "SuspendKey": lambda: k.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, reason="test"),
-                                           timeout=T),
+        "SuspendKey": lambda: k.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, reason="test"), timeout=T),
         "ResumeKey": lambda: k.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=key_id), timeout=T),
-        "TopUpKey": lambda: k.TopUpKey(pb.TopUpKeyRequest(
-            actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex, amount_credits=1), timeout=T),
+        "TopUpKey": lambda: k.TopUpKey(
+            pb.TopUpKeyRequest(actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex, amount_credits=1),
+            timeout=T,
+        ),
     }[op]
 
 
@@ -368,29 +406,38 @@ def customer_relation(actor: str, target: str) -> str:
 
 
 CUSTOMER_RULES: dict[tuple[str, str], dict[str, str]] = {
-    ("partner", "own customer"):                    dict(GetCustomer=OK, UpdateCustomer=OK),
-    ("partner", "other partner's customer"):        dict(GetCustomer=NF, UpdateCustomer=NF),
-    ("partner", "no such customer"):                dict(GetCustomer=NF, UpdateCustomer=NF),
-    ("customer", "itself"):                         dict(GetCustomer=OK, UpdateCustomer=PD),
-    ("customer", "same partner's other customer"):  dict(GetCustomer=NF, UpdateCustomer=PD),
-    ("customer", "other partner's customer"):       dict(GetCustomer=NF, UpdateCustomer=PD),
-    ("customer", "no such customer"):               dict(GetCustomer=NF, UpdateCustomer=PD),
-    ("nonexistent", "any"):                         dict(GetCustomer=NF, UpdateCustomer=NF),
-    ("no partner", "any"):                          dict(GetCustomer=PD, UpdateCustomer=PD),
+    ("partner", "own customer"): dict(GetCustomer=OK, UpdateCustomer=OK),
+    ("partner", "other partner's customer"): dict(GetCustomer=NF, UpdateCustomer=NF),
+    ("partner", "no such customer"): dict(GetCustomer=NF, UpdateCustomer=NF),
+    ("customer", "itself"): dict(GetCustomer=OK, UpdateCustomer=PD),
+    ("customer", "same partner's other customer"): dict(GetCustomer=NF, UpdateCustomer=PD),
+    ("customer", "other partner's customer"): dict(GetCustomer=NF, UpdateCustomer=PD),
+    ("customer", "no such customer"): dict(GetCustomer=NF, UpdateCustomer=PD),
+    ("nonexistent", "any"): dict(GetCustomer=NF, UpdateCustomer=NF),
+    ("no partner", "any"): dict(GetCustomer=PD, UpdateCustomer=PD),
 }
 
 CUSTOMER_CASES = [
-    pytest.param(actor, op, target, CUSTOMER_RULES[(ACTORS[actor][0], customer_relation(actor, target))][op],
-                 id=f"{actor}-{op}-{target}")
-    for actor in ACTORS for op in ("GetCustomer", "UpdateCustomer") for target in CUSTOMER_TARGETS
+    pytest.param(
+        actor,
+        op,
+        target,
+        CUSTOMER_RULES[(ACTORS[actor][0], customer_relation(actor, target))][op],
+        id=f"{actor}-{op}-{target}",
+    )
+    for actor in ACTORS
+    for op in ("GetCustomer", "UpdateCustomer")
+    for target in CUSTOMER_TARGETS
 ]
 
 
 def _customer_call(w: World, actor: pb.Actor, op: str, customer_id: str) -> Callable[[], object]:
     if op == "GetCustomer":
         return lambda: w.keys.GetCustomer(pb.GetCustomerRequest(actor=actor, customer_id=customer_id), timeout=T)
-    return lambda: w.keys.UpdateCustomer(pb.UpdateCustomerRequest(
-        actor=actor, customer_id=customer_id, name=f"Customer renamed {uuid.uuid4().hex[:6]}"), timeout=T)
+    return lambda: w.keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=actor, customer_id=customer_id, name=f"Customer renamed {uuid.uuid4().hex[:6]}"),
+        timeout=T,
+    )
 
 
 NO_SUCH_CUSTOMER = "cus_doesnotexist000000"
@@ -439,19 +486,26 @@ CREATE_KEY_RULES = {
 }
 
 CREATE_KEY_CASES = [
-    pytest.param(actor, target, CREATE_KEY_RULES[(ACTORS[actor][0], billing_relation(actor, target))],
-                 id=f"{actor}-CreateKey-{target}")
-    for actor in ACTORS for target in BILLING_TARGETS
+    pytest.param(
+        actor,
+        target,
+        CREATE_KEY_RULES[(ACTORS[actor][0], billing_relation(actor, target))],
+        id=f"{actor}-CreateKey-{target}",
+    )
+    for actor in ACTORS
+    for target in BILLING_TARGETS
 ]
 
 
 def _create_key_call(w: World, actor: pb.Actor, billed_customer_id: str) -> Callable[[], object]:
     fields = pb.KeyFields(name="matrix key", allowed_models=["gpt-4o-mini"])
     if billed_customer_id:
-        fields.billing.CopyFrom(pb.CustomerBilling(customer_id=billed_customer_id, profit_multiplier="2",
-                                                   price_per_ai_credit_cents="1"))
-    return lambda: w.keys.CreateKey(pb.CreateKeyRequest(
-        actor=actor, idempotency_key=uuid.uuid4().hex, fields=fields, budget_credits=10), timeout=T)
+        fields.billing.CopyFrom(
+            pb.CustomerBilling(customer_id=billed_customer_id, profit_multiplier="2", price_per_ai_credit_cents="1")
+        )
+    return lambda: w.keys.CreateKey(
+        pb.CreateKeyRequest(actor=actor, idempotency_key=uuid.uuid4().hex, fields=fields, budget_credits=10), timeout=T
+    )
 
 
 @pytest.mark.parametrize(("actor", "target", "expected"), CREATE_KEY_CASES)
@@ -476,20 +530,43 @@ def test_create_key(world: World, actor: str, target: str, expected: str) -> Non
 
 # -- calls without a target -----------------------------------------------------------
 
-CALL_OPS = ("ListKeys", "ListCustomers", "CreateCustomer", "CreateCustomerKey", "UpdateSelfService", "QuoteKey",
-            "ListModels", "GetPartner")
+CALL_OPS = (
+    "ListKeys",
+    "ListCustomers",
+    "CreateCustomer",
+    "CreateCustomerKey",
+    "UpdateSelfService",
+    "QuoteKey",
+    "ListModels",
+    "GetPartner",
+)
 CALL_RULES: dict[str, dict[str, str]] = {
-    "partner": dict(ListKeys=OK, ListCustomers=OK, CreateCustomer=OK, CreateCustomerKey=PD, UpdateSelfService=OK,
-                    QuoteKey=OK, ListModels=OK, GetPartner=OK),
-    "customer": dict(ListKeys=OK, ListCustomers=PD, CreateCustomer=PD, CreateCustomerKey=OK, UpdateSelfService=PD,
-                     QuoteKey=PD, ListModels=OK, GetPartner=OK),
+    "partner": dict(
+        ListKeys=OK,
+        ListCustomers=OK,
+        CreateCustomer=OK,
+        CreateCustomerKey=PD,
+        UpdateSelfService=OK,
+        QuoteKey=OK,
+        ListModels=OK,
+        GetPartner=OK,
+    ),
+    "customer": dict(
+        ListKeys=OK,
+        ListCustomers=PD,
+        CreateCustomer=PD,
+        CreateCustomerKey=OK,
+        UpdateSelfService=PD,
+        QuoteKey=PD,
+        ListModels=OK,
+        GetPartner=OK,
+    ),
     "nonexistent": {op: NF for op in CALL_OPS},
     "no partner": {op: PD for op in CALL_OPS},
 }
 
 CALL_CASES = [
-    pytest.param(actor, op, CALL_RULES[ACTORS[actor][0]][op], id=f"{actor}-{op}")
-    for actor in ACTORS for op in CALL_OPS
+    pytest.param(actor, op, CALL_RULES[ACTORS[actor][0]][op], id=f"{actor}-{op}") for actor in ACTORS for op in CALL_OPS
 ]
 
 
@@ -498,13 +575,21 @@ def _plain_call(w: World, actor: pb.Actor, op: str) -> Callable[[], object]:
     return {
         "ListKeys": lambda: k.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T),
         "ListCustomers": lambda: k.ListCustomers(pb.ListCustomersRequest(actor=actor), timeout=T),
-        "CreateCustomer": lambda: k.CreateCustomer(pb.CreateCustomerRequest(
-            actor=actor, name="matrix customer", ai_credits_enabled=True), timeout=T),
-        "CreateCustomerKey": lambda: k.CreateCustomerKey(pb.CreateCustomerKeyRequest(
-            actor=actor, idempotency_key=uuid.uuid4().hex, name="matrix customer key",
-            allowed_models=["gpt-4o-mini"]), timeout=T),
-        "UpdateSelfService": lambda: k.UpdateSelfService(pb.UpdateSelfServiceRequest(
-            actor=actor, settings=SELF_SERVICE, apply_to_existing_customers=True), timeout=T),
+        "CreateCustomer": lambda: k.CreateCustomer(
+            pb.CreateCustomerRequest(actor=actor, name="matrix customer", ai_credits_enabled=True), timeout=T
+        ),
+        "CreateCustomerKey": lambda: k.CreateCustomerKey(
+            pb.CreateCustomerKeyRequest(
+                actor=actor,
+                idempotency_key=uuid.uuid4().hex,
+                name="matrix customer key",
+                allowed_models=["gpt-4o-mini"],
+            ),
+            timeout=T,
+        ),
+        "UpdateSelfService": lambda: k.UpdateSelfService(
+            pb.UpdateSelfServiceRequest(actor=actor, settings=SELF_SERVICE, apply_to_existing_customers=True), timeout=T
+        ),
         "QuoteKey": lambda: k.QuoteKey(pb.QuoteKeyRequest(actor=actor, budget_credits=100), timeout=T),
         "ListModels": lambda: k.ListModels(pb.ListModelsRequest(actor=actor), timeout=T),
         "GetPartner": lambda: k.GetPartner(pb.GetPartnerRequest(actor=actor), timeout=T),
@@ -538,7 +623,10 @@ def test_call(world: World, actor: str, op: str, expected: str) -> None:
         for k in every.keys:
             rec = w.key_recs[k.id]
             assert (k.partner_id, k.owner_customer_id, k.billing.customer_id) == (
-                rec.partner, rec.owner or "", rec.billed or "")
+                rec.partner,
+                rec.owner or "",
+                rec.billed or "",
+            )
             assert (k.status == pb.KEY_STATUS_REVOKED) == rec.revoked
     elif op == "ListCustomers":
         assert {c.id for c in resp.customers} == w.customers_of[partner_id]
@@ -566,8 +654,11 @@ def _update_fields(w: World) -> dict[str, pb.KeyFields]:
         "name": pb.KeyFields(name="own rename"),
         "description": pb.KeyFields(description="own description"),
         "allowed_models": pb.KeyFields(allowed_models=["gemini-2.5-flash"]),
-        "billing": pb.KeyFields(billing=pb.CustomerBilling(customer_id=w.customers["A1"], profit_multiplier="1",
-                                                           price_per_ai_credit_cents="1")),
+        "billing": pb.KeyFields(
+            billing=pb.CustomerBilling(
+                customer_id=w.customers["A1"], profit_multiplier="1", price_per_ai_credit_cents="1"
+            )
+        ),
         "auto_topup": pb.KeyFields(auto_topup=pb.AutoTopUp(enabled=False)),
         "allowed_domains": pb.KeyFields(allowed_domains=["app.example.com"]),
         "rpm_limit": pb.KeyFields(rpm_limit=5),
@@ -576,22 +667,40 @@ def _update_fields(w: World) -> dict[str, pb.KeyFields]:
     }
 
 
-CUSTOMER_MASKS = {"name": OK, "description": OK, "allowed_models": OK, "billing": PD, "auto_topup": PD,
-                  "allowed_domains": PD, "rpm_limit": PD, "tpm_limit": PD, "expires_at_unix": PD}
+CUSTOMER_MASKS = {
+    "name": OK,
+    "description": OK,
+    "allowed_models": OK,
+    "billing": PD,
+    "auto_topup": PD,
+    "allowed_domains": PD,
+    "rpm_limit": PD,
+    "tpm_limit": PD,
+    "expires_at_unix": PD,
+}
 
 
-@pytest.mark.parametrize(("actor", "mask", "expected"), [
-    *[pytest.param("customerA1", m, e, id=f"customerA1-{m}-{e}") for m, e in CUSTOMER_MASKS.items()],
-    *[pytest.param("partnerA", m, OK, id=f"partnerA-{m}-OK") for m in CUSTOMER_MASKS],
-])
+@pytest.mark.parametrize(
+    ("actor", "mask", "expected"),
+    [
+        *[pytest.param("customerA1", m, e, id=f"customerA1-{m}-{e}") for m, e in CUSTOMER_MASKS.items()],
+        *[pytest.param("partnerA", m, OK, id=f"partnerA-{m}-OK") for m in CUSTOMER_MASKS],
+    ],
+)
 def test_update_key_mask(world: World, actor: str, mask: str, expected: str) -> None:
     """A customer may change only name, description and allowed_models of a key it
     created; its partner may change every field of the same key."""
     w = world
     key_id = w.labeled["keyA1"]
     before = w.keys.GetKey(pb.GetKeyRequest(actor=actor_of(w, "partnerA"), key_id=key_id), timeout=T)
-    code, resp, details = _call(lambda: w.keys.UpdateKey(pb.UpdateKeyRequest(
-        actor=actor_of(w, actor), key_id=key_id, fields=_update_fields(w)[mask], update_mask=[mask]), timeout=T))
+    code, resp, details = _call(
+        lambda: w.keys.UpdateKey(
+            pb.UpdateKeyRequest(
+                actor=actor_of(w, actor), key_id=key_id, fields=_update_fields(w)[mask], update_mask=[mask]
+            ),
+            timeout=T,
+        )
+    )
     assert code == expected, f"UpdateKey [{mask}] by {actor}: {code} {details!r}"
     after = w.keys.GetKey(pb.GetKeyRequest(actor=actor_of(w, "partnerA"), key_id=key_id), timeout=T)
     w.assert_no_secret(details)
@@ -602,9 +711,14 @@ def test_update_key_mask(world: World, actor: str, mask: str, expected: str) -> 
         assert after.key == before.key, "a refused update changed the key"
     # a customer cannot sneak a forbidden field in next to an allowed one
     if actor == "customerA1" and expected == PD:
-        code, _, _ = _call(lambda: w.keys.UpdateKey(pb.UpdateKeyRequest(
-            actor=actor_of(w, actor), key_id=key_id, fields=_update_fields(w)[mask],
-            update_mask=["name", mask]), timeout=T))
+        code, _, _ = _call(
+            lambda: w.keys.UpdateKey(
+                pb.UpdateKeyRequest(
+                    actor=actor_of(w, actor), key_id=key_id, fields=_update_fields(w)[mask], update_mask=["name", mask]
+                ),
+                timeout=T,
+            )
+        )
         assert code == PD
         again = w.keys.GetKey(pb.GetKeyRequest(actor=actor_of(w, "partnerA"), key_id=key_id), timeout=T)
         assert again.key == after.key
@@ -618,8 +732,12 @@ def test_keys_log_never_contains_a_secret(world: World, keys_stack: Stack) -> No
     # a few more secrets through every path that hands one out, then read the log
     w.make_key("keyA")
     w.make_key("keyA1")
-    regenerated = w.keys.RegenerateKey(pb.RegenerateKeyRequest(
-        actor=actor_of(w, "partnerA"), key_id=w.labeled["keyA"], idempotency_key=uuid.uuid4().hex), timeout=T)
+    regenerated = w.keys.RegenerateKey(
+        pb.RegenerateKeyRequest(
+            actor=actor_of(w, "partnerA"), key_id=w.labeled["keyA"], idempotency_key=uuid.uuid4().hex
+        ),
+        timeout=T,
+    )
     w.take_secret(regenerated)
     assert len(w.secrets) >= 10
     log = keys_stack.procs["keys"].log_text()

@@ -40,8 +40,10 @@ def ledger(stack):
 def partner(keys, ledger, tier="growth", credits=10_000):
     p = keys.CreatePartner(pb.CreatePartnerRequest(name="P", tier=tier, external_ref=uuid.uuid4().hex), timeout=T)
     if credits:
-        ledger.Deposit(lpb.DepositRequest(idempotency_id=uuid.uuid4().hex, account=f"partner:{p.id}",
-                                          amount_ucr=credits * CREDIT), timeout=T)
+        ledger.Deposit(
+            lpb.DepositRequest(idempotency_id=uuid.uuid4().hex, account=f"partner:{p.id}", amount_ucr=credits * CREDIT),
+            timeout=T,
+        )
     return p, pb.Actor(partner_id=p.id)
 
 
@@ -50,9 +52,15 @@ def balance(ledger, account) -> lpb.Balance:
 
 
 def create(keys, actor, budget=100, models=("gpt-4o-mini",), idem=None, **fields):
-    return keys.CreateKey(pb.CreateKeyRequest(
-        actor=actor, idempotency_key=idem or uuid.uuid4().hex, budget_credits=budget,
-        fields=pb.KeyFields(name=fields.pop("name", "key"), allowed_models=list(models), **fields)), timeout=T)
+    return keys.CreateKey(
+        pb.CreateKeyRequest(
+            actor=actor,
+            idempotency_key=idem or uuid.uuid4().hex,
+            budget_credits=budget,
+            fields=pb.KeyFields(name=fields.pop("name", "key"), allowed_models=list(models), **fields),
+        ),
+        timeout=T,
+    )
 
 
 def auth(keys, secret):
@@ -77,11 +85,24 @@ def test_list_models_by_tier(keys, ledger):
 def test_create_partner_key_charges_budget_and_fee_and_shows_the_secret_once(keys, ledger):
     p, actor = partner(keys, ledger, tier="growth")
     quote = keys.QuoteKey(pb.QuoteKeyRequest(actor=actor, budget_credits=100), timeout=T)
-    assert (quote.budget_ucr, quote.fee_ucr, quote.total_ucr, quote.fee_rate) == (100 * CREDIT, 5 * CREDIT,
-                                                                                   105 * CREDIT, "0.05")
-    made = create(keys, actor, 100, ["gpt-4o-mini", "claude-haiku-4-5"], name="Support bot", description="prod",
-                  allowed_domains=["app.example.com", "*.example.org"], rpm_limit=60, tpm_limit=10_000,
-                  auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"))
+    assert (quote.budget_ucr, quote.fee_ucr, quote.total_ucr, quote.fee_rate) == (
+        100 * CREDIT,
+        5 * CREDIT,
+        105 * CREDIT,
+        "0.05",
+    )
+    made = create(
+        keys,
+        actor,
+        100,
+        ["gpt-4o-mini", "claude-haiku-4-5"],
+        name="Support bot",
+        description="prod",
+        allowed_domains=["app.example.com", "*.example.org"],
+        rpm_limit=60,
+        tpm_limit=10_000,
+        auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"),
+    )
     assert made.total_ucr == quote.total_ucr and made.secret.startswith("sk-cg-")
     assert made.key.prefix == made.secret[:12] and made.key.status == pb.KEY_STATUS_ACTIVE
     assert balance(ledger, f"partner:{p.id}").posted_ucr == (10_000 - 105) * CREDIT
@@ -89,19 +110,39 @@ def test_create_partner_key_charges_budget_and_fee_and_shows_the_secret_once(key
     assert (detail.remaining_ucr, detail.reserved_ucr, detail.used_ucr) == (100 * CREDIT, 0, 0)
     k = detail.key
     assert (k.name, k.description, list(k.allowed_domains), k.rpm_limit, k.tpm_limit) == (
-        "Support bot", "prod", ["app.example.com", "*.example.org"], 60, 10_000)
+        "Support bot",
+        "prod",
+        ["app.example.com", "*.example.org"],
+        60,
+        10_000,
+    )
     assert (k.auto_topup.enabled, k.auto_topup.threshold_usd, k.auto_topup.amount_usd) == (True, "5", "20")
     assert made.secret not in str(detail) and made.secret not in str(keys.ListKeys(pb.ListKeysRequest(actor=actor)))
     # budget vs spend, in the list too: 1 credit spent
-    ledger.Reserve(lpb.ReserveRequest(request_id=uuid.uuid4().hex, account=made.key.budget_account, model="m",
-                                      price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
-                                      max_output_tokens=100), timeout=T)
+    ledger.Reserve(
+        lpb.ReserveRequest(
+            request_id=uuid.uuid4().hex,
+            account=made.key.budget_account,
+            model="m",
+            price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
+            max_output_tokens=100,
+        ),
+        timeout=T,
+    )
     rid = uuid.uuid4().hex
-    ledger.Reserve(lpb.ReserveRequest(request_id=rid, account=made.key.budget_account, model="m",
-                                      price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
-                                      max_output_tokens=100), timeout=T)
-    ledger.Settle(lpb.SettleRequest(request_id=rid, output_tokens=100, usage_source=lpb.USAGE_SOURCE_PROVIDER),
-                  timeout=T)
+    ledger.Reserve(
+        lpb.ReserveRequest(
+            request_id=rid,
+            account=made.key.budget_account,
+            model="m",
+            price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
+            max_output_tokens=100,
+        ),
+        timeout=T,
+    )
+    ledger.Settle(
+        lpb.SettleRequest(request_id=rid, output_tokens=100, usage_source=lpb.USAGE_SOURCE_PROVIDER), timeout=T
+    )
     listed = {k.id: k for k in keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys}[made.key.id]
     assert (listed.funded_ucr, listed.spent_ucr, listed.remaining_ucr) == (100 * CREDIT, CREDIT, 98 * CREDIT)
     detail = keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
@@ -126,11 +167,13 @@ def test_a_retried_create_is_one_key_and_one_funding(keys, ledger):
 
 def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger):
     p, actor = partner(keys, ledger, credits=2_000)
-    customer = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="Acme", ai_credits_enabled=True),
-                                   timeout=T)
+    customer = keys.CreateCustomer(
+        pb.CreateCustomerRequest(actor=actor, name="Acme", ai_credits_enabled=True), timeout=T
+    )
     cactor = pb.Actor(partner_id=p.id, customer_id=customer.id)
-    request = pb.CreateCustomerKeyRequest(actor=cactor, name="mine", allowed_models=["gpt-4o-mini"],
-                                          idempotency_key=uuid.uuid4().hex)
+    request = pb.CreateCustomerKeyRequest(
+        actor=cactor, name="mine", allowed_models=["gpt-4o-mini"], idempotency_key=uuid.uuid4().hex
+    )
 
     def refused(expected_words: str):
         with pytest.raises(grpc.RpcError) as e:
@@ -139,8 +182,9 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
 
     settings = pb.SelfServiceSettings(enabled=False, default_profit_multiplier="2", ai_credit_price_cents="1")
     # master toggle off (customer has AI credits, menu made visible for everyone)
-    keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=settings, apply_to_existing_customers=True),
-                           timeout=T)
+    keys.UpdateSelfService(
+        pb.UpdateSelfServiceRequest(actor=actor, settings=settings, apply_to_existing_customers=True), timeout=T
+    )
     read = keys.GetCustomer(pb.GetCustomerRequest(actor=actor, customer_id=customer.id), timeout=T)
     assert read.ai_gateway_menu_enabled and not read.ai_gateway_visible
     assert list(read.ai_gateway_missing) == ["self_service_disabled"]
@@ -148,86 +192,127 @@ def test_customer_keys_need_all_three_switches_and_hold_the_deposit(keys, ledger
     settings.enabled = True
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=settings), timeout=T)
     # AI Credits off alone
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_credits_enabled=False),
-                        timeout=T)
+    keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_credits_enabled=False), timeout=T
+    )
     refused("AI Credits")
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_credits_enabled=True),
-                        timeout=T)
+    keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_credits_enabled=True), timeout=T
+    )
     # AI Gateway menu off alone
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=False),
-                        timeout=T)
+    keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=False), timeout=T
+    )
     refused("AI Gateway")
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=True),
-                        timeout=T)
+    keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=actor, customer_id=customer.id, ai_gateway_menu_enabled=True), timeout=T
+    )
     made = keys.CreateCustomerKey(request, timeout=T)
     assert made.key.kind == "customer" and made.total_ucr == 1_000 * CREDIT
     assert balance(ledger, f"partner:{p.id}").available_ucr == 1_000 * CREDIT
     authed = auth(keys, made.secret)
     b = authed.billing
-    assert (b.payer_account, b.customer_account, b.revenue_account, b.profit_multiplier,
-            b.price_per_ai_credit_cents) == (f"partner:{p.id}", f"customer:{customer.id}", f"partnerrev:{p.id}", "2", "1")
+    assert (
+        b.payer_account,
+        b.customer_account,
+        b.revenue_account,
+        b.profit_multiplier,
+        b.price_per_ai_credit_cents,
+    ) == (f"partner:{p.id}", f"customer:{customer.id}", f"partnerrev:{p.id}", "2", "1")
     keys.RevokeKey(pb.RevokeKeyRequest(actor=cactor, key_id=made.key.id), timeout=T)
     assert balance(ledger, f"partner:{p.id}").available_ucr == 2_000 * CREDIT
     # the deposit line: a partner that cannot hold another deposit cannot create the key
     poor, pactor = partner(keys, ledger, credits=999)
     keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=pactor, settings=settings), timeout=T)
     c2 = keys.CreateCustomer(pb.CreateCustomerRequest(actor=pactor, name="B", ai_credits_enabled=True), timeout=T)
-    keys.UpdateCustomer(pb.UpdateCustomerRequest(actor=pactor, customer_id=c2.id, ai_gateway_menu_enabled=True),
-                        timeout=T)
-    assert code(keys.CreateCustomerKey, pb.CreateCustomerKeyRequest(
-        actor=pb.Actor(partner_id=poor.id, customer_id=c2.id), name="x", allowed_models=["gpt-4o-mini"],
-        idempotency_key=uuid.uuid4().hex)) == grpc.StatusCode.FAILED_PRECONDITION
+    keys.UpdateCustomer(
+        pb.UpdateCustomerRequest(actor=pactor, customer_id=c2.id, ai_gateway_menu_enabled=True), timeout=T
+    )
+    assert (
+        code(
+            keys.CreateCustomerKey,
+            pb.CreateCustomerKeyRequest(
+                actor=pb.Actor(partner_id=poor.id, customer_id=c2.id),
+                name="x",
+                allowed_models=["gpt-4o-mini"],
+                idempotency_key=uuid.uuid4().hex,
+            ),
+        )
+        == grpc.StatusCode.FAILED_PRECONDITION
+    )
     assert balance(ledger, f"partner:{poor.id}").available_ucr == 999 * CREDIT
 
 
 def test_new_customers_follow_apply_to_new(keys, ledger):
     _, actor = partner(keys, ledger, credits=0)
-    keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=pb.SelfServiceSettings(
-        enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1")),
-        timeout=T)
+    keys.UpdateSelfService(
+        pb.UpdateSelfServiceRequest(
+            actor=actor,
+            settings=pb.SelfServiceSettings(
+                enabled=True, apply_to_new_customers=True, default_profit_multiplier="1.5", ai_credit_price_cents="1"
+            ),
+        ),
+        timeout=T,
+    )
     new = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="New"), timeout=T)
     assert new.ai_gateway_menu_enabled and list(new.ai_gateway_missing) == ["ai_credits_disabled"]
     assert not new.ai_gateway_visible
     new = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="New", ai_credits_enabled=True), timeout=T)
     assert new.ai_gateway_visible and list(new.ai_gateway_missing) == []
     # an explicit toggle wins over the partner's default
-    off = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name="Off", ai_credits_enabled=True,
-                                                       ai_gateway_menu_enabled=False), timeout=T)
+    off = keys.CreateCustomer(
+        pb.CreateCustomerRequest(actor=actor, name="Off", ai_credits_enabled=True, ai_gateway_menu_enabled=False),
+        timeout=T,
+    )
     assert not off.ai_gateway_visible and list(off.ai_gateway_missing) == ["ai_gateway_menu_disabled"]
 
 
 def test_regenerate_keeps_id_and_budget_and_kills_the_old_secret(keys, ledger):
     _, actor = partner(keys, ledger)
     made = create(keys, actor, 20)
-    again = keys.RegenerateKey(pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"),
-                               timeout=T)
+    again = keys.RegenerateKey(
+        pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"), timeout=T
+    )
     assert again.key.id == made.key.id and again.secret != made.secret and again.key.funded_ucr == 20 * CREDIT
-    assert code(keys.AuthenticateKey, pb.AuthenticateKeyRequest(key_hash=hash_secret(made.secret))) == \
-        grpc.StatusCode.NOT_FOUND
+    assert (
+        code(keys.AuthenticateKey, pb.AuthenticateKeyRequest(key_hash=hash_secret(made.secret)))
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert auth(keys, again.secret).key.id == made.key.id
 
 
 def test_revoke_is_final_refunds_unused_budget_and_is_idempotent(keys, ledger):
     p, actor = partner(keys, ledger)
     made = create(keys, actor, 100)
-    ledger.Reserve(lpb.ReserveRequest(request_id=uuid.uuid4().hex, account=made.key.budget_account, model="m",
-                                      price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
-                                      max_output_tokens=100), timeout=T)  # 1 credit in flight
+    ledger.Reserve(
+        lpb.ReserveRequest(
+            request_id=uuid.uuid4().hex,
+            account=made.key.budget_account,
+            model="m",
+            price=lpb.Price(input_usd_per_mtok="0", output_usd_per_mtok="100"),
+            max_output_tokens=100,
+        ),
+        timeout=T,
+    )  # 1 credit in flight
     revoked = keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
     assert revoked.status == pb.KEY_STATUS_REVOKED
     assert balance(ledger, f"partner:{p.id}").posted_ucr == (10_000 - 105 + 99) * CREDIT  # the fee stays paid
     keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=made.key.id), timeout=T)
     assert balance(ledger, f"partner:{p.id}").posted_ucr == (10_000 - 105 + 99) * CREDIT
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_REVOKED
-    for call, req in ((keys.RegenerateKey, pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id,
-                                                                   idempotency_key="r")),
-                      (keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=made.key.id)),
-                      (keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="x")),
-                      (keys.MarkKeyExhausted, pb.MarkKeyExhaustedRequest(actor=actor, key_id=made.key.id)),
-                      (keys.UpdateKey, pb.UpdateKeyRequest(actor=actor, key_id=made.key.id, update_mask=["name"],
-                                                           fields=pb.KeyFields(name="back?"))),
-                      (keys.TopUpKey, pb.TopUpKeyRequest(
-                          actor=actor, key_id=made.key.id, idempotency_key="t", amount_credits=5))):
+    for call, req in (
+        (keys.RegenerateKey, pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r")),
+        (keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=made.key.id)),
+        (keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="x")),
+        (keys.MarkKeyExhausted, pb.MarkKeyExhaustedRequest(actor=actor, key_id=made.key.id)),
+        (
+            keys.UpdateKey,
+            pb.UpdateKeyRequest(
+                actor=actor, key_id=made.key.id, update_mask=["name"], fields=pb.KeyFields(name="back?")
+            ),
+        ),
+        (keys.TopUpKey, pb.TopUpKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="t", amount_credits=5)),
+    ):
         assert code(call, req) == grpc.StatusCode.FAILED_PRECONDITION, call
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_REVOKED
     listed = keys.ListKeys(pb.ListKeysRequest(actor=actor), timeout=T).keys
@@ -247,14 +332,16 @@ def test_suspend_resume_and_top_up(keys, ledger):
     # a deliberate suspension replaces the worker's, so the worker's resume cannot lift it ...
     abuse = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="abuse"), timeout=T)
     assert abuse.status_reason == "abuse"
-    lifted = keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="deposit_line"),
-                            timeout=T)
+    lifted = keys.ResumeKey(
+        pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="deposit_line"), timeout=T
+    )
     assert (lifted.status, lifted.status_reason) == (pb.KEY_STATUS_SUSPENDED, "abuse")
     # ... and the worker's never replaces a deliberate one
     again = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="deposit_line"), timeout=T)
     assert again.status_reason == "abuse"
-    assert keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id), timeout=T).status == \
-        pb.KEY_STATUS_ACTIVE
+    assert (
+        keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id), timeout=T).status == pb.KEY_STATUS_ACTIVE
+    )
     top = pb.TopUpKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="t-1", amount_credits=40)
     out = keys.TopUpKey(top, timeout=T)
     assert (out.amount_ucr, out.fee_ucr, out.key.funded_ucr) == (40 * CREDIT, 2 * CREDIT, 50 * CREDIT)
@@ -268,17 +355,25 @@ def test_update_and_expiry(keys, ledger):
     _, actor = partner(keys, ledger)
     made = create(keys, actor, 10)
     soon = int(time.time()) + 2
-    updated = keys.UpdateKey(pb.UpdateKeyRequest(
-        actor=actor, key_id=made.key.id, update_mask=["name", "allowed_domains", "expires_at_unix", "rpm_limit"],
-        fields=pb.KeyFields(name="renamed", allowed_domains=["*.Example.com"], expires_at_unix=soon, rpm_limit=5),
-    ), timeout=T)
+    updated = keys.UpdateKey(
+        pb.UpdateKeyRequest(
+            actor=actor,
+            key_id=made.key.id,
+            update_mask=["name", "allowed_domains", "expires_at_unix", "rpm_limit"],
+            fields=pb.KeyFields(name="renamed", allowed_domains=["*.Example.com"], expires_at_unix=soon, rpm_limit=5),
+        ),
+        timeout=T,
+    )
     assert (updated.name, list(updated.allowed_domains), updated.rpm_limit, updated.expires_at_unix) == (
-        "renamed", ["*.example.com"], 5, soon)
+        "renamed",
+        ["*.example.com"],
+        5,
+        soon,
+    )
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_ACTIVE
     time.sleep(max(soon - time.time(), 0) + 0.2)
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_EXPIRED
-    assert keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=made.key.id), timeout=T).key.status == \
-        pb.KEY_STATUS_EXPIRED
+    assert keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=made.key.id), timeout=T).key.status == pb.KEY_STATUS_EXPIRED
 
 
 def test_lifecycle_changes_are_published(stack, keys, ledger):
@@ -298,8 +393,12 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
             got.append(events_pb2.KeyChanged.FromString(msg.data))
 
         sub = await nc.subscribe(f"keys.{made.key.partner_id}.{made.key.id}", cb=on_event)
-        await asyncio.get_running_loop().run_in_executor(None, lambda: keys.RegenerateKey(
-            pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"), timeout=T))
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: keys.RegenerateKey(
+                pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r-1"), timeout=T
+            ),
+        )
         for _ in range(100):
             if got:
                 break
@@ -317,15 +416,29 @@ def test_idempotency_keys_belong_to_their_owner(keys, ledger):
     """Two customers (and the partner) using the same idempotency key get their own keys:
     nobody can block, or learn about, another's create."""
     p, actor = partner(keys, ledger, credits=5_000)
-    keys.UpdateSelfService(pb.UpdateSelfServiceRequest(actor=actor, settings=pb.SelfServiceSettings(
-        enabled=True, apply_to_new_customers=True, default_profit_multiplier="2", ai_credit_price_cents="1")),
-        timeout=T)
+    keys.UpdateSelfService(
+        pb.UpdateSelfServiceRequest(
+            actor=actor,
+            settings=pb.SelfServiceSettings(
+                enabled=True, apply_to_new_customers=True, default_profit_multiplier="2", ai_credit_price_cents="1"
+            ),
+        ),
+        timeout=T,
+    )
     made = []
     for name in ("one", "two"):
         c = keys.CreateCustomer(pb.CreateCustomerRequest(actor=actor, name=name, ai_credits_enabled=True), timeout=T)
-        made.append(keys.CreateCustomerKey(pb.CreateCustomerKeyRequest(
-            actor=pb.Actor(partner_id=p.id, customer_id=c.id), idempotency_key="same", name=name,
-            allowed_models=["gpt-4o-mini"]), timeout=T).key)
+        made.append(
+            keys.CreateCustomerKey(
+                pb.CreateCustomerKeyRequest(
+                    actor=pb.Actor(partner_id=p.id, customer_id=c.id),
+                    idempotency_key="same",
+                    name=name,
+                    allowed_models=["gpt-4o-mini"],
+                ),
+                timeout=T,
+            ).key
+        )
     made.append(create(keys, actor, 10, idem="same").key)
     assert len({k.id for k in made}) == 3
     assert [k.owner_customer_id != "" for k in made] == [True, True, False]

@@ -48,16 +48,21 @@ class Env:
         return pb.Actor(partner_id=self.partners[partner])
 
     def partner(self, tier: str, credits: int) -> str:
-        pid = self.keys.CreatePartner(pb.CreatePartnerRequest(
-            name=f"{tier} partner", tier=tier, external_ref=f"val-{uuid.uuid4().hex}"), timeout=T).id
+        pid = self.keys.CreatePartner(
+            pb.CreatePartnerRequest(name=f"{tier} partner", tier=tier, external_ref=f"val-{uuid.uuid4().hex}"),
+            timeout=T,
+        ).id
         if credits:
             self.deposit(pid, credits)
         return pid
 
     def deposit(self, partner_id: str, credits: int) -> None:
-        self.ledger.Deposit(pb_ledger.DepositRequest(
-            idempotency_id=f"dep-{uuid.uuid4().hex}", account=f"partner:{partner_id}", amount_ucr=credits * CREDIT),
-            timeout=T)
+        self.ledger.Deposit(
+            pb_ledger.DepositRequest(
+                idempotency_id=f"dep-{uuid.uuid4().hex}", account=f"partner:{partner_id}", amount_ucr=credits * CREDIT
+            ),
+            timeout=T,
+        )
 
     def balance(self, partner_id: str) -> pb_ledger.Balance | None:
         try:
@@ -68,16 +73,23 @@ class Env:
             raise
 
     def list_keys(self, partner_id: str) -> pb.ListKeysResponse:
-        return self.keys.ListKeys(pb.ListKeysRequest(actor=pb.Actor(partner_id=partner_id), include_revoked=True),
-                                  timeout=T)
+        return self.keys.ListKeys(
+            pb.ListKeysRequest(actor=pb.Actor(partner_id=partner_id), include_revoked=True), timeout=T
+        )
 
     def snapshot(self, partner_id: str):
         return self.balance(partner_id), self.list_keys(partner_id)
 
     def create_key(self, partner: str, fields: pb.KeyFields, budget: int = 10, idem: str = "") -> pb.CreateKeyResponse:
-        return self.keys.CreateKey(pb.CreateKeyRequest(
-            actor=self.actor(partner), idempotency_key=idem or uuid.uuid4().hex, fields=fields,
-            budget_credits=budget), timeout=T)
+        return self.keys.CreateKey(
+            pb.CreateKeyRequest(
+                actor=self.actor(partner),
+                idempotency_key=idem or uuid.uuid4().hex,
+                fields=fields,
+                budget_credits=budget,
+            ),
+            timeout=T,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -85,19 +97,25 @@ def env(keys_stack: Stack) -> Iterator[Env]:
     keys_ch = grpc.insecure_channel(keys_stack.keys_addr)
     ledger_ch = grpc.insecure_channel(keys_stack.ledger_addr)
     e = Env(keys_pb2_grpc.KeysServiceStub(keys_ch), ledger_pb2_grpc.LedgerServiceStub(ledger_ch), {}, {}, "")
-    e.partners = {"P": e.partner("enterprise", 100_000), "Q": e.partner("enterprise", 1_000),
-                  "S": e.partner("starter", 1_000)}
+    e.partners = {
+        "P": e.partner("enterprise", 100_000),
+        "Q": e.partner("enterprise", 1_000),
+        "S": e.partner("starter", 1_000),
+    }
     for label, partner in (("C", "P"), ("QC", "Q")):
-        e.customers[label] = e.keys.CreateCustomer(pb.CreateCustomerRequest(
-            actor=e.actor(partner), name=f"customer {label}", ai_credits_enabled=True), timeout=T).id
+        e.customers[label] = e.keys.CreateCustomer(
+            pb.CreateCustomerRequest(actor=e.actor(partner), name=f"customer {label}", ai_credits_enabled=True),
+            timeout=T,
+        ).id
     e.key_of_p = e.create_key("P", pb.KeyFields(name="existing", allowed_models=["gpt-4o-mini"])).key.id
     yield e
     keys_ch.close()
     ledger_ch.close()
 
 
-def assert_refused(env: Env, partner_id: str, call: Callable[[], object], field: str,
-                   code: grpc.StatusCode = IA) -> str:
+def assert_refused(
+    env: Env, partner_id: str, call: Callable[[], object], field: str, code: grpc.StatusCode = IA
+) -> str:
     """``call`` fails with ``code`` naming ``field`` first, and writes nothing."""
     before = env.snapshot(partner_id)
     with pytest.raises(grpc.RpcError) as e:
@@ -131,12 +149,24 @@ def fields(**overrides) -> pb.KeyFields:
 
 def billing(customer: str = "C", multiplier: str = "2", cents: str = "1", floor: str = "") -> pb.CustomerBilling:
     # customer: a label ("C", "QC") resolved against the env, or a literal id
-    return pb.CustomerBilling(customer_id=customer, profit_multiplier=multiplier, price_per_ai_credit_cents=cents,
-                              floor_usd_per_mtok=floor)
+    return pb.CustomerBilling(
+        customer_id=customer, profit_multiplier=multiplier, price_per_ai_credit_cents=cents, floor_usd_per_mtok=floor
+    )
 
 
-BAD_DOMAINS = ["exa mple.com", "*.*.com", "-bad.com", "http://x.com", "*", "localhost", "bad-.com", "a..com",
-               "exa_mple.com", "app.example.com/path", ""]
+BAD_DOMAINS = [
+    "exa mple.com",
+    "*.*.com",
+    "-bad.com",
+    "http://x.com",
+    "*",
+    "localhost",
+    "bad-.com",
+    "a..com",
+    "exa_mple.com",
+    "app.example.com/path",
+    "",
+]
 
 # id -> (partner, fields, budget_credits, the field named)
 CREATE_CASES: dict[str, tuple[str, pb.KeyFields, int, str]] = {
@@ -151,29 +181,41 @@ CREATE_CASES: dict[str, tuple[str, pb.KeyFields, int, str]] = {
     "budget just over the cap": ("P", fields(), 1_000_000_001, "budget_credits"),
     "no model": ("P", fields(allowed_models=[]), 10, "allowed_models"),
     "unknown model": ("P", fields(allowed_models=["gpt-4o-mini", "no-such-model"]), 10, "allowed_models[1]"),
-    "mid model on starter": ("S", fields(allowed_models=["gpt-4o-mini", "claude-haiku-4-5"]), 10,
-                             "allowed_models[1]"),
+    "mid model on starter": ("S", fields(allowed_models=["gpt-4o-mini", "claude-haiku-4-5"]), 10, "allowed_models[1]"),
     "premium model on starter": ("S", fields(allowed_models=["gpt-4o"]), 10, "allowed_models[0]"),
     "101 models": ("P", fields(allowed_models=["gpt-4o-mini"] * 101), 10, "allowed_models"),
     **{f"domain {d!r}": ("P", fields(allowed_domains=[d]), 10, "allowed_domains[0]") for d in BAD_DOMAINS},
-    "bad second domain": ("P", fields(allowed_domains=["app.example.com", "http://x.com"]), 10,
-                          "allowed_domains[1]"),
+    "bad second domain": ("P", fields(allowed_domains=["app.example.com", "http://x.com"]), 10, "allowed_domains[1]"),
     "101 domains": ("P", fields(allowed_domains=[f"h{i}.example.com" for i in range(101)]), 10, "allowed_domains"),
-    **{f"profit multiplier {m!r}": ("P", fields(billing=billing(multiplier=m)), 10, "billing.profit_multiplier")
-       for m in ("0", "-1", "abc", "", "NaN", "Infinity")},
-    **{f"price per AI credit {c!r}": ("P", fields(billing=billing(cents=c)), 10,
-                                      "billing.price_per_ai_credit_cents") for c in ("0", "-1", "abc")},
+    **{
+        f"profit multiplier {m!r}": ("P", fields(billing=billing(multiplier=m)), 10, "billing.profit_multiplier")
+        for m in ("0", "-1", "abc", "", "NaN", "Infinity")
+    },
+    **{
+        f"price per AI credit {c!r}": ("P", fields(billing=billing(cents=c)), 10, "billing.price_per_ai_credit_cents")
+        for c in ("0", "-1", "abc")
+    },
     "negative floor": ("P", fields(billing=billing(floor="-1")), 10, "billing.floor_usd_per_mtok"),
     "billing another partner's customer": ("P", fields(billing=billing(customer="QC")), 10, "billing.customer_id"),
-    "billing a nonexistent customer": ("P", fields(billing=billing(customer="cus_nope")), 10,
-                                       "billing.customer_id"),
-    "auto top-up amount '0'": ("P", fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="0")),
-                               10, "auto_topup.amount_usd"),
-    "auto top-up amount missing": ("P", fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5")), 10,
-                                   "auto_topup.amount_usd"),
-    "auto top-up threshold 'abc'": ("P", fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="abc",
-                                                                        amount_usd="10")),
-                                    10, "auto_topup.threshold_usd"),
+    "billing a nonexistent customer": ("P", fields(billing=billing(customer="cus_nope")), 10, "billing.customer_id"),
+    "auto top-up amount '0'": (
+        "P",
+        fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="0")),
+        10,
+        "auto_topup.amount_usd",
+    ),
+    "auto top-up amount missing": (
+        "P",
+        fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5")),
+        10,
+        "auto_topup.amount_usd",
+    ),
+    "auto top-up threshold 'abc'": (
+        "P",
+        fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="abc", amount_usd="10")),
+        10,
+        "auto_topup.threshold_usd",
+    ),
     "rpm -1": ("P", fields(rpm_limit=-1), 10, "rpm_limit"),
     "rpm 10**8": ("P", fields(rpm_limit=10**8), 10, "rpm_limit"),
     "tpm -1": ("P", fields(tpm_limit=-1), 10, "tpm_limit"),
@@ -191,12 +233,12 @@ def _resolve(env: Env, f: pb.KeyFields) -> pb.KeyFields:
     return out
 
 
-@pytest.mark.parametrize(("partner", "bad", "budget", "field"),
-                         [pytest.param(*case, id=name) for name, case in CREATE_CASES.items()])
+@pytest.mark.parametrize(
+    ("partner", "bad", "budget", "field"), [pytest.param(*case, id=name) for name, case in CREATE_CASES.items()]
+)
 def test_create_key_refuses(env: Env, partner: str, bad: pb.KeyFields, budget: int, field: str) -> None:
     idem = uuid.uuid4().hex
-    assert_refused(env, env.partners[partner], lambda: env.create_key(partner, _resolve(env, bad), budget, idem),
-                   field)
+    assert_refused(env, env.partners[partner], lambda: env.create_key(partner, _resolve(env, bad), budget, idem), field)
     # nothing was stored under the idempotency key either: fixed input goes through with it
     good = env.create_key(partner, fields(name="fixed"), 10, idem)
     assert good.key.name == "fixed" and good.key.status == pb.KEY_STATUS_ACTIVE
@@ -207,8 +249,11 @@ def test_create_key_refuses_a_long_idempotency_key(env: Env) -> None:
 
 
 def test_boundaries_are_accepted(env: Env) -> None:
-    got = env.create_key("P", fields(name="n" * 200, allowed_models=["gpt-4o-mini"] * 100, rpm_limit=10_000_000,
-                                     expires_at_unix=NOW + 3600), budget=1).key
+    got = env.create_key(
+        "P",
+        fields(name="n" * 200, allowed_models=["gpt-4o-mini"] * 100, rpm_limit=10_000_000, expires_at_unix=NOW + 3600),
+        budget=1,
+    ).key
     assert len(got.name) == 200
     assert list(got.allowed_models) == ["gpt-4o-mini"]
     assert got.rpm_limit == 10_000_000 and got.expires_at_unix == NOW + 3600
@@ -222,8 +267,10 @@ def test_valid_domains_are_accepted_lower_cased(env: Env) -> None:
 
 
 def test_valid_billing_and_auto_topup_are_stored(env: Env) -> None:
-    wanted = fields(billing=billing(multiplier="2.5", cents="1.2"),
-                    auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"))
+    wanted = fields(
+        billing=billing(multiplier="2.5", cents="1.2"),
+        auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="5", amount_usd="20"),
+    )
     got = env.create_key("P", _resolve(env, wanted)).key
     assert got.billing.customer_id == env.customers["C"]
     assert (got.billing.profit_multiplier, got.billing.price_per_ai_credit_cents) == ("2.5", "1.2")
@@ -244,25 +291,42 @@ UPDATE_CASES: dict[str, tuple[pb.KeyFields, list[str], str]] = {
     "bad domain": (fields(allowed_domains=["localhost"]), ["allowed_domains"], "allowed_domains[0]"),
     "multiplier 0": (fields(billing=billing(multiplier="0")), ["billing"], "billing.profit_multiplier"),
     "another partner's customer": (fields(billing=billing(customer="QC")), ["billing"], "billing.customer_id"),
-    "auto top-up amount 0": (fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="1", amount_usd="0")),
-                             ["auto_topup"], "auto_topup.amount_usd"),
+    "auto top-up amount 0": (
+        fields(auto_topup=pb.AutoTopUp(enabled=True, threshold_usd="1", amount_usd="0")),
+        ["auto_topup"],
+        "auto_topup.amount_usd",
+    ),
     "tpm 10**8": (fields(tpm_limit=10**8), ["tpm_limit"], "tpm_limit"),
     "expiry in the past": (fields(expires_at_unix=NOW - 60), ["expires_at_unix"], "expires_at_unix"),
 }
 
 
-@pytest.mark.parametrize(("bad", "mask", "field"),
-                         [pytest.param(*case, id=name) for name, case in UPDATE_CASES.items()])
+@pytest.mark.parametrize(
+    ("bad", "mask", "field"), [pytest.param(*case, id=name) for name, case in UPDATE_CASES.items()]
+)
 def test_update_key_refuses(env: Env, bad: pb.KeyFields, mask: list[str], field: str) -> None:
-    assert_refused(env, env.partners["P"], lambda: env.keys.UpdateKey(pb.UpdateKeyRequest(
-        actor=env.actor("P"), key_id=env.key_of_p, fields=_resolve(env, bad), update_mask=mask), timeout=T), field)
+    assert_refused(
+        env,
+        env.partners["P"],
+        lambda: env.keys.UpdateKey(
+            pb.UpdateKeyRequest(actor=env.actor("P"), key_id=env.key_of_p, fields=_resolve(env, bad), update_mask=mask),
+            timeout=T,
+        ),
+        field,
+    )
 
 
 def test_update_key_accepts_valid_domains_lower_cased(env: Env) -> None:
     key = env.create_key("P", fields(name="to update")).key
-    got = env.keys.UpdateKey(pb.UpdateKeyRequest(
-        actor=env.actor("P"), key_id=key.id, fields=fields(allowed_domains=["APP.example.com", "*.Example.Com"]),
-        update_mask=["allowed_domains"]), timeout=T)
+    got = env.keys.UpdateKey(
+        pb.UpdateKeyRequest(
+            actor=env.actor("P"),
+            key_id=key.id,
+            fields=fields(allowed_domains=["APP.example.com", "*.Example.Com"]),
+            update_mask=["allowed_domains"],
+        ),
+        timeout=T,
+    )
     assert list(got.allowed_domains) == ["app.example.com", "*.example.com"]
     assert got.name == "to update"  # not in the mask: unchanged
 
@@ -287,21 +351,35 @@ def test_create_partner_refuses_an_empty_name(env: Env) -> None:
     assert e.value.code() == IA and e.value.details().startswith("name:"), e.value.details()
 
 
-@pytest.mark.parametrize(("idem", "amount", "field"), [
-    pytest.param("", 5, "idempotency_key", id="no idempotency key"),
-    pytest.param("i" * 121, 5, "idempotency_key", id="121-char idempotency key"),
-    pytest.param("top-up-zero", 0, "amount_credits", id="zero amount"),
-    pytest.param("top-up-negative", -5, "amount_credits", id="negative amount"),
-])
+@pytest.mark.parametrize(
+    ("idem", "amount", "field"),
+    [
+        pytest.param("", 5, "idempotency_key", id="no idempotency key"),
+        pytest.param("i" * 121, 5, "idempotency_key", id="121-char idempotency key"),
+        pytest.param("top-up-zero", 0, "amount_credits", id="zero amount"),
+        pytest.param("top-up-negative", -5, "amount_credits", id="negative amount"),
+    ],
+)
 def test_top_up_key_refuses(env: Env, idem: str, amount: int, field: str) -> None:
-    assert_refused(env, env.partners["P"], lambda: env.keys.TopUpKey(pb.TopUpKeyRequest(
-        actor=env.actor("P"), key_id=env.key_of_p, idempotency_key=idem, amount_credits=amount), timeout=T), field)
+    assert_refused(
+        env,
+        env.partners["P"],
+        lambda: env.keys.TopUpKey(
+            pb.TopUpKeyRequest(actor=env.actor("P"), key_id=env.key_of_p, idempotency_key=idem, amount_credits=amount),
+            timeout=T,
+        ),
+        field,
+    )
 
 
 @pytest.mark.parametrize("budget", [0, -1, 10**12])
 def test_quote_key_refuses_a_bad_budget(env: Env, budget: int) -> None:
-    assert_refused(env, env.partners["P"], lambda: env.keys.QuoteKey(pb.QuoteKeyRequest(
-        actor=env.actor("P"), budget_credits=budget), timeout=T), "budget_credits")
+    assert_refused(
+        env,
+        env.partners["P"],
+        lambda: env.keys.QuoteKey(pb.QuoteKeyRequest(actor=env.actor("P"), budget_credits=budget), timeout=T),
+        "budget_credits",
+    )
 
 
 # -- money ----------------------------------------------------------------------------
@@ -343,15 +421,23 @@ def test_a_partner_with_no_credits_at_all_cannot_create_a_key(env: Env) -> None:
     assert env.balance(pid) is None or env.balance(pid).posted_ucr == 0
 
 
-@pytest.mark.parametrize(("tier", "fee_rate", "total_credits"), [
-    ("enterprise", "0.02", 102), ("growth", "0.05", 105), ("starter", "0.10", 110),
-])
+@pytest.mark.parametrize(
+    ("tier", "fee_rate", "total_credits"),
+    [
+        ("enterprise", "0.02", 102),
+        ("growth", "0.05", 105),
+        ("starter", "0.10", 110),
+    ],
+)
 def test_quote_is_what_create_takes(env: Env, tier: str, fee_rate: str, total_credits: int) -> None:
     pid = env.partner(tier, 1_000)
     env.partners[tier] = pid
     quote = env.keys.QuoteKey(pb.QuoteKeyRequest(actor=pb.Actor(partner_id=pid), budget_credits=100), timeout=T)
     assert (quote.budget_ucr, quote.fee_ucr, quote.total_ucr) == (
-        100 * CREDIT, (total_credits - 100) * CREDIT, total_credits * CREDIT)
+        100 * CREDIT,
+        (total_credits - 100) * CREDIT,
+        total_credits * CREDIT,
+    )
     assert quote.fee_rate == fee_rate
     before = env.balance(pid)
     made = env.create_key(tier, fields(), 100)
@@ -372,16 +458,19 @@ def test_create_key_idempotency_key_reused_with_another_budget(env: Env) -> None
     first = env.create_key("P", fields(name="once"), 10, idem)
     again = env.create_key("P", fields(name="once"), 10, idem)  # a true retry converges
     assert again.key.id == first.key.id and again.total_ucr == first.total_ucr
-    assert_refused(env, env.partners["P"], lambda: env.create_key("P", fields(name="once"), 20, idem),
-                   "idempotency_key")
+    assert_refused(
+        env, env.partners["P"], lambda: env.create_key("P", fields(name="once"), 20, idem), "idempotency_key"
+    )
 
 
 def test_top_up_idempotency_key_reused_with_another_amount(env: Env) -> None:
     key_id = env.create_key("P", fields(name="topped")).key.id
 
     def top_up(amount: int) -> pb.TopUpKeyResponse:
-        return env.keys.TopUpKey(pb.TopUpKeyRequest(actor=env.actor("P"), key_id=key_id, idempotency_key="top-up-1",
-                                                    amount_credits=amount), timeout=T)
+        return env.keys.TopUpKey(
+            pb.TopUpKeyRequest(actor=env.actor("P"), key_id=key_id, idempotency_key="top-up-1", amount_credits=amount),
+            timeout=T,
+        )
 
     assert top_up(5).amount_ucr == 5 * CREDIT
     assert top_up(5).key.funded_ucr == 15 * CREDIT  # a true retry adds nothing

@@ -38,32 +38,60 @@ async def busy_books(ledger) -> None:
     s = ledger.stub
     await s.Deposit(pb.DepositRequest(idempotency_id="d1", account="partner:p1", amount_ucr=100 * CREDIT))
     await s.Deposit(pb.DepositRequest(idempotency_id="d2", account="partner:p2", amount_ucr=3 * CREDIT))
-    await s.GrantAiCredits(pb.GrantAiCreditsRequest(idempotency_id="g", customer_account="customer:c1",
-                                                    amount_uai=5 * CREDIT))
-    await s.FundKey(pb.FundKeyRequest(idempotency_id="f1", partner_id="p1", key_id="k1", budget_ucr=10 * CREDIT,
-                                      fee_rate="0.05"))
+    await s.GrantAiCredits(
+        pb.GrantAiCreditsRequest(idempotency_id="g", customer_account="customer:c1", amount_uai=5 * CREDIT)
+    )
+    await s.FundKey(
+        pb.FundKeyRequest(idempotency_id="f1", partner_id="p1", key_id="k1", budget_ucr=10 * CREDIT, fee_rate="0.05")
+    )
     await s.FundKey(pb.FundKeyRequest(idempotency_id="f2", partner_id="p1", key_id="k2", budget_ucr=CREDIT))
     await s.HoldKeyDeposit(pb.KeyDepositRequest(idempotency_id="h", partner_id="p2", key_id="ck", amount_ucr=CREDIT))
-    billing = pb.CustomerBilling(customer_account="customer:c1", revenue_account="partnerrev:p1",
-                                 profit_multiplier="2", price_per_ai_credit_cents="1")
+    billing = pb.CustomerBilling(
+        customer_account="customer:c1",
+        revenue_account="partnerrev:p1",
+        profit_multiplier="2",
+        price_per_ai_credit_cents="1",
+    )
     for i in range(6):
-        await s.Reserve(pb.ReserveRequest(request_id=f"r{i}", account="key:k1", model="m", price=HAIKU,
-                                          max_input_tokens=100, max_output_tokens=100,
-                                          customer=billing if i % 2 else None))
-    await s.Reserve(pb.ReserveRequest(request_id="rp", account="partner:p2", model="m", price=HAIKU,
-                                      max_output_tokens=100, ttl_seconds=1))
-    await s.Settle(pb.SettleRequest(request_id="r0", input_tokens=1, output_tokens=2,
-                                    usage_source=pb.USAGE_SOURCE_PROVIDER))
-    await s.Settle(pb.SettleRequest(request_id="r1", input_tokens=1000, output_tokens=1000,
-                                    usage_source=pb.USAGE_SOURCE_ESTIMATED))
+        await s.Reserve(
+            pb.ReserveRequest(
+                request_id=f"r{i}",
+                account="key:k1",
+                model="m",
+                price=HAIKU,
+                max_input_tokens=100,
+                max_output_tokens=100,
+                customer=billing if i % 2 else None,
+            )
+        )
+    await s.Reserve(
+        pb.ReserveRequest(
+            request_id="rp", account="partner:p2", model="m", price=HAIKU, max_output_tokens=100, ttl_seconds=1
+        )
+    )
+    await s.Settle(
+        pb.SettleRequest(request_id="r0", input_tokens=1, output_tokens=2, usage_source=pb.USAGE_SOURCE_PROVIDER)
+    )
+    await s.Settle(
+        pb.SettleRequest(request_id="r1", input_tokens=1000, output_tokens=1000, usage_source=pb.USAGE_SOURCE_ESTIMATED)
+    )
     await s.Void(pb.VoidRequest(request_id="r2"))
-    await s.Reserve(pb.ReserveRequest(request_id="rk2", account="key:k2", model="m", price=HAIKU,
-                                      max_output_tokens=100))
+    await s.Reserve(
+        pb.ReserveRequest(request_id="rk2", account="key:k2", model="m", price=HAIKU, max_output_tokens=100)
+    )
     await s.RefundKey(pb.RefundKeyRequest(idempotency_id="refund:k2", partner_id="p1", key_id="k2"))
     # rp only: the others hold for 600 s
     await s.ExpireReservations(pb.ExpireReservationsRequest(now_unix_ms=int(time.time() * 1000) + 100_000))
-    assert await code_of(s.Reserve(pb.ReserveRequest(request_id="too-big", account="key:k1", model="m", price=HAIKU,
-                                                     max_output_tokens=10**6))) == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        await code_of(
+            s.Reserve(
+                pb.ReserveRequest(
+                    request_id="too-big", account="key:k1", model="m", price=HAIKU, max_output_tokens=10**6
+                )
+            )
+        )
+        == grpc.StatusCode.FAILED_PRECONDITION
+    )
     await s.Settle(pb.SettleRequest(request_id="rk2", output_tokens=10, usage_source=pb.USAGE_SOURCE_PROVIDER))
     await s.ReleaseKeyDeposit(pb.KeyDepositRequest(idempotency_id="rel", partner_id="p2", key_id="ck"))
 
@@ -77,8 +105,9 @@ async def test_healthy_books_pass_the_audit(ledger):
     assert units["credits"].external_in == str(103 * CREDIT)
     assert units["ai_credits"].external_in == str(5 * CREDIT)
     holds = await ledger.stub.GetBalances(pb.GetBalancesRequest(accounts=["key:k1", "partner:p2", "customer:c1"]))
-    assert units["credits"].sum_pending == str(sum(b.pending_ucr for b in holds.balances
-                                                   if not b.account.startswith("customer")))
+    assert units["credits"].sum_pending == str(
+        sum(b.pending_ucr for b in holds.balances if not b.account.startswith("customer"))
+    )
     assert report.accounts == units["credits"].accounts + units["ai_credits"].accounts
     assert report.transfers > 20
 
@@ -86,6 +115,7 @@ async def test_healthy_books_pass_the_audit(ledger):
 def _corrupt(db_url: str):
     """Runs SQL behind the ledger's back, its CHECK constraints out of the way."""
     if db_url.startswith("sqlite"):
+
         def run(ledger, statement: str):
             conn = sqlite3.connect(db_url.split(":///", 1)[1])
             conn.execute("PRAGMA ignore_check_constraints = ON")
@@ -93,32 +123,48 @@ def _corrupt(db_url: str):
             conn.commit()
             conn.close()
     else:
+
         async def drop(ledger):
             for name in ("ck_accounts_no_overdraft", "ck_accounts_counters_non_negative"):
                 await sql(ledger.engine, f"ALTER TABLE accounts DROP CONSTRAINT {name}")
 
         def run(ledger, statement: str):
             return drop(ledger), sql(ledger.engine, statement)
+
     return run
 
 
-@pytest.mark.parametrize("statement, expected", [
-    ("UPDATE accounts SET credits_posted = credits_posted + 5 WHERE id = 'partner:p1'",
-     {("posted_mismatch", "partner:p1"), ("conservation", "")}),
-    ("UPDATE accounts SET debits_pending = debits_pending + 7 WHERE id = 'key:k1'",
-     {("pending_mismatch", "key:k1")}),
-    ("UPDATE accounts SET credits_pending = 3 WHERE id = 'customer:c1'",
-     {("pending_mismatch", "customer:c1")}),
-    ("INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr, memo,"
-     " created_at_ms) VALUES ('ghost', 'transfer', 'ok', 'partner:p2', 'partner:p1', 9, '', 0)",
-     {("posted_mismatch", "partner:p1"), ("posted_mismatch", "partner:p2")}),
-    ("UPDATE reservations SET status = 'voided' WHERE request_id = 'r3'",
-     {("pending_mismatch", "key:k1"), ("pending_mismatch", "customer:c1")}),
-    ("UPDATE accounts SET debits_posted = credits_posted + 1 WHERE id = 'key:k1'",
-     {("overdrawn", "key:k1"), ("posted_mismatch", "key:k1"), ("conservation", "")}),
-    ("UPDATE accounts SET credits_pending = -1 WHERE id = 'partner:p2'",
-     {("negative", "partner:p2"), ("pending_mismatch", "partner:p2")}),
-])
+@pytest.mark.parametrize(
+    "statement, expected",
+    [
+        (
+            "UPDATE accounts SET credits_posted = credits_posted + 5 WHERE id = 'partner:p1'",
+            {("posted_mismatch", "partner:p1"), ("conservation", "")},
+        ),
+        (
+            "UPDATE accounts SET debits_pending = debits_pending + 7 WHERE id = 'key:k1'",
+            {("pending_mismatch", "key:k1")},
+        ),
+        ("UPDATE accounts SET credits_pending = 3 WHERE id = 'customer:c1'", {("pending_mismatch", "customer:c1")}),
+        (
+            "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr, memo,"
+            " created_at_ms) VALUES ('ghost', 'transfer', 'ok', 'partner:p2', 'partner:p1', 9, '', 0)",
+            {("posted_mismatch", "partner:p1"), ("posted_mismatch", "partner:p2")},
+        ),
+        (
+            "UPDATE reservations SET status = 'voided' WHERE request_id = 'r3'",
+            {("pending_mismatch", "key:k1"), ("pending_mismatch", "customer:c1")},
+        ),
+        (
+            "UPDATE accounts SET debits_posted = credits_posted + 1 WHERE id = 'key:k1'",
+            {("overdrawn", "key:k1"), ("posted_mismatch", "key:k1"), ("conservation", "")},
+        ),
+        (
+            "UPDATE accounts SET credits_pending = -1 WHERE id = 'partner:p2'",
+            {("negative", "partner:p2"), ("pending_mismatch", "partner:p2")},
+        ),
+    ],
+)
 async def test_a_corrupted_row_is_reported_with_its_check_and_account(ledger, db_url, statement, expected):
     await busy_books(ledger)
     steps = _corrupt(db_url)(ledger, statement)
@@ -135,8 +181,9 @@ async def test_counters_that_stopped_being_integers_are_reported(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'broken.db'}"
     async with running_ledger(db_url) as ledger:
         await busy_books(ledger)
-        _corrupt(db_url)(ledger, f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX}"
-                                 " WHERE id = 'partner:p1'")
+        _corrupt(db_url)(
+            ledger, f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX} WHERE id = 'partner:p1'"
+        )
         report = await audit(ledger)
         found = {(d.check, d.account) for d in report.discrepancies}
         assert {("not_integer", "partner:p1"), ("posted_mismatch", "partner:p1"), ("conservation", "")} <= found
@@ -156,16 +203,31 @@ async def test_list_accounts_pages_by_id_with_a_kind_filter(ledger):
         if not token:
             break
     assert seen == sorted(seen) and len(seen) == len(set(seen))
-    assert {"external:credits", "external:ai_credits", "platform:usage", "platform:fees", "partner:p1",
-            "key:k1", "keydeposit:ck", "customer:c1", "partnerrev:p1"} <= set(seen)
+    assert {
+        "external:credits",
+        "external:ai_credits",
+        "platform:usage",
+        "platform:fees",
+        "partner:p1",
+        "key:k1",
+        "keydeposit:ck",
+        "customer:c1",
+        "partnerrev:p1",
+    } <= set(seen)
     keys = await ledger.admin.ListAccounts(pb.ListAccountsRequest(kind="key"), metadata=ADMIN)
     assert [a.id for a in keys.accounts] == ["key:k1", "key:k2"]
     k2 = keys.accounts[1]
     assert (k2.closed_to, k2.unit, k2.debits_must_not_exceed_credits, k2.credits_posted - k2.debits_posted) == (
-        "partner:p1", "credits", True, 0)
+        "partner:p1",
+        "credits",
+        True,
+        0,
+    )
     ext = await ledger.admin.ListAccounts(pb.ListAccountsRequest(kind="external"), metadata=ADMIN)
-    assert {a.id: a.debits_posted for a in ext.accounts} == {"external:ai_credits": 5 * CREDIT,
-                                                             "external:credits": 103 * CREDIT}
+    assert {a.id: a.debits_posted for a in ext.accounts} == {
+        "external:ai_credits": 5 * CREDIT,
+        "external:credits": 103 * CREDIT,
+    }
     assert all(not a.debits_must_not_exceed_credits for a in ext.accounts)
     default = await ledger.admin.ListAccounts(pb.ListAccountsRequest(), metadata=ADMIN)
     assert [a.id for a in default.accounts] == seen and not default.next_page_token  # 0: up to 100
@@ -178,14 +240,20 @@ BAD_PAGING = [
     pb.ListAccountsRequest(page_token="x" * 300),
     pb.ListAccountsRequest(kind="nope"),
 ]
-WRONG_TOKENS = [(), (("x-cg-admin-token", "wrong"),), (("x-cg-admin-token", ADMIN_TOKEN[:-1]),),
-                (("x-cg-admin-token", ADMIN_TOKEN + "x"),), (("x-cg-admin-token", ADMIN_TOKEN.upper()),)]
+WRONG_TOKENS = [
+    (),
+    (("x-cg-admin-token", "wrong"),),
+    (("x-cg-admin-token", ADMIN_TOKEN[:-1]),),
+    (("x-cg-admin-token", ADMIN_TOKEN + "x"),),
+    (("x-cg-admin-token", ADMIN_TOKEN.upper()),),
+]
 
 
 async def test_list_accounts_refuses_bad_paging(ledger):
     for request in BAD_PAGING:
-        assert await code_of(ledger.admin.ListAccounts(request, metadata=ADMIN)) == grpc.StatusCode.INVALID_ARGUMENT, \
+        assert await code_of(ledger.admin.ListAccounts(request, metadata=ADMIN)) == grpc.StatusCode.INVALID_ARGUMENT, (
             request
+        )
 
 
 async def test_admin_calls_need_the_token(ledger):
@@ -211,12 +279,18 @@ def test_a_weak_admin_token_stops_the_ledger_at_start():
 def test_the_ledger_process_serves_the_admin_service(tmp_path):
     """``python -m cg_ledger`` registers LedgerAdminService beside LedgerService, in
     reflection too, and reads its token from CG_LEDGER_ADMIN_TOKEN."""
+
     def build() -> Proc:
         port = free_port()
-        env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()),
-               "CG_LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}", "CG_LEDGER_ADMIN_TOKEN": ADMIN_TOKEN}
-        proc = Proc.python_module("ledger", "cg_ledger", env, tmp_path / "ledger.log",
-                                  grpc_serving(f"127.0.0.1:{port}"))
+        env = {
+            "CG_LEDGER_PORT": str(port),
+            "CG_LEDGER_METRICS_PORT": str(free_port()),
+            "CG_LEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+            "CG_LEDGER_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        proc = Proc.python_module(
+            "ledger", "cg_ledger", env, tmp_path / "ledger.log", grpc_serving(f"127.0.0.1:{port}")
+        )
         proc.addr = f"127.0.0.1:{port}"
         return proc
 
@@ -224,8 +298,11 @@ def test_the_ledger_process_serves_the_admin_service(tmp_path):
     try:
         with grpc.insecure_channel(proc.addr) as channel:
             reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-            answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
-                list_services="")]), timeout=5))
+            answer = next(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                )
+            )
             names = {s.name for s in answer.list_services_response.service}
             assert {"creditgate.ledger.v1.LedgerService", "creditgate.ledger.v1.LedgerAdminService"} <= names
             admin = ledger_pb2_grpc.LedgerAdminServiceStub(channel)

@@ -51,9 +51,11 @@ async def _sums(book: Book) -> tuple[int, int]:
     async with book.engine.connect() as conn:
         posted = (await conn.execute(text("SELECT SUM(credits_posted - debits_posted) FROM accounts"))).scalar()
         pending = (await conn.execute(text("SELECT SUM(debits_pending) FROM accounts"))).scalar()
-        held = (await conn.execute(text(
-            "SELECT COALESCE(SUM(held_ucr + customer_held_uai), 0) FROM reservations WHERE status = 'pending'"
-        ))).scalar()
+        held = (
+            await conn.execute(
+                text("SELECT COALESCE(SUM(held_ucr + customer_held_uai), 0) FROM reservations WHERE status = 'pending'")
+            )
+        ).scalar()
     return int(posted), int(pending) - int(held)
 
 

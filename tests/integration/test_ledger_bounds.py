@@ -53,59 +53,123 @@ async def ledger(db_url):
 
 
 async def funded(ledger, partner: str = "p1", credits: int = 1_000, key: str = "") -> None:
-    await ledger.stub.Deposit(pb.DepositRequest(idempotency_id=f"dep-{partner}", account=f"partner:{partner}",
-                                                amount_ucr=credits * CREDIT))
+    await ledger.stub.Deposit(
+        pb.DepositRequest(idempotency_id=f"dep-{partner}", account=f"partner:{partner}", amount_ucr=credits * CREDIT)
+    )
     if key:
-        await ledger.stub.FundKey(pb.FundKeyRequest(idempotency_id=f"fund-{key}", partner_id=partner, key_id=key,
-                                                    budget_ucr=credits * CREDIT // 2))
+        await ledger.stub.FundKey(
+            pb.FundKeyRequest(
+                idempotency_id=f"fund-{key}", partner_id=partner, key_id=key, budget_ucr=credits * CREDIT // 2
+            )
+        )
 
 
 async def test_the_probers_deposit_of_int64_max_is_out_of_range_and_writes_nothing(ledger):
     before = await books(ledger.engine)
-    code, details = await refusal(ledger.stub.Deposit(pb.DepositRequest(
-        idempotency_id="probe", account="partner:p1", amount_ucr=INT64_MAX)))
+    code, details = await refusal(
+        ledger.stub.Deposit(pb.DepositRequest(idempotency_id="probe", account="partner:p1", amount_ucr=INT64_MAX))
+    )
     assert code == OOR and "amount_ucr" in details
     assert await books(ledger.engine) == before  # not even the accounts were created
-    assert await code_of(ledger.stub.GetBalance(pb.GetBalanceRequest(account="partner:p1"))) \
-        == grpc.StatusCode.NOT_FOUND
+    assert (
+        await code_of(ledger.stub.GetBalance(pb.GetBalanceRequest(account="partner:p1"))) == grpc.StatusCode.NOT_FOUND
+    )
 
 
 async def test_one_amount_at_the_bound_twice_to_one_account_is_fine(ledger):
     for i in range(2):
-        await ledger.stub.Deposit(pb.DepositRequest(idempotency_id=f"big-{i}", account="partner:p1",
-                                                    amount_ucr=MAX_AMOUNT))
+        await ledger.stub.Deposit(
+            pb.DepositRequest(idempotency_id=f"big-{i}", account="partner:p1", amount_ucr=MAX_AMOUNT)
+        )
     b = await ledger.stub.GetBalance(pb.GetBalanceRequest(account="partner:p1"))
     assert (b.posted_ucr, b.available_ucr) == (2 * MAX_AMOUNT, 2 * MAX_AMOUNT)
     # a whole bound into a key, the fee on top of it would not fit: the budget must leave room
     await ledger.stub.FundKey(pb.FundKeyRequest(idempotency_id="f", partner_id="p1", key_id="k", budget_ucr=MAX_AMOUNT))
-    assert await code_of(ledger.stub.FundKey(pb.FundKeyRequest(
-        idempotency_id="f2", partner_id="p1", key_id="k", budget_ucr=MAX_AMOUNT, fee_rate="0.01"))) == OOR
+    assert (
+        await code_of(
+            ledger.stub.FundKey(
+                pb.FundKeyRequest(
+                    idempotency_id="f2", partner_id="p1", key_id="k", budget_ucr=MAX_AMOUNT, fee_rate="0.01"
+                )
+            )
+        )
+        == OOR
+    )
     assert (await audit(ledger)).ok
 
 
 ABOVE_THE_BOUND = [
-    ("deposit", lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1",
-                                                      amount_ucr=MAX_AMOUNT + 1))),
-    ("grant", lambda s: s.GrantAiCredits(pb.GrantAiCreditsRequest(idempotency_id="x", customer_account="customer:c",
-                                                                  amount_uai=2**62))),
-    ("transfer", lambda s: s.Transfer(pb.TransferRequest(idempotency_id="x", debit_account="partner:p1",
-                                                         credit_account="key:k", amount_ucr=MAX_AMOUNT + 1))),
-    ("fund: budget", lambda s: s.FundKey(pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k",
-                                                           budget_ucr=2**63 - 9, fee_rate="0.5"))),
-    ("fund: budget + fee", lambda s: s.FundKey(pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k",
-                                                                 budget_ucr=MAX_AMOUNT, fee_rate="0.05"))),
+    (
+        "deposit",
+        lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1", amount_ucr=MAX_AMOUNT + 1)),
+    ),
+    (
+        "grant",
+        lambda s: s.GrantAiCredits(
+            pb.GrantAiCreditsRequest(idempotency_id="x", customer_account="customer:c", amount_uai=2**62)
+        ),
+    ),
+    (
+        "transfer",
+        lambda s: s.Transfer(
+            pb.TransferRequest(
+                idempotency_id="x", debit_account="partner:p1", credit_account="key:k", amount_ucr=MAX_AMOUNT + 1
+            )
+        ),
+    ),
+    (
+        "fund: budget",
+        lambda s: s.FundKey(
+            pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k", budget_ucr=2**63 - 9, fee_rate="0.5")
+        ),
+    ),
+    (
+        "fund: budget + fee",
+        lambda s: s.FundKey(
+            pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k", budget_ucr=MAX_AMOUNT, fee_rate="0.05")
+        ),
+    ),
     ("quote funding", lambda s: s.QuoteKeyFunding(pb.QuoteKeyFundingRequest(budget_ucr=MAX_AMOUNT, fee_rate="0.5"))),
-    ("key deposit", lambda s: s.HoldKeyDeposit(pb.KeyDepositRequest(idempotency_id="x", partner_id="p1", key_id="c",
-                                                                    amount_ucr=INT64_MAX))),
-    ("hold from tokens", lambda s: s.Reserve(pb.ReserveRequest(request_id="x", account="partner:p1", price=PRICEY,
-                                                               max_output_tokens=10**10 + 1))),
-    ("customer hold", lambda s: s.Reserve(pb.ReserveRequest(
-        request_id="x", account="partner:p1", price=HAIKU, max_output_tokens=1000,
-        customer=pb.CustomerBilling(customer_account="customer:c", revenue_account="partnerrev:p1",
-                                    profit_multiplier="1000000000000", price_per_ai_credit_cents="0.0001")))),
-    ("a price beyond arithmetic", lambda s: s.Reserve(pb.ReserveRequest(
-        request_id="x", account="partner:p1", price=pb.Price(input_usd_per_mtok="1e999980", output_usd_per_mtok="0"),
-        max_input_tokens=10**12))),
+    (
+        "key deposit",
+        lambda s: s.HoldKeyDeposit(
+            pb.KeyDepositRequest(idempotency_id="x", partner_id="p1", key_id="c", amount_ucr=INT64_MAX)
+        ),
+    ),
+    (
+        "hold from tokens",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(request_id="x", account="partner:p1", price=PRICEY, max_output_tokens=10**10 + 1)
+        ),
+    ),
+    (
+        "customer hold",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x",
+                account="partner:p1",
+                price=HAIKU,
+                max_output_tokens=1000,
+                customer=pb.CustomerBilling(
+                    customer_account="customer:c",
+                    revenue_account="partnerrev:p1",
+                    profit_multiplier="1000000000000",
+                    price_per_ai_credit_cents="0.0001",
+                ),
+            )
+        ),
+    ),
+    (
+        "a price beyond arithmetic",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x",
+                account="partner:p1",
+                price=pb.Price(input_usd_per_mtok="1e999980", output_usd_per_mtok="0"),
+                max_input_tokens=10**12,
+            )
+        ),
+    ),
     ("quote", lambda s: s.Quote(pb.QuoteRequest(price=PRICEY, input_tokens=10**12))),
 ]
 
@@ -123,15 +187,23 @@ async def test_an_amount_above_the_bound_is_out_of_range_and_writes_nothing(ledg
 
 async def test_a_hold_of_exactly_the_bound_is_allowed(ledger):
     await ledger.stub.Deposit(pb.DepositRequest(idempotency_id="d", account="partner:p1", amount_ucr=MAX_AMOUNT))
-    r = await ledger.stub.Reserve(pb.ReserveRequest(request_id="r", account="partner:p1", price=PRICEY,
-                                                    max_output_tokens=10**10))
+    r = await ledger.stub.Reserve(
+        pb.ReserveRequest(request_id="r", account="partner:p1", price=PRICEY, max_output_tokens=10**10)
+    )
     assert (r.held_ucr, r.available_ucr) == (MAX_AMOUNT, 0)
     # a settlement priced above the bound is refused and the hold stays as it was
-    assert await code_of(ledger.stub.Settle(pb.SettleRequest(
-        request_id="r", output_tokens=10**10 + 1, usage_source=pb.USAGE_SOURCE_PROVIDER))) == OOR
+    assert (
+        await code_of(
+            ledger.stub.Settle(
+                pb.SettleRequest(request_id="r", output_tokens=10**10 + 1, usage_source=pb.USAGE_SOURCE_PROVIDER)
+            )
+        )
+        == OOR
+    )
     assert (await ledger.stub.GetBalance(pb.GetBalanceRequest(account="partner:p1"))).pending_ucr == MAX_AMOUNT
-    s = await ledger.stub.Settle(pb.SettleRequest(request_id="r", output_tokens=10**10,
-                                                  usage_source=pb.USAGE_SOURCE_PROVIDER))
+    s = await ledger.stub.Settle(
+        pb.SettleRequest(request_id="r", output_tokens=10**10, usage_source=pb.USAGE_SOURCE_PROVIDER)
+    )
     assert s.charged_ucr == MAX_AMOUNT
 
 
@@ -139,8 +211,9 @@ async def test_external_debits_at_the_int64_edge_refuse_the_next_deposit(ledger)
     # years of deposits: the outside world has given up all but 100 ucr of int64
     await seed_transfers(ledger.engine, ("old", "deposit", "external:credits", "partner:whale", INT64_MAX - 100))
     before = await books(ledger.engine)
-    code, details = await refusal(ledger.stub.Deposit(pb.DepositRequest(
-        idempotency_id="one-too-many", account="partner:p2", amount_ucr=101)))
+    code, details = await refusal(
+        ledger.stub.Deposit(pb.DepositRequest(idempotency_id="one-too-many", account="partner:p2", amount_ucr=101))
+    )
     assert code == OOR and "external:credits" in details
     assert await books(ledger.engine) == before  # partner:p2 was not even created
     await ledger.stub.Deposit(pb.DepositRequest(idempotency_id="exactly", account="partner:p2", amount_ucr=100))
@@ -153,13 +226,19 @@ async def test_a_credit_past_int64_is_refused_and_the_debit_before_it_rolled_bac
     await funded(ledger, "p2", credits=10)
     await churn(ledger.engine, "partner:p1", "partner:p3", INT64_MAX - 100)  # p1 can take 100 more ucr of credits
     before = await books(ledger.engine)
-    code, details = await refusal(ledger.stub.Transfer(pb.TransferRequest(
-        idempotency_id="t", debit_account="partner:p2", credit_account="partner:p1", amount_ucr=101)))
+    code, details = await refusal(
+        ledger.stub.Transfer(
+            pb.TransferRequest(
+                idempotency_id="t", debit_account="partner:p2", credit_account="partner:p1", amount_ucr=101
+            )
+        )
+    )
     assert code == OOR and "partner:p1" in details
     assert await books(ledger.engine) == before  # p2's debit, made first, is gone with the rest
     # not stored as a refusal either: the same id goes through once it fits
-    await ledger.stub.Transfer(pb.TransferRequest(idempotency_id="t", debit_account="partner:p2",
-                                                  credit_account="partner:p1", amount_ucr=100))
+    await ledger.stub.Transfer(
+        pb.TransferRequest(idempotency_id="t", debit_account="partner:p2", credit_account="partner:p1", amount_ucr=100)
+    )
     accounts, _, _ = await books(ledger.engine)
     assert accounts["partner:p1"][3] == INT64_MAX
     assert (await audit(ledger)).ok
@@ -168,8 +247,9 @@ async def test_a_credit_past_int64_is_refused_and_the_debit_before_it_rolled_bac
 async def test_a_settlement_whose_sink_would_pass_int64_is_refused_and_rolled_back(ledger):
     await funded(ledger, "p1", key="k")
     await churn(ledger.engine, "partner:big", "platform:usage", INT64_MAX - 10)
-    await ledger.stub.Reserve(pb.ReserveRequest(request_id="r", account="key:k", model="m", price=HAIKU,
-                                                max_output_tokens=100))
+    await ledger.stub.Reserve(
+        pb.ReserveRequest(request_id="r", account="key:k", model="m", price=HAIKU, max_output_tokens=100)
+    )
     before = await books(ledger.engine)
     settle = pb.SettleRequest(request_id="r", output_tokens=1, usage_source=pb.USAGE_SOURCE_PROVIDER)  # 500 ucr
     assert await code_of(ledger.stub.Settle(settle)) == OOR
@@ -188,8 +268,9 @@ async def test_a_database_range_error_is_out_of_range_never_internal(ledger):
     before = await books(ledger.engine)
 
     async def overflow(conn):  # what a missing guard would do
-        await conn.execute(text(f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX}"
-                                " WHERE id = 'partner:p1'"))
+        await conn.execute(
+            text(f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX} WHERE id = 'partner:p1'")
+        )
 
     with pytest.raises(OutOfRange):
         await ledger.book._once("net-1", "deposit", "external:credits", "partner:p1", 1, overflow)
@@ -200,23 +281,41 @@ async def test_a_database_range_error_is_out_of_range_never_internal(ledger):
 
 async def test_the_columns_cannot_hold_a_non_integer(ledger, db_url):
     await funded(ledger)
-    await ledger.stub.Reserve(pb.ReserveRequest(request_id="r", account="partner:p1", price=HAIKU,
-                                                max_output_tokens=1))
+    await ledger.stub.Reserve(pb.ReserveRequest(request_id="r", account="partner:p1", price=HAIKU, max_output_tokens=1))
     if db_url.startswith("sqlite"):  # SQLite stores what it is given, unless a CHECK says no
-        for table, column in (("accounts", "credits_posted"), ("transfers", "amount_ucr"),
-                              ("reservations", "held_ucr")):
+        for table, column in (
+            ("accounts", "credits_posted"),
+            ("transfers", "amount_ucr"),
+            ("reservations", "held_ucr"),
+        ):
             with pytest.raises(IntegrityError, match="integer"):
                 await sql(ledger.engine, f"UPDATE {table} SET {column} = 1.5")
             with pytest.raises(IntegrityError, match="integer"):
                 await sql(ledger.engine, f"UPDATE {table} SET {column} = {column} + {INT64_MAX}")
         return
     async with ledger.engine.connect() as conn:
-        types = dict((await conn.execute(text(
-            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
-            " WHERE table_name IN ('accounts', 'transfers', 'reservations')"))).all())
-    for column in ("accounts.debits_pending", "accounts.debits_posted", "accounts.credits_pending",
-                   "accounts.credits_posted", "transfers.amount_ucr", "transfers.id", "reservations.held_ucr",
-                   "reservations.customer_held_uai", "reservations.charged_ucr", "reservations.unpaid_ucr"):
+        types = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+                        " WHERE table_name IN ('accounts', 'transfers', 'reservations')"
+                    )
+                )
+            ).all()
+        )
+    for column in (
+        "accounts.debits_pending",
+        "accounts.debits_posted",
+        "accounts.credits_pending",
+        "accounts.credits_posted",
+        "transfers.amount_ucr",
+        "transfers.id",
+        "reservations.held_ucr",
+        "reservations.customer_held_uai",
+        "reservations.charged_ucr",
+        "reservations.unpaid_ucr",
+    ):
         assert types[column] == "bigint", column
 
 
@@ -226,44 +325,103 @@ LONG_DECIMAL = "1." + "0" * 39  # 41 characters, a valid number
 
 
 TOO_LONG = [
-    ("memo", lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1", amount_ucr=1,
-                                                   memo="m" * 201))),
-    ("memo", lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1", amount_ucr=1,
-                                                   memo="nul\x00"))),
-    ("memo", lambda s: s.Transfer(pb.TransferRequest(idempotency_id="x", debit_account="partner:p1",
-                                                     credit_account="key:k", amount_ucr=1, memo="m" * 100_000))),
-    ("memo", lambda s: s.GrantAiCredits(pb.GrantAiCreditsRequest(idempotency_id="x", customer_account="customer:c",
-                                                                 amount_uai=1, memo="m" * 201))),
-    ("idempotency_id", lambda s: s.Deposit(pb.DepositRequest(idempotency_id="i" * 121, account="partner:p1",
-                                                             amount_ucr=1))),
-    ("account", lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:" + "p" * 80,
-                                                      amount_ucr=1))),
-    ("key_id", lambda s: s.FundKey(pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k" * 65,
-                                                     budget_ucr=1))),
-    ("fee_rate", lambda s: s.FundKey(pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k",
-                                                       budget_ucr=1, fee_rate="0." + "0" * 39))),
-    ("model", lambda s: s.Reserve(pb.ReserveRequest(request_id="x", account="partner:p1", price=HAIKU,
-                                                    model="m" * 121))),
-    ("price.price_book_version", lambda s: s.Reserve(pb.ReserveRequest(
-        request_id="x", account="partner:p1", price=pb.Price(input_usd_per_mtok="1", output_usd_per_mtok="1",
-                                                             price_book_version="v" * 61)))),
-    ("price.input_usd_per_mtok", lambda s: s.Reserve(pb.ReserveRequest(
-        request_id="x", account="partner:p1", price=pb.Price(input_usd_per_mtok="1." + "0" * 100_000,
-                                                             output_usd_per_mtok="1")))),
-    ("customer.profit_multiplier", lambda s: s.Reserve(pb.ReserveRequest(
-        request_id="x", account="partner:p1", price=HAIKU,
-        customer=pb.CustomerBilling(customer_account="customer:c", revenue_account="partnerrev:p1",
-                                    profit_multiplier=LONG_DECIMAL, price_per_ai_credit_cents="1")))),
-    ("rate_limit.key", lambda s: s.Reserve(pb.ReserveRequest(request_id="x", account="partner:p1", price=HAIKU,
-                                                             rate_limit=pb.RateLimit(key="k\x00", rpm=5)))),
+    (
+        "memo",
+        lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1", amount_ucr=1, memo="m" * 201)),
+    ),
+    (
+        "memo",
+        lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:p1", amount_ucr=1, memo="nul\x00")),
+    ),
+    (
+        "memo",
+        lambda s: s.Transfer(
+            pb.TransferRequest(
+                idempotency_id="x", debit_account="partner:p1", credit_account="key:k", amount_ucr=1, memo="m" * 100_000
+            )
+        ),
+    ),
+    (
+        "memo",
+        lambda s: s.GrantAiCredits(
+            pb.GrantAiCreditsRequest(idempotency_id="x", customer_account="customer:c", amount_uai=1, memo="m" * 201)
+        ),
+    ),
+    (
+        "idempotency_id",
+        lambda s: s.Deposit(pb.DepositRequest(idempotency_id="i" * 121, account="partner:p1", amount_ucr=1)),
+    ),
+    (
+        "account",
+        lambda s: s.Deposit(pb.DepositRequest(idempotency_id="x", account="partner:" + "p" * 80, amount_ucr=1)),
+    ),
+    (
+        "key_id",
+        lambda s: s.FundKey(pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k" * 65, budget_ucr=1)),
+    ),
+    (
+        "fee_rate",
+        lambda s: s.FundKey(
+            pb.FundKeyRequest(idempotency_id="x", partner_id="p1", key_id="k", budget_ucr=1, fee_rate="0." + "0" * 39)
+        ),
+    ),
+    (
+        "model",
+        lambda s: s.Reserve(pb.ReserveRequest(request_id="x", account="partner:p1", price=HAIKU, model="m" * 121)),
+    ),
+    (
+        "price.price_book_version",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x",
+                account="partner:p1",
+                price=pb.Price(input_usd_per_mtok="1", output_usd_per_mtok="1", price_book_version="v" * 61),
+            )
+        ),
+    ),
+    (
+        "price.input_usd_per_mtok",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x",
+                account="partner:p1",
+                price=pb.Price(input_usd_per_mtok="1." + "0" * 100_000, output_usd_per_mtok="1"),
+            )
+        ),
+    ),
+    (
+        "customer.profit_multiplier",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x",
+                account="partner:p1",
+                price=HAIKU,
+                customer=pb.CustomerBilling(
+                    customer_account="customer:c",
+                    revenue_account="partnerrev:p1",
+                    profit_multiplier=LONG_DECIMAL,
+                    price_per_ai_credit_cents="1",
+                ),
+            )
+        ),
+    ),
+    (
+        "rate_limit.key",
+        lambda s: s.Reserve(
+            pb.ReserveRequest(
+                request_id="x", account="partner:p1", price=HAIKU, rate_limit=pb.RateLimit(key="k\x00", rpm=5)
+            )
+        ),
+    ),
     ("reason", lambda s: s.Void(pb.VoidRequest(request_id="r-open", reason="r" * 201))),
 ]
 
 
 async def test_a_string_over_its_maximum_is_refused_naming_the_field(ledger):
     await funded(ledger)
-    await ledger.stub.Reserve(pb.ReserveRequest(request_id="r-open", account="partner:p1", price=HAIKU,
-                                                max_output_tokens=1))
+    await ledger.stub.Reserve(
+        pb.ReserveRequest(request_id="r-open", account="partner:p1", price=HAIKU, max_output_tokens=1)
+    )
     before = await books(ledger.engine)
     for field, call in TOO_LONG:
         code, details = await refusal(call(ledger.stub))
@@ -277,27 +435,42 @@ async def test_a_caller_cannot_take_an_id_the_ledger_derives(ledger):
     await funded(ledger, key="k")
     await ledger.stub.Reserve(pb.ReserveRequest(request_id="r", account="key:k", price=HAIKU, max_output_tokens=1))
     for taken in ("settle:r", "reserve:r2", "void:r", "expire:r", "refund:settle:r", "refund:void:r", "f:fee"):
-        code, details = await refusal(ledger.stub.Deposit(pb.DepositRequest(
-            idempotency_id=taken, account="partner:p1", amount_ucr=1)))
+        code, details = await refusal(
+            ledger.stub.Deposit(pb.DepositRequest(idempotency_id=taken, account="partner:p1", amount_ucr=1))
+        )
         assert (code, details.split(":")[0]) == (BAD, "idempotency_id"), taken
     await ledger.stub.Settle(pb.SettleRequest(request_id="r", output_tokens=1, usage_source=pb.USAGE_SOURCE_PROVIDER))
-    await ledger.stub.FundKey(pb.FundKeyRequest(idempotency_id="f", partner_id="p1", key_id="k", budget_ucr=100,
-                                                fee_rate="0.5"))
+    await ledger.stub.FundKey(
+        pb.FundKeyRequest(idempotency_id="f", partner_id="p1", key_id="k", budget_ucr=100, fee_rate="0.5")
+    )
     # the keys service's own ids stay the caller's
     await ledger.stub.RefundKey(pb.RefundKeyRequest(idempotency_id="refund:k", partner_id="p1", key_id="k"))
 
 
 async def test_strings_at_their_maximum_are_stored_whole(ledger):
-    await ledger.stub.GrantAiCredits(pb.GrantAiCreditsRequest(idempotency_id="g", customer_account="customer:c",
-                                                              amount_uai=CREDIT))
-    await ledger.stub.Deposit(pb.DepositRequest(idempotency_id="i" * 120, account="partner:p1", amount_ucr=CREDIT,
-                                                memo="é" * 200))
-    await ledger.stub.Reserve(pb.ReserveRequest(
-        request_id="r" * 120, account="partner:p1", model="m" * 120, max_output_tokens=1,
-        price=pb.Price(input_usd_per_mtok="0." + "0" * 37 + "1", output_usd_per_mtok="1",
-                       price_book_version="v" * 60),
-        customer=pb.CustomerBilling(customer_account="customer:c", revenue_account="partnerrev:p1",
-                                    profit_multiplier="1", price_per_ai_credit_cents="1")))
+    await ledger.stub.GrantAiCredits(
+        pb.GrantAiCreditsRequest(idempotency_id="g", customer_account="customer:c", amount_uai=CREDIT)
+    )
+    await ledger.stub.Deposit(
+        pb.DepositRequest(idempotency_id="i" * 120, account="partner:p1", amount_ucr=CREDIT, memo="é" * 200)
+    )
+    await ledger.stub.Reserve(
+        pb.ReserveRequest(
+            request_id="r" * 120,
+            account="partner:p1",
+            model="m" * 120,
+            max_output_tokens=1,
+            price=pb.Price(
+                input_usd_per_mtok="0." + "0" * 37 + "1", output_usd_per_mtok="1", price_book_version="v" * 60
+            ),
+            customer=pb.CustomerBilling(
+                customer_account="customer:c",
+                revenue_account="partnerrev:p1",
+                profit_multiplier="1",
+                price_per_ai_credit_cents="1",
+            ),
+        )
+    )
     page = await ledger.stub.ListTransfers(pb.ListTransfersRequest(account="partner:p1"))
     assert {t.memo for t in page.transfers} == {"é" * 200, "m" * 120}
     # the ids the ledger derives from a 120-character one fit too (reserve:<id>:customer)
@@ -338,14 +511,20 @@ async def test_the_migration_closes_keys_refunded_before_it(db_url):
     engine = make_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending, debits_posted,"
-                " credits_pending, credits_posted, created_at_ms) VALUES"
-                " ('key:old', 'key', 'credits', true, 0, 10, 0, 10, 0),"
-                " ('key:live', 'key', 'credits', true, 0, 0, 0, 10, 0)"))
-            await conn.execute(text(
-                "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
-                " memo, created_at_ms) VALUES ('refund:old', 'refund', 'ok', 'key:old', 'partner:p', 10, '', 0)"))
+            await conn.execute(
+                text(
+                    "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending, debits_posted,"
+                    " credits_pending, credits_posted, created_at_ms) VALUES"
+                    " ('key:old', 'key', 'credits', true, 0, 10, 0, 10, 0),"
+                    " ('key:live', 'key', 'credits', true, 0, 0, 0, 10, 0)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
+                    " memo, created_at_ms) VALUES ('refund:old', 'refund', 'ok', 'key:old', 'partner:p', 10, '', 0)"
+                )
+            )
         await migrate(engine, MIGRATIONS)
         async with engine.connect() as conn:
             closed = dict((await conn.execute(text("SELECT id, closed_to FROM accounts"))).all())
@@ -361,9 +540,12 @@ async def test_the_migration_refuses_a_book_whose_counters_became_floats(tmp_pat
     _upgrade_to(db_url, "0003")
     engine = make_engine(db_url)
     try:
-        await sql(engine, "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending,"
-                          " debits_posted, credits_pending, credits_posted, created_at_ms)"
-                          f" VALUES ('partner:p', 'partner', 'credits', 1, 0, 0, 0, {INT64_MAX}, 0)")
+        await sql(
+            engine,
+            "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending,"
+            " debits_posted, credits_pending, credits_posted, created_at_ms)"
+            f" VALUES ('partner:p', 'partner', 'credits', 1, 0, 0, 0, {INT64_MAX}, 0)",
+        )
         await sql(engine, "UPDATE accounts SET credits_posted = credits_posted + 1")  # SQLite: now a REAL
         with pytest.raises(RuntimeError, match=r"accounts\.credits_posted of 'partner:p'"):
             await migrate(engine, MIGRATIONS)

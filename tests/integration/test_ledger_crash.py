@@ -27,12 +27,17 @@ HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_bo
 def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iterator[ledger_pb2_grpc.LedgerServiceStub]:
     def build() -> Proc:
         port = free_port()
-        env = {"CG_LEDGER_PORT": str(port), "CG_LEDGER_METRICS_PORT": str(free_port()), "CG_LEDGER_DATABASE_URL": db_url}
+        env = {
+            "CG_LEDGER_PORT": str(port),
+            "CG_LEDGER_METRICS_PORT": str(free_port()),
+            "CG_LEDGER_DATABASE_URL": db_url,
+        }
         env.update({f"CG_LEDGER_{k.upper()}": v for k, v in settings.items()})
         if crash_at:
             env["CG_CRASH_AT"] = crash_at
-        proc = Proc.python_module("ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log",
-                                  grpc_serving(f"127.0.0.1:{port}"))
+        proc = Proc.python_module(
+            "ledger", "cg_ledger", env, logs / f"ledger-{crash_at or 'ok'}.log", grpc_serving(f"127.0.0.1:{port}")
+        )
         proc.addr = f"127.0.0.1:{port}"
         return proc
 
@@ -49,8 +54,9 @@ def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iter
 
 # Each case: the operation, and what a successful run of it leaves behind.
 FUND = pb.FundKeyRequest(idempotency_id="create:k", partner_id="p", key_id="k", budget_ucr=10 * CREDIT, fee_rate="0.05")
-RESERVE = pb.ReserveRequest(request_id="req-1", account="key:k", model="m", price=HAIKU,
-                            max_input_tokens=100, max_output_tokens=100)
+RESERVE = pb.ReserveRequest(
+    request_id="req-1", account="key:k", model="m", price=HAIKU, max_input_tokens=100, max_output_tokens=100
+)
 SETTLE = pb.SettleRequest(request_id="req-1", input_tokens=10, output_tokens=20, usage_source=pb.USAGE_SOURCE_PROVIDER)
 
 
@@ -109,8 +115,12 @@ def test_the_ledger_voids_stale_holds_by_itself(tmp_path):
 
     with ledger(f"sqlite:///{tmp_path / 'l.db'}", tmp_path, expiry_sweep_s="0.2") as stub:
         setup_before(stub, "reserve")
-        stub.Reserve(pb.ReserveRequest(request_id="orphan", account="key:k", model="m", price=HAIKU,
-                                       max_output_tokens=100, ttl_seconds=1), timeout=5)
+        stub.Reserve(
+            pb.ReserveRequest(
+                request_id="orphan", account="key:k", model="m", price=HAIKU, max_output_tokens=100, ttl_seconds=1
+            ),
+            timeout=5,
+        )
         assert stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5).pending_ucr == 50_000
         deadline = time.monotonic() + 10
         while stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5).pending_ucr:

@@ -54,8 +54,12 @@ async def _worker_main(job: dict) -> list[dict]:
                 if job["op"] == "reserve":
                     resp = await stub.Reserve(
                         ledger_pb2.ReserveRequest(
-                            request_id=request_id, account=job["account"], model="m", price=price,
-                            max_input_tokens=0, max_output_tokens=MAX_OUTPUT_TOKENS,
+                            request_id=request_id,
+                            account=job["account"],
+                            model="m",
+                            price=price,
+                            max_input_tokens=0,
+                            max_output_tokens=MAX_OUTPUT_TOKENS,
                         ),
                         timeout=CALL_TIMEOUT_S,
                     )
@@ -63,13 +67,20 @@ async def _worker_main(job: dict) -> list[dict]:
                 else:
                     resp = await stub.Settle(
                         ledger_pb2.SettleRequest(
-                            request_id=request_id, input_tokens=0, output_tokens=MAX_OUTPUT_TOKENS,
+                            request_id=request_id,
+                            input_tokens=0,
+                            output_tokens=MAX_OUTPUT_TOKENS,
                             usage_source=ledger_pb2.USAGE_SOURCE_PROVIDER,
                         ),
                         timeout=CALL_TIMEOUT_S,
                     )
-                    out.update(r="ok", replayed=resp.replayed, held=resp.held_ucr, charged=resp.charged_ucr,
-                               unpaid=resp.unpaid_ucr)
+                    out.update(
+                        r="ok",
+                        replayed=resp.replayed,
+                        held=resp.held_ucr,
+                        charged=resp.charged_ucr,
+                        unpaid=resp.unpaid_ucr,
+                    )
             except grpc.aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     out.update(r="failed_precondition")
@@ -159,6 +170,7 @@ def replicas(pg_server, tmp_path_factory) -> Iterator[Replicas]:
                 proc = Proc.python_module(name, "cg_ledger", env, log_dir / f"{name}.log", grpc_serving(addr))
                 proc.addr = addr
                 return proc
+
             return build
 
         try:
@@ -180,7 +192,10 @@ def _run_workers(replicas: Replicas, op: str, account: str, jobs: list[list[tupl
     procs = [
         subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
         )
         for _ in jobs
     ]
@@ -216,10 +231,18 @@ def _run_workers(replicas: Replicas, op: str, account: str, jobs: list[list[tupl
 
 def _fund(replicas: Replicas, partner: str, key: str, deposit_credits: int, key_credits: int) -> None:
     stub = replicas.stub(0)
-    stub.Deposit(ledger_pb2.DepositRequest(idempotency_id=f"dep-{partner}", account=partner,
-                                           amount_ucr=deposit_credits * CREDIT), timeout=10)
-    stub.Transfer(ledger_pb2.TransferRequest(idempotency_id=f"fund-{key}", debit_account=partner, credit_account=key,
-                                             amount_ucr=key_credits * CREDIT), timeout=10)
+    stub.Deposit(
+        ledger_pb2.DepositRequest(
+            idempotency_id=f"dep-{partner}", account=partner, amount_ucr=deposit_credits * CREDIT
+        ),
+        timeout=10,
+    )
+    stub.Transfer(
+        ledger_pb2.TransferRequest(
+            idempotency_id=f"fund-{key}", debit_account=partner, credit_account=key, amount_ucr=key_credits * CREDIT
+        ),
+        timeout=10,
+    )
 
 
 def _balance(replicas: Replicas, account: str, replica: int = 0) -> tuple[int, int, int]:
@@ -254,8 +277,12 @@ def test_500_concurrent_reservations_on_100_credits_exactly_100_succeed(replicas
     partner, key = "partner:race", "key:race"
     stub = replicas.stub(0)
     stub.Deposit(ledger_pb2.DepositRequest(idempotency_id="dep", account=partner, amount_ucr=1000 * CREDIT), timeout=10)
-    stub.Transfer(ledger_pb2.TransferRequest(idempotency_id="fund", debit_account=partner, credit_account=key,
-                                             amount_ucr=100 * CREDIT), timeout=10)
+    stub.Transfer(
+        ledger_pb2.TransferRequest(
+            idempotency_id="fund", debit_account=partner, credit_account=key, amount_ucr=100 * CREDIT
+        ),
+        timeout=10,
+    )
 
     # 5 processes x 100 concurrent calls, half of each process's calls to each replica.
     jobs = [[(f"race-{w}-{i:03d}", i % 2) for i in range(100)] for w in range(5)]
@@ -272,8 +299,10 @@ def test_500_concurrent_reservations_on_100_credits_exactly_100_succeed(replicas
     assert all(r["held"] == CREDIT and not r["replayed"] for r in ok), ok[:5]
     assert {r["replica"] for r in ok} == {0, 1}, "both replicas should have granted some of the holds"
     # The barrier worked: every process was still waiting on calls when the last one started.
-    windows = [(min(r["t0"] for r in results if r["pid"] == pid), max(r["t1"] for r in results if r["pid"] == pid))
-               for pid in {r["pid"] for r in results}]
+    windows = [
+        (min(r["t0"] for r in results if r["pid"] == pid), max(r["t1"] for r in results if r["pid"] == pid))
+        for pid in {r["pid"] for r in results}
+    ]
     assert len(windows) == 5 and max(w[0] for w in windows) < min(w[1] for w in windows), windows
 
     for replica in (0, 1):  # both replicas read the same database

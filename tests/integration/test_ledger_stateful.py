@@ -64,8 +64,9 @@ REQUESTS = st.one_of(
     st.tuples(st.just("haiku"), st.integers(0, 120)),
     st.tuples(st.just("haiku"), st.integers(0, 120)),
     st.tuples(st.just("haiku"), st.integers(0, 120)),
-    st.tuples(st.sampled_from(["haiku", "pricey"]),
-              st.sampled_from([10**10 - 1, 10**10, 10**10 + 1, 10**12, 10**12 + 1])),
+    st.tuples(
+        st.sampled_from(["haiku", "pricey"]), st.sampled_from([10**10 - 1, 10**10, 10**10 + 1, 10**12, 10**12 + 1])
+    ),
 )
 
 
@@ -117,9 +118,14 @@ class LedgerMachine(RuleBasedStateMachine):
     async def _books(self):
         """(every account's counters, the last transfer id, how many reservations)."""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text(
-                f"SELECT id, {', '.join(COUNTERS)} FROM accounts UNION ALL SELECT '', "
-                "(SELECT COALESCE(MAX(id), 0) FROM transfers), (SELECT COUNT(*) FROM reservations), 0"))).all()
+            rows = (
+                await conn.execute(
+                    text(
+                        f"SELECT id, {', '.join(COUNTERS)} FROM accounts UNION ALL SELECT '', "
+                        "(SELECT COALESCE(MAX(id), 0) FROM transfers), (SELECT COUNT(*) FROM reservations), 0"
+                    )
+                )
+            ).all()
         accounts = {r[0]: tuple(r[1:]) for r in rows if r[0]}
         top, reservations = next(tuple(r[1:3]) for r in rows if not r[0])
         return accounts, int(top), int(reservations)
@@ -165,8 +171,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------
 
-    @initialize(deposits=st.lists(st.integers(200_000, 2_000_000), min_size=2, max_size=2),
-                budgets=st.lists(st.integers(20_000, 300_000), min_size=3, max_size=3))
+    @initialize(
+        deposits=st.lists(st.integers(200_000, 2_000_000), min_size=2, max_size=2),
+        budgets=st.lists(st.integers(20_000, 300_000), min_size=3, max_size=3),
+    )
     def open_books(self, deposits, budgets):
         """Partners with credits and funded keys, so every rule has something to act on."""
         for p, amount in zip(PARTNERS, deposits):
@@ -406,9 +414,14 @@ class LedgerMachine(RuleBasedStateMachine):
         async def read():
             async with self.engine.connect() as conn:
                 accounts = (await conn.execute(text(f"SELECT id, unit, {', '.join(COUNTERS)} FROM accounts"))).all()
-                charged_twice = (await conn.execute(text(
-                    "SELECT COUNT(*) FROM (SELECT request_id FROM transfers WHERE kind = 'post'"
-                    " GROUP BY request_id HAVING COUNT(*) > 1) twice"))).scalar_one()
+                charged_twice = (
+                    await conn.execute(
+                        text(
+                            "SELECT COUNT(*) FROM (SELECT request_id FROM transfers WHERE kind = 'post'"
+                            " GROUP BY request_id HAVING COUNT(*) > 1) twice"
+                        )
+                    )
+                ).scalar_one()
             return accounts, charged_twice
 
         (accounts, charged_twice), report = self.run(read()), self.run(self.audit.audit())

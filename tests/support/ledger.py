@@ -61,8 +61,13 @@ async def running_ledger(db_url: str, admin_token: str = ADMIN_TOKEN) -> AsyncIt
     await server.start()
     channel = insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Ledger(ledger_pb2_grpc.LedgerServiceStub(channel), ledger_pb2_grpc.LedgerAdminServiceStub(channel),
-                     engine, book, reservations)
+        yield Ledger(
+            ledger_pb2_grpc.LedgerServiceStub(channel),
+            ledger_pb2_grpc.LedgerAdminServiceStub(channel),
+            engine,
+            book,
+            reservations,
+        )
     finally:
         await channel.close()
         await server.stop(0)
@@ -105,29 +110,42 @@ async def seed_transfers(engine: AsyncEngine, *transfers: tuple[str, str, str, s
         for _, _, debit, credit, _ in transfers:
             for account in (debit, credit):
                 kind = account.split(":", 1)[0]
-                unit = "ai_credits" if kind in ("customer", "partnerrev") or account == "external:ai_credits" \
+                unit = (
+                    "ai_credits"
+                    if kind in ("customer", "partnerrev") or account == "external:ai_credits"
                     else "credits"
-                await conn.execute(text(
-                    "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending,"
-                    " debits_posted, credits_pending, credits_posted, closed_to, created_at_ms)"
-                    " VALUES (:id, :kind, :unit, :guarded, 0, 0, 0, 0, '', 0) ON CONFLICT (id) DO NOTHING"),
-                    dict(id=account, kind=kind, unit=unit, guarded=kind != "external"))
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, kind, unit, debits_must_not_exceed_credits, debits_pending,"
+                        " debits_posted, credits_pending, credits_posted, closed_to, created_at_ms)"
+                        " VALUES (:id, :kind, :unit, :guarded, 0, 0, 0, 0, '', 0) ON CONFLICT (id) DO NOTHING"
+                    ),
+                    dict(id=account, kind=kind, unit=unit, guarded=kind != "external"),
+                )
         for idem, kind, debit, credit, amount in transfers:
-            await conn.execute(text("UPDATE accounts SET credits_posted = credits_posted + :a WHERE id = :id"),
-                               dict(a=amount, id=credit))
-            await conn.execute(text(
-                "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
-                " request_id, memo, created_at_ms) VALUES (:iid, :kind, 'ok', :d, :c, :a, NULL, 'seeded', 0)"),
-                dict(iid=idem, kind=kind, d=debit, c=credit, a=amount))
+            await conn.execute(
+                text("UPDATE accounts SET credits_posted = credits_posted + :a WHERE id = :id"),
+                dict(a=amount, id=credit),
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
+                    " request_id, memo, created_at_ms) VALUES (:iid, :kind, 'ok', :d, :c, :a, NULL, 'seeded', 0)"
+                ),
+                dict(iid=idem, kind=kind, d=debit, c=credit, a=amount),
+            )
         for _, _, debit, _, amount in transfers:
-            await conn.execute(text("UPDATE accounts SET debits_posted = debits_posted + :a WHERE id = :id"),
-                               dict(a=amount, id=debit))
+            await conn.execute(
+                text("UPDATE accounts SET debits_posted = debits_posted + :a WHERE id = :id"), dict(a=amount, id=debit)
+            )
 
 
 async def churn(engine: AsyncEngine, a: str, b: str, amount: int) -> None:
     """``amount`` moved from a to b and back: both accounts' counters grow, balances stay."""
-    await seed_transfers(engine, (f"churn:{a}:{b}:1", "transfer", a, b, amount),
-                         (f"churn:{a}:{b}:2", "transfer", b, a, amount))
+    await seed_transfers(
+        engine, (f"churn:{a}:{b}:1", "transfer", a, b, amount), (f"churn:{a}:{b}:2", "transfer", b, a, amount)
+    )
 
 
 async def audit(ledger: Ledger) -> pb.AuditBooksResponse:

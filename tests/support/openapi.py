@@ -38,8 +38,11 @@ def _without_nullable(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     # (a *property* named "nullable" would hold a schema, not a bool: it is kept)
-    out = {key: _without_nullable(value) for key, value in node.items()
-           if not (key == "nullable" and isinstance(value, bool))}
+    out = {
+        key: _without_nullable(value)
+        for key, value in node.items()
+        if not (key == "nullable" and isinstance(value, bool))
+    }
     if node.get("nullable") is True:
         # Annotations stay outside; the constraints move into the first branch.
         notes = {k: out.pop(k) for k in ("description", "title", "deprecated", "default", "example") if k in out}
@@ -61,8 +64,10 @@ _JSONLoader.yaml_implicit_resolvers = {
 def spec() -> dict[str, Any]:
     """The whole OpenAPI document, ``nullable`` rewritten (loaded once: ~1 s)."""
     if not SPEC_PATH.exists():
-        raise FileNotFoundError(f"OpenAI's OpenAPI description is not at {SPEC_PATH}: put shared/ beside the "
-                                "clone, or set CG_OPENAI_SPEC to a copy of openai/openai-openapi's openapi.yaml")
+        raise FileNotFoundError(
+            f"OpenAI's OpenAPI description is not at {SPEC_PATH}: put shared/ beside the "
+            "clone, or set CG_OPENAI_SPEC to a copy of openai/openai-openapi's openapi.yaml"
+        )
     with SPEC_PATH.open(encoding="utf-8") as f:
         return _without_nullable(yaml.load(f, Loader=_JSONLoader))
 
@@ -80,9 +85,7 @@ def schema_names() -> list[str]:
 def validator(schema_name: str) -> jsonschema.Draft202012Validator:
     if schema_name not in spec()["components"]["schemas"]:
         raise KeyError(f"no schema {schema_name!r} in {SPEC_PATH.name}")
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"{_URI}#/components/schemas/{schema_name}"}, registry=_registry()
-    )
+    return jsonschema.Draft202012Validator({"$ref": f"{_URI}#/components/schemas/{schema_name}"}, registry=_registry())
 
 
 def validate(schema_name: str, instance: Any) -> None:

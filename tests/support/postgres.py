@@ -84,15 +84,47 @@ def _local_server() -> Iterator[PgServer]:
         os.chown(sock, pw.pw_uid, pw.pw_gid)
     port = free_port()
     subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-        check=True, capture_output=True, **_as_postgres(),
+        [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        check=True,
+        capture_output=True,
+        **_as_postgres(),
     )
     log = open(root / "postgres.log", "wb")
     proc = subprocess.Popen(
-        [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=300"],
-        stdout=log, stderr=subprocess.STDOUT, **_as_postgres(),
+        [
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(sock),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **_as_postgres(),
     )
     try:
         deadline = time.monotonic() + 30

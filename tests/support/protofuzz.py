@@ -16,11 +16,47 @@ from hypothesis import strategies as st
 
 INT64 = (-(2**63), 2**63 - 1)
 INT32 = (-(2**31), 2**31 - 1)
-EDGE_INTS = [0, 1, -1, 2, 999_999, 1_000_000, 10**12, 10**15, 10**15 + 1, 2**31 - 1, 2**53 + 1, 2**62, 2**63 - 1,
-             -(2**63)]
-NASTY_STRINGS = ["", " ", "x" * 121, "x" * 5_000, "a:b", "partner:", ":", "\x00", "é" * 70, "🙂", "NaN", "Infinity",
-                 "-1", "1e400", "0.0000000000000000000000001", "1" * 40, "../../etc/passwd", "external:credits",
-                 "platform:usage", "platform:fees", "key:nope", "partner:nope", "customer:nope"]
+EDGE_INTS = [
+    0,
+    1,
+    -1,
+    2,
+    999_999,
+    1_000_000,
+    10**12,
+    10**15,
+    10**15 + 1,
+    2**31 - 1,
+    2**53 + 1,
+    2**62,
+    2**63 - 1,
+    -(2**63),
+]
+NASTY_STRINGS = [
+    "",
+    " ",
+    "x" * 121,
+    "x" * 5_000,
+    "a:b",
+    "partner:",
+    ":",
+    "\x00",
+    "é" * 70,
+    "🙂",
+    "NaN",
+    "Infinity",
+    "-1",
+    "1e400",
+    "0.0000000000000000000000001",
+    "1" * 40,
+    "../../etc/passwd",
+    "external:credits",
+    "platform:usage",
+    "platform:fees",
+    "key:nope",
+    "partner:nope",
+    "customer:nope",
+]
 DECIMALS = ["0", "1", "1.5", "0.05", "100", "1000000", "1000001", "-0.5", "1e3", "NaN", "inf", "", "abc"]
 
 
@@ -33,9 +69,17 @@ def _ints(fd: FieldDescriptor) -> st.SearchStrategy[int]:
 
 
 # Which ids of ``Known`` a field wants, by its name (first match wins).
-_WANTS = (("customer_account", "customer_accounts"), ("revenue_account", "revenue_accounts"),
-          ("account", "accounts"), ("partner_id", "partner_ids"), ("customer_id", "customer_ids"),
-          ("key_id", "key_ids"), ("key", "key_ids"), ("model", "models"), ("tier", "tiers"))
+_WANTS = (
+    ("customer_account", "customer_accounts"),
+    ("revenue_account", "revenue_accounts"),
+    ("account", "accounts"),
+    ("partner_id", "partner_ids"),
+    ("customer_id", "customer_ids"),
+    ("key_id", "key_ids"),
+    ("key", "key_ids"),
+    ("model", "models"),
+    ("tier", "tiers"),
+)
 
 
 @dataclass
@@ -89,8 +133,7 @@ def message_strategy(descriptor: Descriptor, known: Known, depth: int = 3) -> st
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
             if depth <= 0:
                 continue
-            value = message_strategy(fd.message_type, known, depth - 1).map(
-                lambda kw, t=fd.message_type: _build(t, kw))
+            value = message_strategy(fd.message_type, known, depth - 1).map(lambda kw, t=fd.message_type: _build(t, kw))
         elif fd.type == FieldDescriptor.TYPE_STRING:
             value = _strings(fd.name, known)
         elif fd.type == FieldDescriptor.TYPE_BOOL:
@@ -98,8 +141,12 @@ def message_strategy(descriptor: Descriptor, known: Known, depth: int = 3) -> st
         elif fd.type == FieldDescriptor.TYPE_ENUM:
             numbers = [v.number for v in fd.enum_type.values]
             value = st.one_of(st.sampled_from(numbers), st.integers(-5, 50))
-        elif fd.type in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT64,
-                            FieldDescriptor.TYPE_SINT32):
+        elif fd.type in (
+            FieldDescriptor.TYPE_INT64,
+            FieldDescriptor.TYPE_INT32,
+            FieldDescriptor.TYPE_SINT64,
+            FieldDescriptor.TYPE_SINT32,
+        ):
             value = _ints(fd)
         else:  # bytes, doubles, unsigned: our contracts have none; fail loudly if one appears
             raise NotImplementedError(f"{descriptor.full_name}.{fd.name}: type {fd.type}")

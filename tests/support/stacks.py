@@ -23,7 +23,6 @@ def stack_on(request, services: tuple[str, ...] = ORDER, env: dict | None = None
             pg = request.getfixturevalue("pg_server")
             keys_db = dbs.enter_context(pg.database("keys"))
             ledger_db = dbs.enter_context(pg.database("ledger"))
-        config = StackConfig(var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, services=services,
-                             env=env or {})
+        config = StackConfig(var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, services=services, env=env or {})
         with Stack(config) as stack:
             yield stack

@@ -17,6 +17,7 @@ def shipped() -> Catalog:
 
 # --- the shipped catalog --------------------------------------------------------------
 
+
 def test_shipped_catalog_loads(shipped: Catalog):
     assert shipped.version == "2026-11-27.2"
     assert 18 <= len(shipped.models) <= 25
@@ -67,6 +68,7 @@ def test_shipped_tiers(shipped: Catalog):
 
 # --- tier restrictions ----------------------------------------------------------------
 
+
 def test_starter_sees_only_budget_models(shipped: Catalog):
     starter = shipped.models_for_tier("starter")
     assert starter and {m.category for m in starter} == {"budget"}
@@ -98,9 +100,14 @@ def test_unknown_tier_or_model_is_not_allowed(shipped: Catalog):
 # --- validation -----------------------------------------------------------------------
 
 GOOD_MODEL = {
-    "id": "m1", "provider": "openai", "upstream_model": "m1", "category": "budget",
-    "input_usd_per_mtok": '"0.10"', "output_usd_per_mtok": '"0.40"',
-    "context_window": "1000", "max_output_tokens": "100",
+    "id": "m1",
+    "provider": "openai",
+    "upstream_model": "m1",
+    "category": "budget",
+    "input_usd_per_mtok": '"0.10"',
+    "output_usd_per_mtok": '"0.40"',
+    "context_window": "1000",
+    "max_output_tokens": "100",
 }
 GOOD_TIERS = """tiers:
   starter: {categories: [budget], fee_rate: "0.10"}
@@ -148,16 +155,26 @@ def test_tiers_are_optional(tmp_path: Path):
         (_catalog(_model_yaml(context_window="0")), "m1.context_window: must be a positive integer"),
         (_catalog(_model_yaml(max_output_tokens="-5")), "m1.max_output_tokens: must be a positive integer"),
         (_catalog(_model_yaml(context_window='"1000"')), "m1.context_window: must be a positive integer"),
-        (_catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget], fee_rate: "1.5"}\n'),
-         "tier 't'.fee_rate: must be between 0 and 1"),
-        (_catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget], fee_rate: "-0.01"}\n'),
-         "tier 't'.fee_rate: must be between 0 and 1"),
-        (_catalog(_model_yaml(), tiers="tiers:\n  t: {categories: [budget], fee_rate: 0.05}\n"),
-         "tier 't'.fee_rate: 0.05 was read as a float"),
-        (_catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget, gold], fee_rate: "0.05"}\n'),
-         "tier 't'.categories: unknown category 'gold'"),
-        (_catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [], fee_rate: "0.05"}\n'),
-         "tier 't'.categories: must be a non-empty list"),
+        (
+            _catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget], fee_rate: "1.5"}\n'),
+            "tier 't'.fee_rate: must be between 0 and 1",
+        ),
+        (
+            _catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget], fee_rate: "-0.01"}\n'),
+            "tier 't'.fee_rate: must be between 0 and 1",
+        ),
+        (
+            _catalog(_model_yaml(), tiers="tiers:\n  t: {categories: [budget], fee_rate: 0.05}\n"),
+            "tier 't'.fee_rate: 0.05 was read as a float",
+        ),
+        (
+            _catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [budget, gold], fee_rate: "0.05"}\n'),
+            "tier 't'.categories: unknown category 'gold'",
+        ),
+        (
+            _catalog(_model_yaml(), tiers='tiers:\n  t: {categories: [], fee_rate: "0.05"}\n'),
+            "tier 't'.categories: must be a non-empty list",
+        ),
         (_catalog(_model_yaml(), version=""), "missing version"),
         (_catalog(_model_yaml(), version='version: ""\n'), "missing version"),
         (_catalog(_model_yaml().replace(", max_output_tokens: 100", "")), "missing field"),
@@ -167,11 +184,27 @@ def test_tiers_are_optional(tmp_path: Path):
         (_catalog(_model_yaml(input_usd_per_mtok='"0.' + "1" * 45 + '"')), "at most 40 characters as a decimal"),
     ],
     ids=[
-        "unknown-category", "duplicate-id", "negative-price", "non-decimal-price", "nan-price",
-        "float-price", "unquoted-int-price", "zero-context", "negative-max-output", "string-context",
-        "fee-rate-above-1", "fee-rate-negative", "float-fee-rate", "tier-unknown-category",
-        "tier-no-categories", "no-version", "empty-version", "missing-field", "unknown-field",
-        "model-id-longer-than-the-ledger-stores", "version-longer-than-the-ledger-stores",
+        "unknown-category",
+        "duplicate-id",
+        "negative-price",
+        "non-decimal-price",
+        "nan-price",
+        "float-price",
+        "unquoted-int-price",
+        "zero-context",
+        "negative-max-output",
+        "string-context",
+        "fee-rate-above-1",
+        "fee-rate-negative",
+        "float-fee-rate",
+        "tier-unknown-category",
+        "tier-no-categories",
+        "no-version",
+        "empty-version",
+        "missing-field",
+        "unknown-field",
+        "model-id-longer-than-the-ledger-stores",
+        "version-longer-than-the-ledger-stores",
         "price-longer-than-the-ledger-stores",
     ],
 )

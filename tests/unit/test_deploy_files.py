@@ -138,7 +138,9 @@ def test_compose_is_valid_against_compose_spec() -> None:
     exe = os.path.join(sysconfig.get_path("scripts"), "check-jsonschema")
     proc = subprocess.run(
         [exe, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -208,7 +210,7 @@ def test_env_vars_are_settings_fields(services: dict[str, dict[str, Any]], monke
         assert env, f"{name} has no environment"
         for var in env:
             assert var.startswith(prefixes[name]), f"{name}: {var} is not {prefixes[name]}*"
-            key = var[len(prefixes[name]):].lower()
+            key = var[len(prefixes[name]) :].lower()
             parts = key.split(delimiter) if delimiter else [key]
             assert parts[0] in cls.model_fields, f"{name}: {var} is not a field of {cls.__module__}.Settings"
             if len(parts) > 1:
@@ -228,7 +230,8 @@ def test_addresses_and_urls_point_at_listening_ports(
 ) -> None:
     published = {  # host port -> (service, container port)
         int(p.split(":")[-2]): (name, int(p.split(":")[-1]))
-        for name, svc in services.items() for p in svc.get("ports", [])
+        for name, svc in services.items()
+        for p in svc.get("ports", [])
     }
     for name in APPS:
         for var, value in env_of(services[name]).items():

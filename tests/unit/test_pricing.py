@@ -88,15 +88,21 @@ def test_customer_price_multiplier_floor_and_ai_credits():
     assert q.partner_margin_ucr == 22_500
     # a floor of $0.50 per 1M tokens on 1,500 tokens is $0.00075, above the markup
     floored = quote(1000, 500, D("0.15"), D("0.60"), CustomerBilling(D("1.5"), D("2"), D("0.50")))
-    assert (floored.customer_price_ucr, floored.customer_price_uai, floored.partner_margin_ucr) == (75_000, 37_500, 30_000)
+    assert (floored.customer_price_ucr, floored.customer_price_uai, floored.partner_margin_ucr) == (
+        75_000,
+        37_500,
+        30_000,
+    )
     # AI credits round up once: $0.000001 at 3 cents per AI credit = 33.33.. uai -> 34
     tiny = quote(0, 1, D("0"), D("1"), CustomerBilling(D("1"), D("3")))
     assert tiny.customer_price_uai == 34
     assert quote(1, 1, D("1"), D("1"), None).customer_price_uai == 0
 
 
-@pytest.mark.parametrize("multiplier, cents, floor", [("0", "1", "0"), ("-1", "1", "0"), ("1", "0", "0"),
-                                                      ("1", "1", "-0.5"), ("nan", "1", "0")])
+@pytest.mark.parametrize(
+    "multiplier, cents, floor",
+    [("0", "1", "0"), ("-1", "1", "0"), ("1", "0", "0"), ("1", "1", "-0.5"), ("nan", "1", "0")],
+)
 def test_bad_customer_terms_are_refused(multiplier, cents, floor):
     with pytest.raises(ValueError):
         CustomerBilling(D(multiplier), D(cents), D(floor))

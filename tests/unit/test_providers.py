@@ -20,8 +20,9 @@ from cg_proxy.relay import StreamRelay
 from cg_proxy.settings import Settings, Upstream
 from creditgate.keys.v1 import keys_pb2
 
-ROUTE = keys_pb2.ModelRoute(id="claude-haiku-4-5", provider="anthropic", upstream_model="claude-haiku-4-5",
-                            max_output_tokens=64000)
+ROUTE = keys_pb2.ModelRoute(
+    id="claude-haiku-4-5", provider="anthropic", upstream_model="claude-haiku-4-5", max_output_tokens=64000
+)
 
 
 def _req(**fields):
@@ -41,8 +42,15 @@ def test_request_system_turns_and_sampling():
             {"role": "assistant", "content": "Bonjour"},
             {"role": "user", "content": "Why?"},
         ],
-        stop="END", temperature=1.7, top_p=0.9, user="end-user-1", stream=True,
-        seed=7, presence_penalty=0.5, logprobs=True, stream_options={"include_usage": True},
+        stop="END",
+        temperature=1.7,
+        top_p=0.9,
+        user="end-user-1",
+        stream=True,
+        seed=7,
+        presence_penalty=0.5,
+        logprobs=True,
+        stream_options={"include_usage": True},
     )
     assert to_messages_request(body, ROUTE) == {
         "model": "claude-haiku-4-5",
@@ -61,13 +69,16 @@ def test_request_system_turns_and_sampling():
     }
 
 
-@pytest.mark.parametrize("fields, route_cap, expected", [
-    ({}, 64000, 64000),
-    ({"max_tokens": 50}, 64000, 50),
-    ({"max_completion_tokens": 70, "max_tokens": 50}, 64000, 70),
-    ({"max_tokens": 10**6}, 64000, 64000),
-    ({}, 0, 4096),  # a route without a cap: the metering default
-])
+@pytest.mark.parametrize(
+    "fields, route_cap, expected",
+    [
+        ({}, 64000, 64000),
+        ({"max_tokens": 50}, 64000, 50),
+        ({"max_completion_tokens": 70, "max_tokens": 50}, 64000, 70),
+        ({"max_tokens": 10**6}, 64000, 64000),
+        ({}, 0, 4096),  # a route without a cap: the metering default
+    ],
+)
 def test_request_max_tokens_is_the_reserved_bound(fields, route_cap, expected):
     route = keys_pb2.ModelRoute(id="m", max_output_tokens=route_cap)
     assert to_messages_request(_req(**fields), route)["max_tokens"] == expected
@@ -81,17 +92,39 @@ def test_request_stop_list_and_no_optional_fields():
 
 
 def test_request_tool_round_trip():
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
-             {"type": "function", "function": {"name": "now"}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        },
+        {"type": "function", "function": {"name": "now"}},
+    ]
     body = _req(
-        tools=tools, tool_choice="required", parallel_tool_calls=False,
+        tools=tools,
+        tool_choice="required",
+        parallel_tool_calls=False,
         messages=[
             {"role": "user", "content": "Weather in Paris and Rome?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
-            ]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                    },
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
             {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "24C"}]},
             {"role": "user", "content": "Thanks"},
@@ -99,47 +132,66 @@ def test_request_tool_round_trip():
     )
     out = to_messages_request(body, ROUTE)
     assert out["tools"] == [
-        {"name": "get_weather", "description": "Weather in a city",
-         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
         {"name": "now", "input_schema": {"type": "object", "properties": {}}},
     ]
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     assert out["messages"] == [
         {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": [
-            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
-        ]},
-        {"role": "user", "content": [  # tool results first, then the user's text, in one turn
-            {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
-            {"type": "tool_result", "tool_use_id": "call_2", "content": "24C"},
-            {"type": "text", "text": "Thanks"},
-        ]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Rome"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [  # tool results first, then the user's text, in one turn
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": "24C"},
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
     ]
 
 
 TOOLS = [{"type": "function", "function": {"name": "f"}}]
 
 
-@pytest.mark.parametrize("choice, parallel, expected", [
-    (None, None, None),
-    ("auto", None, {"type": "auto"}),
-    ("none", False, {"type": "none"}),
-    ("required", None, {"type": "any"}),
-    ({"type": "function", "function": {"name": "f"}}, None, {"type": "tool", "name": "f"}),
-    (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
-])
+@pytest.mark.parametrize(
+    "choice, parallel, expected",
+    [
+        (None, None, None),
+        ("auto", None, {"type": "auto"}),
+        ("none", False, {"type": "none"}),
+        ("required", None, {"type": "any"}),
+        ({"type": "function", "function": {"name": "f"}}, None, {"type": "tool", "name": "f"}),
+        (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ],
+)
 def test_request_tool_choice(choice, parallel, expected):
     out = to_messages_request(_req(tools=TOOLS, tool_choice=choice, parallel_tool_calls=parallel), ROUTE)
     assert out.get("tool_choice") == expected
 
 
 def test_request_images():
-    body = _req(messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
-    ]}])
+    body = _req(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
+                ],
+            }
+        ]
+    )
     assert to_messages_request(body, ROUTE)["messages"][0]["content"] == [
         {"type": "text", "text": "What is this?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
@@ -147,19 +199,35 @@ def test_request_images():
     ]
 
 
-@pytest.mark.parametrize("fields, param", [
-    ({"n": 2}, "n"),
-    ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "messages[0].content[0]"),
-    ({"messages": [{"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}]}]},
-     "messages[0].tool_calls[0].function.arguments"),
-    ({"tools": [{"type": "code_interpreter"}]}, "tools[0]"),
-    ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
-    ({"stop": 5}, "stop"),
-    ({"temperature": "hot"}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"n": 2}, "n"),
+        ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools[0]"),
+        ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
+        ({"stop": 5}, "stop"),
+        ({"temperature": "hot"}, "temperature"),
+    ],
+)
 def test_request_refuses_what_anthropic_cannot_express(fields, param):
     with pytest.raises(errors.APIError) as e:
         to_messages_request(_req(**fields), ROUTE)
@@ -182,8 +250,11 @@ def test_adapter_requests_carry_the_right_key_header_and_url():
     assert (req.url, req.headers["Authorization"]) == ("https://api.openai.com/v1/chat/completions", "Bearer sk-proj-x")
     assert json.loads(req.body) == _req()  # passed through unchanged
 
-    azure = Upstream(base_url="https://r.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21",
-                     api_key="az-key", api_key_header="api-key")
+    azure = Upstream(
+        base_url="https://r.openai.azure.com/openai/deployments/gpt4o?api-version=2024-10-21",
+        api_key="az-key",
+        api_key_header="api-key",
+    )
     req = adapter_for("openai").request(azure, "/chat/completions", ROUTE, _req())
     assert req.url == "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
     assert req.headers["api-key"] == "az-key" and "Authorization" not in req.headers
@@ -207,43 +278,88 @@ def test_upstream_settings_from_env(monkeypatch):
 
 
 def test_reply_text():
-    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5-20251001",
-               "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}],
-               "stop_reason": "end_turn", "stop_sequence": None,
-               "usage": {"input_tokens": 12, "output_tokens": 3, "cache_creation_input_tokens": 0,
-                         "cache_read_input_tokens": 0}}
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5-20251001",
+        "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": " there"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 12,
+            "output_tokens": 3,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
     out = to_chat_completion(message, created=1700000000)
     assert out == {
-        "id": "msg_1", "object": "chat.completion", "created": 1700000000, "model": "claude-haiku-4-5-20251001",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there", "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "id": "msg_1",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "claude-haiku-4-5-20251001",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
     }
     ChatCompletion.model_validate(out)
 
 
 def test_reply_tool_calls_and_cached_prompt_tokens():
-    message = {"id": "msg_2", "type": "message", "model": "m", "stop_reason": "tool_use",
-               "content": [{"type": "thinking", "thinking": "hmm", "signature": "s"},
-                           {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
-               "usage": {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 100,
-                         "cache_creation_input_tokens": 5}}
+    message = {
+        "id": "msg_2",
+        "type": "message",
+        "model": "m",
+        "stop_reason": "tool_use",
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "s"},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+        ],
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 20,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 5,
+        },
+    }
     out = to_chat_completion(message, created=1)
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
-        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]
-    assert out["usage"] == {"prompt_tokens": 115, "completion_tokens": 20, "total_tokens": 135,
-                            "prompt_tokens_details": {"cached_tokens": 100}}
+        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+    assert out["usage"] == {
+        "prompt_tokens": 115,
+        "completion_tokens": 20,
+        "total_tokens": 135,
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
     ChatCompletion.model_validate(out)
 
 
-@pytest.mark.parametrize("stop_reason, finish", [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-    ("refusal", "content_filter"), ("pause_turn", "stop"), ("model_context_window_exceeded", "length"),
-])
+@pytest.mark.parametrize(
+    "stop_reason, finish",
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
+)
 def test_reply_finish_reasons(stop_reason, finish):
-    out = to_chat_completion({"content": [], "stop_reason": stop_reason, "usage": {"input_tokens": 1, "output_tokens": 0}})
+    out = to_chat_completion(
+        {"content": [], "stop_reason": stop_reason, "usage": {"input_tokens": 1, "output_tokens": 0}}
+    )
     assert out["choices"][0]["finish_reason"] == finish
 
 
@@ -257,32 +373,62 @@ def test_reply_that_is_not_a_message_is_a_502():
 
 # Shaped like a recorded Messages API stream: text (with multi-byte characters), a tool
 # call streamed as partial JSON, a ping, cumulative usage in message_delta.
-ANTHROPIC_SSE = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in [
-    ("message_start", '{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message",'
-                      '"role":"assistant","content":[],"model":"claude-haiku-4-5-20251001","stop_reason":null,'
-                      '"stop_sequence":null,"usage":{"input_tokens":472,"cache_creation_input_tokens":0,'
-                      '"cache_read_input_tokens":0,"output_tokens":2}}}'),
-    ("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
-    ("ping", '{"type": "ping"}'),
-    ("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta",'
-                            '"text":"Okay — let me check ☀️ "}}'),
-    ("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"in Paris."}}'),
-    ("content_block_stop", '{"type":"content_block_stop","index":0}'),
-    ("content_block_start", '{"type":"content_block_start","index":1,"content_block":{"type":"tool_use",'
-                            '"id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}'),
-    ("content_block_delta", '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}'),
-    ("content_block_delta", '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
-                            '"partial_json":"{\\"city\\":"}}'),
-    ("content_block_delta", '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
-                            '"partial_json":" \\"Paris\\"}"}}'),
-    ("content_block_stop", '{"type":"content_block_stop","index":1}'),
-    ("message_delta", '{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
-                      '"usage":{"output_tokens":89}}'),
-    ("message_stop", '{"type":"message_stop"}'),
-]).encode()
+ANTHROPIC_SSE = "".join(
+    f"event: {name}\ndata: {data}\n\n"
+    for name, data in [
+        (
+            "message_start",
+            '{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message",'
+            '"role":"assistant","content":[],"model":"claude-haiku-4-5-20251001","stop_reason":null,'
+            '"stop_sequence":null,"usage":{"input_tokens":472,"cache_creation_input_tokens":0,'
+            '"cache_read_input_tokens":0,"output_tokens":2}}}',
+        ),
+        ("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
+        ("ping", '{"type": "ping"}'),
+        (
+            "content_block_delta",
+            '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay — let me check ☀️ "}}',
+        ),
+        (
+            "content_block_delta",
+            '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"in Paris."}}',
+        ),
+        ("content_block_stop", '{"type":"content_block_stop","index":0}'),
+        (
+            "content_block_start",
+            '{"type":"content_block_start","index":1,"content_block":{"type":"tool_use",'
+            '"id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}',
+        ),
+        (
+            "content_block_delta",
+            '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}',
+        ),
+        (
+            "content_block_delta",
+            '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+            '"partial_json":"{\\"city\\":"}}',
+        ),
+        (
+            "content_block_delta",
+            '{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta",'
+            '"partial_json":" \\"Paris\\"}"}}',
+        ),
+        ("content_block_stop", '{"type":"content_block_stop","index":1}'),
+        (
+            "message_delta",
+            '{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},'
+            '"usage":{"output_tokens":89}}',
+        ),
+        ("message_stop", '{"type":"message_stop"}'),
+    ]
+).encode()
 
-HEAD = {"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "object": "chat.completion.chunk", "created": 1700000000,
-        "model": "claude-haiku-4-5-20251001"}
+HEAD = {
+    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+    "object": "chat.completion.chunk",
+    "created": 1700000000,
+    "model": "claude-haiku-4-5-20251001",
+}
 
 
 def _delta(delta, finish=None):
@@ -293,8 +439,18 @@ EXPECTED = [
     _delta({"role": "assistant", "content": ""}),
     _delta({"content": "Okay — let me check ☀️ "}),
     _delta({"content": "in Paris."}),
-    _delta({"tool_calls": [{"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
-                            "function": {"name": "get_weather", "arguments": ""}}]}),
+    _delta(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
     _delta({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
     _delta({"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]}),
     _delta({}, "tool_calls"),
@@ -320,7 +476,7 @@ def _events(sse: bytes) -> list:
 
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 13, 64, 10**6])
 def test_stream_translation_at_any_split(split):
-    pieces = [ANTHROPIC_SSE[i:i + split] for i in range(0, len(ANTHROPIC_SSE), split)]
+    pieces = [ANTHROPIC_SSE[i : i + split] for i in range(0, len(ANTHROPIC_SSE), split)]
     out = _translate(pieces)
     assert _events(out) == EXPECTED
     assert out == _translate([ANTHROPIC_SSE])
@@ -334,8 +490,12 @@ def test_stream_translation_with_crlf_split_between_cr_and_lf():
     assert _events(_translate([crlf[:cut], crlf[cut:]])) == EXPECTED
 
 
-OVERLOADED = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
-OVERLOADED_CHUNK = {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "upstream_overloaded"}}
+OVERLOADED = (
+    b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+)
+OVERLOADED_CHUNK = {
+    "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": "upstream_overloaded"}
+}
 
 
 def test_stream_error_event_bills_what_was_produced_and_ends_the_stream():
@@ -343,9 +503,18 @@ def test_stream_error_event_bills_what_was_produced_and_ends_the_stream():
     events = _events(_translate([start, OVERLOADED, b'event: message_stop\ndata: {"type":"message_stop"}\n\n']))
     assert events[:3] == EXPECTED[:3]
     streamed = len("Okay — let me check ☀️ in Paris.")  # 32 characters: 8 tokens at ~4 per token > the reported 2
-    assert events[3:] == [{**HEAD, "choices": [], "usage": {"prompt_tokens": 472, "completion_tokens": (streamed + 3) // 4,
-                                                            "total_tokens": 472 + (streamed + 3) // 4}},
-                          OVERLOADED_CHUNK]
+    assert events[3:] == [
+        {
+            **HEAD,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 472,
+                "completion_tokens": (streamed + 3) // 4,
+                "total_tokens": 472 + (streamed + 3) // 4,
+            },
+        },
+        OVERLOADED_CHUNK,
+    ]
 
 
 def test_stream_error_before_the_message_started_bills_nothing():
@@ -379,14 +548,15 @@ class _FakeUpstream:
 
 @pytest.mark.parametrize("client_wants_usage", [True, False])
 async def test_translated_stream_through_the_relay_bills_provider_usage(client_wants_usage):
-    fake = _FakeUpstream([ANTHROPIC_SSE[i:i + 5] for i in range(0, len(ANTHROPIC_SSE), 5)])
+    fake = _FakeUpstream([ANTHROPIC_SSE[i : i + 5] for i in range(0, len(ANTHROPIC_SSE), 5)])
     done = []
-    relay = StreamRelay(TranslatedStream(fake, StreamTranslator()), client_wants_usage, 9999,
-                        lambda u, s: done.append((u, s)))
+    relay = StreamRelay(
+        TranslatedStream(fake, StreamTranslator()), client_wants_usage, 9999, lambda u, s: done.append((u, s))
+    )
     pump = asyncio.create_task(relay.pump())
     sent = b"".join([piece async for piece in relay.body()])
     await pump
-    (usage, status), = done
+    ((usage, status),) = done
     assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (472, 89, "provider", "ok")
     assert (b'"usage"' in sent) == client_wants_usage and sent.endswith(b"data: [DONE]\n\n")
     assert fake.released
@@ -399,19 +569,24 @@ def _anthropic_error(etype, message):
     return json.dumps({"type": "error", "error": {"type": etype, "message": message}}).encode()
 
 
-@pytest.mark.parametrize("status, etype, headers, expected", [
-    (429, "rate_limit_error", {"Retry-After": "7"}, (429, "rate_limit_error", "upstream_rate_limited", "7")),
-    (400, "invalid_request_error", {}, (400, "invalid_request_error", "upstream_rejected", None)),
-    (413, "request_too_large", {}, (413, "invalid_request_error", "upstream_rejected", None)),
-    (401, "authentication_error", {}, (502, "server_error", "upstream_auth_failed", None)),
-    (403, "permission_error", {}, (502, "server_error", "upstream_auth_failed", None)),
-    (404, "not_found_error", {}, (502, "server_error", "upstream_not_found", None)),
-    (500, "api_error", {}, (502, "server_error", "upstream_error", None)),
-    (529, "overloaded_error", {}, (503, "server_error", "upstream_overloaded", "1")),
-    (503, "api_error", {"Retry-After": "3"}, (503, "server_error", "upstream_overloaded", "3")),
-])
+@pytest.mark.parametrize(
+    "status, etype, headers, expected",
+    [
+        (429, "rate_limit_error", {"Retry-After": "7"}, (429, "rate_limit_error", "upstream_rate_limited", "7")),
+        (400, "invalid_request_error", {}, (400, "invalid_request_error", "upstream_rejected", None)),
+        (413, "request_too_large", {}, (413, "invalid_request_error", "upstream_rejected", None)),
+        (401, "authentication_error", {}, (502, "server_error", "upstream_auth_failed", None)),
+        (403, "permission_error", {}, (502, "server_error", "upstream_auth_failed", None)),
+        (404, "not_found_error", {}, (502, "server_error", "upstream_not_found", None)),
+        (500, "api_error", {}, (502, "server_error", "upstream_error", None)),
+        (529, "overloaded_error", {}, (503, "server_error", "upstream_overloaded", "1")),
+        (503, "api_error", {"Retry-After": "3"}, (503, "server_error", "upstream_overloaded", "3")),
+    ],
+)
 def test_provider_error_mapping(status, etype, headers, expected):
-    err = provider_error(status, _anthropic_error(etype, "provider says: invalid x-api-key sk-ant-api03-SECRET"), headers)
+    err = provider_error(
+        status, _anthropic_error(etype, "provider says: invalid x-api-key sk-ant-api03-SECRET"), headers
+    )
     assert (err.status, err.type, err.code, err.headers.get("Retry-After")) == expected
     assert set(err.body()["error"]) == {"message", "type", "param", "code"}
     if status in (401, 403, 404):
@@ -423,15 +598,25 @@ def test_provider_error_mapping(status, etype, headers, expected):
 def test_provider_error_without_a_json_body():
     err = provider_error(502, b"<html>Bad gateway</html>", {})
     assert (err.status, err.code) == (502, "upstream_error") and "502" in err.message
-    err = provider_error(400, json.dumps({"error": {"message": "bad", "type": "invalid_request_error",
-                                                    "param": "messages"}}).encode(), {})
+    err = provider_error(
+        400,
+        json.dumps({"error": {"message": "bad", "type": "invalid_request_error", "param": "messages"}}).encode(),
+        {},
+    )
     assert (err.status, err.param, err.message) == (400, "messages", "bad")  # OpenAI-shaped upstream errors too
 
 
-@pytest.mark.parametrize("headers, seconds", [
-    ({"Retry-After": "2"}, 2.0), ({"Retry-After": "0.5"}, 0.5), ({"retry-after-ms": "250"}, 0.25),
-    ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0), ({"Retry-After": "soon"}, None), ({}, None),
-])
+@pytest.mark.parametrize(
+    "headers, seconds",
+    [
+        ({"Retry-After": "2"}, 2.0),
+        ({"Retry-After": "0.5"}, 0.5),
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after_parsing(headers, seconds):
     assert upstream.retry_after_s(headers) == seconds
 
@@ -466,16 +651,27 @@ class Provider:
 
 def status(code, etype="api_error", headers=None):
     async def answer(request):
-        return web.json_response({"type": "error", "error": {"type": etype, "message": f"{etype} here"}},
-                                 status=code, headers=headers)
+        return web.json_response(
+            {"type": "error", "error": {"type": etype, "message": f"{etype} here"}}, status=code, headers=headers
+        )
+
     return answer
 
 
 def message(text="Hello"):
     async def answer(request):
-        return web.json_response({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
-                                  "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                                  "usage": {"input_tokens": 7, "output_tokens": 1}})
+        return web.json_response(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-haiku-4-5",
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 7, "output_tokens": 1},
+            }
+        )
+
     return answer
 
 
@@ -486,6 +682,7 @@ def sse_then_drop():
         await resp.write(ANTHROPIC_SSE[:300])
         request.transport.close()  # the connection breaks mid-stream
         return resp
+
     return answer
 
 
@@ -493,6 +690,7 @@ def slow(seconds):
     async def answer(request):
         await asyncio.sleep(seconds)
         return await message()(request)
+
     return answer
 
 
@@ -508,7 +706,9 @@ async def _open(provider, body=None, **upstream_fields):
     server = TestServer(app)
     await server.start_server()
     fields = {"api": "anthropic", "api_key": "sk-ant-test", **upstream_fields}
-    ups = upstream.Upstreams(Settings(upstreams={"anthropic": Upstream(base_url=str(server.make_url("/v1")), **fields)}))
+    ups = upstream.Upstreams(
+        Settings(upstreams={"anthropic": Upstream(base_url=str(server.make_url("/v1")), **fields)})
+    )
     await ups.start()
     try:
         resp = await ups.open("/chat/completions", ROUTE, body or _req())
@@ -525,24 +725,31 @@ async def test_json_reply_is_translated_and_sent_with_anthropic_headers():
     resp, data = await _open(provider)
     reply = json.loads(data)
     assert reply["choices"][0]["message"]["content"] == "Bonjour" and reply["usage"]["total_tokens"] == 8
-    assert provider.headers[0]["x-api-key"] == "sk-ant-test" and provider.headers[0]["anthropic-version"] == "2023-06-01"
+    assert (
+        provider.headers[0]["x-api-key"] == "sk-ant-test" and provider.headers[0]["anthropic-version"] == "2023-06-01"
+    )
     assert provider.bodies[0]["max_tokens"] == 64000
 
 
-@pytest.mark.parametrize("first", [status(429, "rate_limit_error", {"Retry-After": "0"}), status(500),
-                                   status(529, "overloaded_error"), slow(1.0)])
+@pytest.mark.parametrize(
+    "first",
+    [status(429, "rate_limit_error", {"Retry-After": "0"}), status(500), status(529, "overloaded_error"), slow(1.0)],
+)
 async def test_transient_failure_is_retried_transparently(fast_backoff, first):
     provider = Provider(first, message())
     resp, data = await _open(provider, timeout_s=0.3)
     assert provider.attempts == 2 and json.loads(data)["choices"][0]["message"]["content"] == "Hello"
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (status(500), (502, "upstream_error")),
-    (status(529, "overloaded_error"), (503, "upstream_overloaded")),
-    (status(429, "rate_limit_error"), (429, "upstream_rate_limited")),
-    (slow(1.0), (504, "upstream_timeout")),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (status(500), (502, "upstream_error")),
+        (status(529, "overloaded_error"), (503, "upstream_overloaded")),
+        (status(429, "rate_limit_error"), (429, "upstream_rate_limited")),
+        (slow(1.0), (504, "upstream_timeout")),
+    ],
+)
 async def test_persistent_failure_gives_up_after_max_retries(fast_backoff, answer, expected):
     provider = Provider(answer)
     with pytest.raises(errors.APIError) as e:
@@ -550,11 +757,14 @@ async def test_persistent_failure_gives_up_after_max_retries(fast_backoff, answe
     assert provider.attempts == 4 and (e.value.status, e.value.code) == expected
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (status(400, "invalid_request_error"), (400, "upstream_rejected")),
-    (status(401, "authentication_error"), (502, "upstream_auth_failed")),
-    (status(429, "rate_limit_error", {"Retry-After": "60"}), (429, "upstream_rate_limited")),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (status(400, "invalid_request_error"), (400, "upstream_rejected")),
+        (status(401, "authentication_error"), (502, "upstream_auth_failed")),
+        (status(429, "rate_limit_error", {"Retry-After": "60"}), (429, "upstream_rate_limited")),
+    ],
+)
 async def test_no_retry_for_client_errors_or_a_long_retry_after(fast_backoff, answer, expected):
     provider = Provider(answer, message())
     with pytest.raises(errors.APIError) as e:
@@ -572,7 +782,9 @@ async def test_no_retry_once_the_stream_started(fast_backoff):
 
 
 async def test_unreachable_provider_is_a_502_after_retries(fast_backoff):
-    settings = Settings(upstreams={"anthropic": Upstream(base_url="http://127.0.0.1:9/v1", api="anthropic", max_retries=1)})
+    settings = Settings(
+        upstreams={"anthropic": Upstream(base_url="http://127.0.0.1:9/v1", api="anthropic", max_retries=1)}
+    )
     ups = upstream.Upstreams(settings)
     await ups.start()
     try:

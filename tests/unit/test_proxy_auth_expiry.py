@@ -23,8 +23,9 @@ class FakeKeys:
 
     async def AuthenticateKey(self, request, timeout):  # noqa: N802 (gRPC names)
         self.calls += 1
-        return keys_pb2.AuthenticateKeyResponse(key=keys_pb2.Key(
-            id="key_1", status=keys_pb2.KEY_STATUS_ACTIVE, expires_at_unix=self.expires_at_unix))
+        return keys_pb2.AuthenticateKeyResponse(
+            key=keys_pb2.Key(id="key_1", status=keys_pb2.KEY_STATUS_ACTIVE, expires_at_unix=self.expires_at_unix)
+        )
 
 
 def test_expired_is_at_the_instant_and_never_for_no_expiry():

@@ -61,7 +61,10 @@ async def test_put_is_idempotent_and_entries_come_oldest_first(tmp_path):
     await outbox.put("a", "usage.p.other", b"again")  # same request id: ignored
     assert outbox.depth == 3
     assert [(e.request_id, e.subject, e.payload) for e in await outbox.oldest()] == [
-        ("c", "usage.p.c", b"c"), ("a", "usage.p.a", b"a"), ("b", "usage.p.b", b"b")]
+        ("c", "usage.p.c", b"c"),
+        ("a", "usage.p.a", b"a"),
+        ("b", "usage.p.b", b"b"),
+    ]
     assert [e.request_id for e in await outbox.oldest(limit=2)] == ["c", "a"]
     outbox.close()
 

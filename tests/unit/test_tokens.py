@@ -45,29 +45,48 @@ def cookbook_chat_count(enc: tiktoken.Encoding, messages: list[dict]) -> int:
 
 
 JARGON = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
     {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
-]
-WEATHER_TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
-                "unit": {"type": "string", "description": "The unit of temperature to return",
-                         "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["location"],
-        },
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
     },
-}]
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
+]
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
 WEATHER_MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
     {"role": "user", "content": "What's the weather like in San Francisco?"},
@@ -125,7 +144,9 @@ def test_encodings_load_without_network(monkeypatch, tmp_path):
 
 def test_a_corrupt_file_is_refused_and_the_bound_falls_back(monkeypatch, caplog):
     spec = tokens._SPECS["o200k_base"]
-    monkeypatch.setitem(tokens._SPECS, "o200k_base", tokens._Spec(spec.file, "0" * 64, spec.pat_str, spec.special_tokens))
+    monkeypatch.setitem(
+        tokens._SPECS, "o200k_base", tokens._Spec(spec.file, "0" * 64, spec.pat_str, spec.special_tokens)
+    )
     monkeypatch.setattr(tokens, "_loaded", {})
     assert tokens.encoding("o200k_base") is None
     assert "could not be loaded" in caplog.text
@@ -136,28 +157,31 @@ def test_a_corrupt_file_is_refused_and_the_bound_falls_back(monkeypatch, caplog)
 # -- which models -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider, model, expected", [
-    ("openai", "gpt-4o", "o200k_base"),
-    ("openai", "gpt-4o-mini-2024-07-18", "o200k_base"),
-    ("openai", "gpt-4.1-nano", "o200k_base"),
-    ("openai", "gpt-5-mini", "o200k_base"),
-    ("openai", "o1", "o200k_base"),
-    ("openai", "o4-mini", "o200k_base"),
-    ("openai", "ft:gpt-4o-mini-2024-07-18:org::abc", "o200k_base"),
-    ("azure", "gpt-4o", "o200k_base"),
-    ("openai", "gpt-4", "cl100k_base"),
-    ("openai", "gpt-4-turbo", "cl100k_base"),
-    ("openai", "gpt-3.5-turbo", "cl100k_base"),
-    ("openai", "text-embedding-3-small", "cl100k_base"),
-    ("groq", "gpt-oss-120b", "o200k_base"),
-    ("openai", "gpt-image-1", None),
-    ("openai", "omni-moderation-latest", None),
-    ("anthropic", "claude-sonnet-4-5", None),
-    ("groq", "llama-3.3-70b-versatile", None),
-    ("mistral", "mistral-small-latest", None),
-    ("groq", "openai/gpt-oss-120b", None),
-    ("acme", "o1x", None),
-])
+@pytest.mark.parametrize(
+    "provider, model, expected",
+    [
+        ("openai", "gpt-4o", "o200k_base"),
+        ("openai", "gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("openai", "gpt-4.1-nano", "o200k_base"),
+        ("openai", "gpt-5-mini", "o200k_base"),
+        ("openai", "o1", "o200k_base"),
+        ("openai", "o4-mini", "o200k_base"),
+        ("openai", "ft:gpt-4o-mini-2024-07-18:org::abc", "o200k_base"),
+        ("azure", "gpt-4o", "o200k_base"),
+        ("openai", "gpt-4", "cl100k_base"),
+        ("openai", "gpt-4-turbo", "cl100k_base"),
+        ("openai", "gpt-3.5-turbo", "cl100k_base"),
+        ("openai", "text-embedding-3-small", "cl100k_base"),
+        ("groq", "gpt-oss-120b", "o200k_base"),
+        ("openai", "gpt-image-1", None),
+        ("openai", "omni-moderation-latest", None),
+        ("anthropic", "claude-sonnet-4-5", None),
+        ("groq", "llama-3.3-70b-versatile", None),
+        ("mistral", "mistral-small-latest", None),
+        ("groq", "openai/gpt-oss-120b", None),
+        ("acme", "o1x", None),
+    ],
+)
 def test_encoding_name_for(provider, model, expected):
     assert tokens.encoding_name_for(provider, model) == expected
 
@@ -165,7 +189,9 @@ def test_encoding_name_for(provider, model, expected):
 # -- the OpenAI chat rule ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model, enc, api_count", [("gpt-4", CL100K, 129), ("gpt-4o", O200K, 124), ("gpt-4o-mini", O200K, 124)])
+@pytest.mark.parametrize(
+    "model, enc, api_count", [("gpt-4", CL100K, 129), ("gpt-4o", O200K, 124), ("gpt-4o-mini", O200K, 124)]
+)
 def test_chat_bound_covers_the_api_count(model, enc, api_count):
     assert cookbook_chat_count(enc, JARGON) == api_count  # the rule and the files agree with the API
     b = bound({"model": model, "messages": JARGON, "temperature": 0, "max_tokens": 1}, model)
@@ -180,7 +206,11 @@ def test_tools_bound_covers_the_api_count(model, api_count):
 
 
 def test_tool_calls_and_tool_results_count():
-    call = {"id": "call_1", "type": "function", "function": {"name": "get_current_weather", "arguments": json.dumps({"location": "x" * 4000})}}
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_current_weather", "arguments": json.dumps({"location": "x" * 4000})},
+    }
     messages = WEATHER_MESSAGES + [
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny " * 500},
@@ -192,17 +222,34 @@ def test_tool_calls_and_tool_results_count():
 def test_multimodal_text_parts_count_and_images_get_the_documented_bound():
     text = "Describe this picture in great detail. " * 20
     data_url = "data:image/png;base64," + "A" * 400_000
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": text},
-        {"type": "image_url", "image_url": {"url": data_url, "detail": "high"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-    ]}]}
+    body = {
+        "model": "gpt-4o",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": text},
+                    {"type": "image_url", "image_url": {"url": data_url, "detail": "high"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                ],
+            }
+        ],
+    }
     b = bound(body)
     assert b >= len(O200K.encode_ordinary(text)) + 2 * (85 + 170 * 8)
     assert b < 20_000 < len(json.dumps(body))  # the base64 bytes are not counted as text
     assert bound({**body, "model": "gpt-4o-mini"}, "gpt-4o-mini") >= 2 * (2833 + 5667 * 8)
-    unknown_detail = {"model": "gpt-5", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "original"}}]}]}
+    unknown_detail = {
+        "model": "gpt-5",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "original"}}
+                ],
+            }
+        ],
+    }
     assert bound(unknown_detail, "gpt-5") >= tokens._IMAGE_TOKENS_UNKNOWN_DETAIL
 
 
@@ -285,8 +332,14 @@ def test_embeddings_inputs():
     body = {"model": "text-embedding-3-small", "input": inputs, "encoding_format": "float"}
     exact = sum(len(CL100K.encode_ordinary(t)) for t in inputs)
     assert exact <= bound(body, "text-embedding-3-small", endpoint="embeddings") <= exact * 1.05 + 16
-    assert bound({"model": "text-embedding-3-small", "input": list(range(300))}, "text-embedding-3-small",
-                 endpoint="embeddings") >= 300
+    assert (
+        bound(
+            {"model": "text-embedding-3-small", "input": list(range(300))},
+            "text-embedding-3-small",
+            endpoint="embeddings",
+        )
+        >= 300
+    )
 
 
 # -- other providers ---------------------------------------------------------------------------------
@@ -296,7 +349,10 @@ def test_other_providers_keep_the_byte_rule():
     body = {"model": "claude-sonnet-4-5", "messages": JARGON}
     raw = json.dumps(body).encode()
     assert tokens.prompt_tokens_bound("chat", body, raw, route("claude-sonnet-4-5", "anthropic")) == len(raw)
-    for endpoint, body in (("completions", {"model": "m", "prompt": "hi"}), ("embeddings", {"model": "m", "input": ["a"]})):
+    for endpoint, body in (
+        ("completions", {"model": "m", "prompt": "hi"}),
+        ("embeddings", {"model": "m", "input": ["a"]}),
+    ):
         raw = json.dumps(body).encode()
         assert tokens.prompt_tokens_bound(endpoint, body, raw, route("mistral-embed", "mistral")) == len(raw)
     unknown_openai = {"model": "gpt-image-1", "messages": [{"role": "user", "content": "hi"}]}
@@ -304,12 +360,23 @@ def test_other_providers_keep_the_byte_rule():
 
 
 def test_other_providers_add_images_by_url_and_tool_prompts():
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
-    ]}], "tools": WEATHER_TOOLS}
+    body = {
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                ],
+            }
+        ],
+        "tools": WEATHER_TOOLS,
+    }
     raw = len(json.dumps(body).encode())
-    assert bound(body, "claude-sonnet-4-5", "anthropic") == raw + tokens._OTHER_IMAGE_TOKENS + tokens._OTHER_TOOLS_TOKENS
+    assert (
+        bound(body, "claude-sonnet-4-5", "anthropic") == raw + tokens._OTHER_IMAGE_TOKENS + tokens._OTHER_TOOLS_TOKENS
+    )
 
 
 # -- odd input -----------------------------------------------------------------------------------------
@@ -327,8 +394,24 @@ ODD_BODIES = [
     {"messages": {"role": "user"}},
     {"messages": [1, None, "x", [], {}]},
     {"messages": [{"role": 5, "content": 12.5, "name": None}]},
-    {"messages": [{"role": "user", "content": [None, 1, "s", [], {}, {"type": 3}, {"type": "text", "text": 7},
-                                                {"type": "image_url", "image_url": 9}, {"type": "image_url"}]}]},
+    {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    None,
+                    1,
+                    "s",
+                    [],
+                    {},
+                    {"type": 3},
+                    {"type": "text", "text": 7},
+                    {"type": "image_url", "image_url": 9},
+                    {"type": "image_url"},
+                ],
+            }
+        ]
+    },
     {"messages": [{"role": "user", "content": {"text": "a dict"}}]},
     {"messages": [{"role": "user", "content": "x"}], "tools": "not a list", "functions": {"a": 1}},
     {"messages": [{"role": "user", "content": "x"}], "tools": [None, 1, {"type": "function"}]},
@@ -353,11 +436,14 @@ def test_odd_input_never_raises(body, endpoint):
         assert isinstance(b, int) and b >= 0
 
 
-@pytest.mark.parametrize("body, raw, r", [
-    ("not a dict", b"xyz", route("gpt-4o")),
-    ({"messages": []}, b"abcd", None),
-    ({"messages": []}, b"abcd", object()),
-])
+@pytest.mark.parametrize(
+    "body, raw, r",
+    [
+        ("not a dict", b"xyz", route("gpt-4o")),
+        ({"messages": []}, b"abcd", None),
+        ({"messages": []}, b"abcd", object()),
+    ],
+)
 def test_odd_arguments_fall_back_to_the_body_size(body, raw, r):
     assert tokens.prompt_tokens_bound("chat", body, raw, r) == len(raw)
     assert tokens.prompt_tokens_bound("images", {"prompt": "x"}, raw, route("gpt-4o")) == len(raw)

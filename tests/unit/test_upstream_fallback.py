@@ -17,8 +17,7 @@ from cg_proxy import errors, upstream
 from cg_proxy.settings import Settings, Upstream
 from creditgate.keys.v1 import keys_pb2
 
-ROUTE = keys_pb2.ModelRoute(id="gpt-4o-mini", provider="openai", upstream_model="gpt-4o-mini",
-                            max_output_tokens=1000)
+ROUTE = keys_pb2.ModelRoute(id="gpt-4o-mini", provider="openai", upstream_model="gpt-4o-mini", max_output_tokens=1000)
 
 
 def _up(*fallbacks: str, **fields) -> Upstream:
@@ -29,9 +28,14 @@ def _up(*fallbacks: str, **fields) -> Upstream:
 
 
 def test_chains_follow_each_fallbacks_own_fallbacks_in_order_each_upstream_once():
-    settings = Settings(upstreams={
-        "openai": _up("azure", "groq"), "azure": _up("together", "groq"), "groq": _up(), "together": _up(),
-    })
+    settings = Settings(
+        upstreams={
+            "openai": _up("azure", "groq"),
+            "azure": _up("together", "groq"),
+            "groq": _up(),
+            "together": _up(),
+        }
+    )
     chains = upstream.fallback_chains(settings)
     assert chains["openai"] == ("azure", "together", "groq")  # depth first; groq once
     assert chains["azure"] == ("together", "groq")
@@ -41,8 +45,10 @@ def test_chains_follow_each_fallbacks_own_fallbacks_in_order_each_upstream_once(
 def test_a_route_tries_its_providers_upstream_then_the_chain():
     settings = Settings(upstreams={"openai": _up("azure"), "azure": _up(), "anthropic": _up()})
     ups = upstream.Upstreams(settings)
-    assert [(n, u) for n, u in ups.chain(ROUTE)] == [("openai", settings.upstreams["openai"]),
-                                                    ("azure", settings.upstreams["azure"])]
+    assert [(n, u) for n, u in ups.chain(ROUTE)] == [
+        ("openai", settings.upstreams["openai"]),
+        ("azure", settings.upstreams["azure"]),
+    ]
     anthropic = keys_pb2.ModelRoute(id="claude-haiku-4-5", provider="anthropic")
     assert [n for n, _ in ups.chain(anthropic)] == ["anthropic"]  # no fallbacks: as before
 
@@ -50,18 +56,31 @@ def test_a_route_tries_its_providers_upstream_then_the_chain():
 def test_the_default_upstream_has_a_chain_too_and_keeps_the_routes_provider_name():
     settings = Settings(upstreams={"backup": _up()}, default_upstream=_up("backup"))
     chain = upstream.Upstreams(settings).chain(ROUTE)
-    assert [(n, u) for n, u in chain] == [("openai", settings.default_upstream),
-                                         ("backup", settings.upstreams["backup"])]
+    assert [(n, u) for n, u in chain] == [
+        ("openai", settings.default_upstream),
+        ("backup", settings.upstreams["backup"]),
+    ]
 
 
-@pytest.mark.parametrize("upstreams, message", [
-    ({"openai": _up("azure")}, "upstream 'openai' lists an unknown fallback 'azure' (configured upstreams: openai)"),
-    ({"openai": _up("azure"), "azure": _up("gorq"), "groq": _up()},
-     "upstream 'azure' lists an unknown fallback 'gorq' (configured upstreams: azure, groq, openai)"),
-    ({"openai": _up("openai")}, "upstream fallbacks form a cycle: openai -> openai"),
-    ({"openai": _up("azure"), "azure": _up("openai")}, "upstream fallbacks form a cycle: openai -> azure -> openai"),
-    ({"a": _up("b"), "b": _up("c"), "c": _up("b")}, "upstream fallbacks form a cycle: a -> b -> c -> b"),
-])
+@pytest.mark.parametrize(
+    "upstreams, message",
+    [
+        (
+            {"openai": _up("azure")},
+            "upstream 'openai' lists an unknown fallback 'azure' (configured upstreams: openai)",
+        ),
+        (
+            {"openai": _up("azure"), "azure": _up("gorq"), "groq": _up()},
+            "upstream 'azure' lists an unknown fallback 'gorq' (configured upstreams: azure, groq, openai)",
+        ),
+        ({"openai": _up("openai")}, "upstream fallbacks form a cycle: openai -> openai"),
+        (
+            {"openai": _up("azure"), "azure": _up("openai")},
+            "upstream fallbacks form a cycle: openai -> azure -> openai",
+        ),
+        ({"a": _up("b"), "b": _up("c"), "c": _up("b")}, "upstream fallbacks form a cycle: a -> b -> c -> b"),
+    ],
+)
 def test_unknown_names_and_cycles_are_refused_at_start_up(upstreams, message):
     settings = Settings(upstreams=upstreams)
     with pytest.raises(ValueError) as e:
@@ -116,8 +135,12 @@ class Provider:
 
 def status(code, headers=None):
     async def answer(request):
-        return web.json_response({"error": {"message": f"failed with {code}", "type": "server_error", "param": None,
-                                            "code": None}}, status=code, headers=headers)
+        return web.json_response(
+            {"error": {"message": f"failed with {code}", "type": "server_error", "param": None, "code": None}},
+            status=code,
+            headers=headers,
+        )
+
     return answer
 
 
@@ -127,14 +150,24 @@ def completion(text="Hello"):
         if body.get("stream"):
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": body["model"],
-                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+            }
             await resp.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
             return resp
-        return web.json_response({"id": "c1", "object": "chat.completion", "model": body["model"],
-                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                               "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}})
+        return web.json_response(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+            }
+        )
+
     return answer
 
 
@@ -142,6 +175,7 @@ def hang():
     async def answer(request):
         await asyncio.sleep(5)
         return await completion()(request)
+
     return answer
 
 
@@ -168,22 +202,31 @@ async def _served(*providers: Provider):
 
 
 def _fallbacks_counted(from_provider: str, to_provider: str) -> float:
-    return REGISTRY.get_sample_value("cg_proxy_upstream_fallbacks_total",
-                                     {"from_provider": from_provider, "to_provider": to_provider}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "cg_proxy_upstream_fallbacks_total", {"from_provider": from_provider, "to_provider": to_provider}
+        )
+        or 0.0
+    )
 
 
 async def _open(primary: Provider, backup: Provider, body=None, primary_fields=None, backup_fields=None):
     """Opens a gpt-4o-mini request on ``openai`` (``primary``) falling back to ``backup``."""
     async with _served(primary, backup) as (primary_url, backup_url):
-        settings = Settings(upstreams={
-            "openai": Upstream(base_url=primary_url, fallbacks=["backup"], max_retries=1, **(primary_fields or {})),
-            "backup": Upstream(base_url=backup_url, max_retries=1, **(backup_fields or {})),
-        })
+        settings = Settings(
+            upstreams={
+                "openai": Upstream(base_url=primary_url, fallbacks=["backup"], max_retries=1, **(primary_fields or {})),
+                "backup": Upstream(base_url=backup_url, max_retries=1, **(backup_fields or {})),
+            }
+        )
         ups = upstream.Upstreams(settings)
         await ups.start()
         try:
-            resp = await ups.open("/chat/completions", ROUTE,
-                                  body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+            resp = await ups.open(
+                "/chat/completions",
+                ROUTE,
+                body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+            )
             data = await resp.read()
             resp.release()
             return data
@@ -191,10 +234,17 @@ async def _open(primary: Provider, backup: Provider, body=None, primary_fields=N
             await ups.close()
 
 
-@pytest.mark.parametrize("failure, primary_attempts", [
-    (status(503), 2), (status(500), 2), (status(429, {"Retry-After": "0"}), 2), (hang(), 2),  # max_retries = 1
-    (status(429, {"Retry-After": "60"}), 1),  # too long to wait out: no retry, but a fallback
-], ids=["503", "500", "429", "timeout", "429-long-retry-after"])
+@pytest.mark.parametrize(
+    "failure, primary_attempts",
+    [
+        (status(503), 2),
+        (status(500), 2),
+        (status(429, {"Retry-After": "0"}), 2),
+        (hang(), 2),  # max_retries = 1
+        (status(429, {"Retry-After": "60"}), 1),  # too long to wait out: no retry, but a fallback
+    ],
+    ids=["503", "500", "429", "timeout", "429-long-retry-after"],
+)
 async def test_a_transient_failure_after_the_retries_falls_back(fast_backoff, failure, primary_attempts):
     primary, backup = Provider(failure), Provider(completion("from the backup"))
     counted = _fallbacks_counted("openai", "backup")
@@ -208,9 +258,14 @@ async def test_a_transient_failure_after_the_retries_falls_back(fast_backoff, fa
 async def test_an_unreachable_primary_falls_back(fast_backoff):
     backup = Provider(completion("from the backup"))
     async with _served(backup) as (backup_url,):
-        ups = upstream.Upstreams(Settings(upstreams={
-            "openai": Upstream(base_url="http://127.0.0.1:9/v1", fallbacks=["backup"], max_retries=0),
-            "backup": Upstream(base_url=backup_url)}))
+        ups = upstream.Upstreams(
+            Settings(
+                upstreams={
+                    "openai": Upstream(base_url="http://127.0.0.1:9/v1", fallbacks=["backup"], max_retries=0),
+                    "backup": Upstream(base_url=backup_url),
+                }
+            )
+        )
         await ups.start()
         try:
             resp = await ups.open("/chat/completions", ROUTE, {"model": "gpt-4o-mini", "messages": []})
@@ -232,8 +287,15 @@ async def test_the_fallback_is_asked_its_own_name_for_the_model(fast_backoff):
     assert primary.bodies[0]["model"] == "gpt-4o-mini" and backup.bodies[0]["model"] == "my-gpt-4o-mini"
 
 
-@pytest.mark.parametrize("code, expected", [(400, (400, "upstream_rejected")), (401, (502, "upstream_auth_failed")),
-                                            (404, (502, "upstream_not_found")), (422, (422, "upstream_rejected"))])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        (400, (400, "upstream_rejected")),
+        (401, (502, "upstream_auth_failed")),
+        (404, (502, "upstream_not_found")),
+        (422, (422, "upstream_rejected")),
+    ],
+)
 async def test_a_non_transient_error_is_the_answer_at_once_without_fallback(fast_backoff, code, expected):
     primary, backup = Provider(status(code)), Provider(completion())
     counted = _fallbacks_counted("openai", "backup")
@@ -264,7 +326,11 @@ async def test_when_every_upstream_fails_the_client_gets_the_last_ones_error(fas
 async def test_a_fallback_that_cannot_express_the_request_is_skipped(fast_backoff):
     primary, backup = Provider(status(503)), Provider(completion())
     with pytest.raises(errors.APIError) as e:  # n: 2 is not something Anthropic's API can do
-        await _open(primary, backup, backup_fields={"api": "anthropic"},
-                    body={"model": "gpt-4o-mini", "n": 2, "messages": [{"role": "user", "content": "Hi"}]})
+        await _open(
+            primary,
+            backup,
+            backup_fields={"api": "anthropic"},
+            body={"model": "gpt-4o-mini", "n": 2, "messages": [{"role": "user", "content": "Hi"}]},
+        )
     assert (e.value.status, e.value.code) == (503, "upstream_overloaded")  # the primary's error
     assert (primary.attempts, backup.attempts) == (2, 0)

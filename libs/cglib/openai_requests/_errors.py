@@ -48,8 +48,15 @@ def shown(value: Any) -> str:
     return "null" if value is None else _cut(repr(value))
 
 
-_A = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
-      "array": "an array", "object": "an object", "null": "null"}
+_A = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "array": "an array",
+    "object": "an object",
+    "null": "null",
+}
 
 
 def type_of(value: Any) -> str:
@@ -90,52 +97,97 @@ def from_violation(kind: str, where: list[Any], instance: Any, detail: dict[str,
         types = detail.get("types") or []
         names = [_A.get(t, t) for t in types]
         expected = " or ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " or " + names[-1]
-        return RequestInvalid(f"Invalid type for '{param}': expected {expected}, but got {type_of(instance)} instead.",
-                              param, "invalid_type")
+        return RequestInvalid(
+            f"Invalid type for '{param}': expected {expected}, but got {type_of(instance)} instead.",
+            param,
+            "invalid_type",
+        )
     if kind in ("enum", "const"):
         options = detail.get("options", [detail.get("expected_value")])
-        return RequestInvalid(f"Invalid value for '{param}': expected one of {_one_of(options)}, "
-                              f"but got {shown(instance)} instead.", param, "invalid_value")
+        return RequestInvalid(
+            f"Invalid value for '{param}': expected one of {_one_of(options)}, but got {shown(instance)} instead.",
+            param,
+            "invalid_value",
+        )
     if kind in ("maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum"):
         number = _number_kind(instance)
         above = "aximum" in kind
         sign = ("<" if above else ">") + ("" if kind.startswith("exclusive") else "=")
         where_to = "above maximum" if above else "below minimum"
-        return RequestInvalid(f"Invalid '{param}': {number} {where_to} value. Expected a value {sign} {limit}, "
-                              f"but got {shown(instance)} instead.", param,
-                              f"{number}_{'above_max' if above else 'below_min'}_value")
+        return RequestInvalid(
+            f"Invalid '{param}': {number} {where_to} value. Expected a value {sign} {limit}, "
+            f"but got {shown(instance)} instead.",
+            param,
+            f"{number}_{'above_max' if above else 'below_min'}_value",
+        )
     if kind == "minLength":
         if instance == "":
-            return RequestInvalid(f"Invalid '{param}': empty string. Expected a string with minimum length {limit}, "
-                                  "but got an empty string instead.", param, "empty_string")
-        return RequestInvalid(f"Invalid '{param}': string too short. Expected a string with minimum length {limit}, "
-                              f"but got a string with length {len(instance)} instead.", param,
-                              "string_below_min_length")
+            return RequestInvalid(
+                f"Invalid '{param}': empty string. Expected a string with minimum length {limit}, "
+                "but got an empty string instead.",
+                param,
+                "empty_string",
+            )
+        return RequestInvalid(
+            f"Invalid '{param}': string too short. Expected a string with minimum length {limit}, "
+            f"but got a string with length {len(instance)} instead.",
+            param,
+            "string_below_min_length",
+        )
     if kind == "maxLength":
-        return RequestInvalid(f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
-                              f"but got a string with length {len(instance)} instead.", param,
-                              "string_above_max_length")
+        return RequestInvalid(
+            f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(instance)} instead.",
+            param,
+            "string_above_max_length",
+        )
     if kind == "pattern":
-        return RequestInvalid(f"Invalid '{param}': string does not match pattern. Expected a string that matches "
-                              f"the pattern '{detail.get('pattern')}'.", param, "invalid_value")
+        return RequestInvalid(
+            f"Invalid '{param}': string does not match pattern. Expected a string that matches "
+            f"the pattern '{detail.get('pattern')}'.",
+            param,
+            "invalid_value",
+        )
     if kind == "minItems":
         if instance == []:
-            return RequestInvalid(f"Invalid '{param}': empty array. Expected an array with minimum length {limit}, "
-                                  "but got an empty array instead.", param, "empty_array")
-        return RequestInvalid(f"Invalid '{param}': array too short. Expected an array with minimum length {limit}, "
-                              f"but got an array with length {len(instance)} instead.", param, "array_below_min_length")
+            return RequestInvalid(
+                f"Invalid '{param}': empty array. Expected an array with minimum length {limit}, "
+                "but got an empty array instead.",
+                param,
+                "empty_array",
+            )
+        return RequestInvalid(
+            f"Invalid '{param}': array too short. Expected an array with minimum length {limit}, "
+            f"but got an array with length {len(instance)} instead.",
+            param,
+            "array_below_min_length",
+        )
     if kind == "maxItems":
-        return RequestInvalid(f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, "
-                              f"but got an array with length {len(instance)} instead.", param, "array_above_max_length")
+        return RequestInvalid(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, "
+            f"but got an array with length {len(instance)} instead.",
+            param,
+            "array_above_max_length",
+        )
     if kind == "maxProperties":
-        return RequestInvalid(f"Invalid '{param}': object too large. Expected an object with at most {limit} "
-                              f"properties, but got {len(instance)} instead.", param, "object_above_max_properties")
+        return RequestInvalid(
+            f"Invalid '{param}': object too large. Expected an object with at most {limit} "
+            f"properties, but got {len(instance)} instead.",
+            param,
+            "object_above_max_properties",
+        )
     if kind == "propertyNames":
-        return RequestInvalid(f"Invalid '{param}': a key is not allowed here ({detail.get('reason', 'invalid key')}).",
-                              param, "invalid_value")
+        return RequestInvalid(
+            f"Invalid '{param}': a key is not allowed here ({detail.get('reason', 'invalid key')}).",
+            param,
+            "invalid_value",
+        )
     if kind == "additionalProperties":
         extra = sorted(detail.get("unexpected") or ["?"])[0]
         name = param_path([*where, extra])
         return RequestInvalid(f"Unrecognized request argument supplied: '{name}'.", name, "unknown_parameter")
-    return RequestInvalid(f"Invalid value for '{param}': it is none of the forms OpenAI's API accepts there.",
-                          param or None, "invalid_value")
+    return RequestInvalid(
+        f"Invalid value for '{param}': it is none of the forms OpenAI's API accepts there.",
+        param or None,
+        "invalid_value",
+    )

@@ -34,8 +34,11 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as e:
         if "depth" in str(e):
             raise too_deep() from None
-        raise RequestInvalid("We could not parse the JSON body of your request: " + _reason(e)
-                             + ". The body must be a JSON object (NaN and Infinity are not JSON numbers).") from None
+        raise RequestInvalid(
+            "We could not parse the JSON body of your request: "
+            + _reason(e)
+            + ". The body must be a JSON object (NaN and Infinity are not JSON numbers)."
+        ) from None
     if not isinstance(body, dict):
         raise RequestInvalid("The request body must be a JSON object.")
     # A body with fewer containers than MAX_DEPTH cannot be nested deeper: no walk.
@@ -45,8 +48,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def too_deep() -> RequestInvalid:
-    return RequestInvalid(f"The JSON body of your request is nested too deeply: at most {MAX_DEPTH} levels of "
-                          "arrays and objects are accepted.")
+    return RequestInvalid(
+        f"The JSON body of your request is nested too deeply: at most {MAX_DEPTH} levels of "
+        "arrays and objects are accepted."
+    )
 
 
 def depth_over(value: Any, limit: int = MAX_DEPTH) -> bool:
@@ -65,8 +70,9 @@ def _depth_validator(limit: int) -> jsonschema_rs.Validator:
     for k in range(1, limit + 1):
         below = {"$ref": f"#/definitions/{k - 1}"}
         levels[str(k)] = {"items": below, "additionalProperties": below}
-    return jsonschema_rs.validator_for({"$schema": "http://json-schema.org/draft-07/schema#",
-                                        "definitions": levels, "$ref": f"#/definitions/{limit}"})
+    return jsonschema_rs.validator_for(
+        {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": levels, "$ref": f"#/definitions/{limit}"}
+    )
 
 
 def _reason(e: orjson.JSONDecodeError) -> str:

@@ -44,8 +44,7 @@ ROOTS = {
 DATA_FILE = "request_schemas.json"
 
 # Keywords whose value is one schema / a list of schemas / a map of names to schemas.
-_ONE = ("additionalProperties", "items", "not", "if", "then", "else", "propertyNames", "contains",
-        "additionalItems")
+_ONE = ("additionalProperties", "items", "not", "if", "then", "else", "propertyNames", "contains", "additionalItems")
 _MANY = ("allOf", "anyOf", "oneOf")
 _MAP = ("properties", "patternProperties", "definitions")
 
@@ -68,8 +67,10 @@ def _edit(defs: dict[str, Any], path: tuple[Any, ...], value: dict[str, Any]) ->
         try:
             node = node[step]
         except (KeyError, IndexError, TypeError):
-            raise LookupError(f"OpenAI's request schema has no {'/'.join(map(str, path))}: "
-                              "update _DOCUMENTED or _ERRATA in cglib/openai_requests/_schema.py") from None
+            raise LookupError(
+                f"OpenAI's request schema has no {'/'.join(map(str, path))}: "
+                "update _DOCUMENTED or _ERRATA in cglib/openai_requests/_schema.py"
+            ) from None
     node.update(value)
 
 
@@ -83,8 +84,10 @@ _DOCUMENTED: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...] = (
     (("Metadata", "anyOf", 0), {"maxProperties": 16, "propertyNames": {"maxLength": 64}}),
     (("Metadata", "anyOf", 0, "additionalProperties"), {"maxLength": 512}),
     # logit_bias: "an associated bias value from -100 to 100"
-    (("CreateChatCompletionRequest", "allOf", 1, "properties", "logit_bias", "anyOf", 0, "additionalProperties"),
-     _LOGIT_BIAS),
+    (
+        ("CreateChatCompletionRequest", "allOf", 1, "properties", "logit_bias", "anyOf", 0, "additionalProperties"),
+        _LOGIT_BIAS,
+    ),
     (("CreateCompletionRequest", "properties", "logit_bias", "anyOf", 0, "additionalProperties"), _LOGIT_BIAS),
     # embeddings input: "cannot be an empty string"
     (("CreateEmbeddingRequest", "properties", "input", "oneOf", 0), {"minLength": 1}),
@@ -94,8 +97,7 @@ _ERRATA: tuple[tuple[tuple[Any, ...], dict[str, Any]], ...] = (
     # CreateModelResponseProperties narrows ModelResponseProperties' nullable
     # `top_logprobs` to a bare integer, so the two halves of its allOf refuse null together,
     # while the official SDKs type it Optional[int] and send null when a caller passes None.
-    (("CreateModelResponseProperties", "allOf", 1, "properties", "top_logprobs"),
-     {"type": ["integer", "null"]}),
+    (("CreateModelResponseProperties", "allOf", 1, "properties", "top_logprobs"), {"type": ["integer", "null"]}),
 )
 
 
@@ -178,8 +180,11 @@ class _Unions:
         resolved = [self.resolve(b) for b in branches]
         common: set[str] | None = None
         for b in resolved:
-            fixed = {name for name, prop in (b.get("properties") or {}).items()
-                     if name in (b.get("required") or ()) and _fixed_value(self.resolve(prop)) is not None}
+            fixed = {
+                name
+                for name, prop in (b.get("properties") or {}).items()
+                if name in (b.get("required") or ()) and _fixed_value(self.resolve(prop)) is not None
+            }
             common = fixed if common is None else common & fixed
         for name in sorted(common or (), key=lambda n: (n not in ("role", "type"), n)):
             values = [_fixed_value(self.resolve(b["properties"][name])) for b in resolved]
@@ -202,8 +207,11 @@ class _Unions:
             return None
         strings = [i for i, k in enumerate(kinds) if k == {"string"}]
         default = (open_ended or strings or [len(branches) - 1])[0]
-        cases = [({"minItems": 1, "items": [{"type": _type_list(kinds[i])}]}, branches[i])  # type: ignore[arg-type]
-                 for i in range(len(branches)) if i != default]
+        cases = [
+            ({"minItems": 1, "items": [{"type": _type_list(kinds[i])}]}, branches[i])  # type: ignore[arg-type]
+            for i in range(len(branches))
+            if i != default
+        ]
         return _chain([*cases, ({}, branches[default])])
 
     def within(self, kind: frozenset[str], members: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -246,7 +254,7 @@ class _Unions:
         if not _disjoint(list(groups)):
             return None
         if len(groups) == 1:
-            (kind, members), = groups.items()
+            ((kind, members),) = groups.items()
             return self.within(kind, members)
         cases = []
         for kind, members in groups.items():
@@ -302,7 +310,7 @@ def _json_type(value: Any) -> str:
 def _disjoint(kinds: list[frozenset[str]]) -> bool:
     """No value has two of these type sets (an integer is a number too)."""
     widened = [{"number" if t == "integer" else t for t in k} for k in kinds]
-    return all(not (a & b) for i, a in enumerate(widened) for b in widened[i + 1:])
+    return all(not (a & b) for i, a in enumerate(widened) for b in widened[i + 1 :])
 
 
 TYPE_ORDER = ("string", "integer", "number", "boolean", "array", "object", "null")
@@ -316,8 +324,9 @@ def _type_list(kinds: frozenset[str] | set[str]) -> str | list[str]:
 # -- per endpoint -----------------------------------------------------------------------
 
 
-def endpoint_schema(endpoint: str, document: dict[str, Any] | None = None,
-                    extra: dict[str, Any] | None = None, precise: bool = True) -> dict[str, Any]:
+def endpoint_schema(
+    endpoint: str, document: dict[str, Any] | None = None, extra: dict[str, Any] | None = None, precise: bool = True
+) -> dict[str, Any]:
     """The schema the validator compiles for ``endpoint`` (chat, completions, embeddings):
     OpenAI's, rewritten as the module docstring says, and ``extra`` (a caller's own
     rules, e.g. the gateway's) checked after it. ``precise=False`` skips the union

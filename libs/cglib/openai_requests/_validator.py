@@ -17,6 +17,7 @@ import jsonschema_rs
 from cglib.openai_requests._errors import RequestInvalid, from_violation
 from cglib.openai_requests._parse import parse_body
 from cglib.openai_requests._schema import ROOTS, TYPE_ORDER, endpoint_schema, load_document
+
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
@@ -57,8 +58,12 @@ def check_output_cap(body: dict[str, Any], cap: int) -> None:
         value = body.get(field)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
             shown = int(value) if float(value).is_integer() else value
-            raise RequestInvalid(f"{field} is too large: {shown}. This model supports at most {cap} completion "
-                                 f"tokens, whereas you provided {shown}.", field, "invalid_value")
+            raise RequestInvalid(
+                f"{field} is too large: {shown}. This model supports at most {cap} completion "
+                f"tokens, whereas you provided {shown}.",
+                field,
+                "invalid_value",
+            )
 
 
 def _steps(body: Any, path: list[Any]) -> list[Any]:
@@ -79,12 +84,14 @@ def _violation(e: jsonschema_rs.ValidationError, body: Any) -> RequestInvalid:
     kind = e.kind
     detail = dict(kind.as_dict())
     if kind.name == "type":
-        detail["types"] = sorted(detail.get("types") or [],
-                                 key=lambda t: TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER))
+        detail["types"] = sorted(
+            detail.get("types") or [], key=lambda t: TYPE_ORDER.index(t) if t in TYPE_ORDER else len(TYPE_ORDER)
+        )
     elif kind.name == "propertyNames":
         inner = detail.pop("error", None)
         inner_kind = getattr(inner, "kind", None)
         limit = inner_kind.as_dict().get("limit") if inner_kind is not None else None
-        detail["reason"] = f"keys are at most {limit} characters" if inner_kind and inner_kind.name == "maxLength" \
-            else "invalid key"
+        detail["reason"] = (
+            f"keys are at most {limit} characters" if inner_kind and inner_kind.name == "maxLength" else "invalid key"
+        )
     return from_violation(kind.name, _steps(body, list(e.instance_path)), e.instance, detail)

@@ -41,8 +41,18 @@ ROOTS = ("CreateChatCompletionRequest", "CreateCompletionRequest", "CreateEmbedd
 OUTPUT = Path(__file__).with_name("request_schemas.json")
 
 # Keywords that only annotate: dropped (see the module docstring).
-_ANNOTATIONS = {"description", "title", "example", "examples", "default", "deprecated", "discriminator",
-                "readOnly", "writeOnly", "externalDocs"}
+_ANNOTATIONS = {
+    "description",
+    "title",
+    "example",
+    "examples",
+    "default",
+    "deprecated",
+    "discriminator",
+    "readOnly",
+    "writeOnly",
+    "externalDocs",
+}
 _REF_PREFIX = "#/components/schemas/"
 
 
@@ -76,7 +86,7 @@ def _clean(node: Any) -> Any:
         if key == "$ref":
             if not value.startswith(_REF_PREFIX):
                 raise ValueError(f"unexpected $ref {value!r}: only {_REF_PREFIX}* is supported")
-            out[key] = "#/definitions/" + value[len(_REF_PREFIX):]
+            out[key] = "#/definitions/" + value[len(_REF_PREFIX) :]
         elif key == "properties":  # a map of names to schemas: a name is never a keyword
             out[key] = {name: _clean(schema) for name, schema in value.items()}
         else:
@@ -94,7 +104,7 @@ def _referenced(schemas: dict[str, Any], roots: tuple[str, ...]) -> list[str]:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
-                name = ref[len(_REF_PREFIX):]
+                name = ref[len(_REF_PREFIX) :]
                 if name not in seen:
                     seen.add(name)
                     visit(schemas[name])

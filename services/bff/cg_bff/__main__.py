@@ -21,5 +21,11 @@ class Settings(BaseSettings):
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("bff", settings.log_level)
-    uvicorn.run(create_app(settings.proxy_public_url), host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        create_app(settings.proxy_public_url),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

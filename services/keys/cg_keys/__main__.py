@@ -88,8 +88,10 @@ async def main(settings: Settings) -> None:
     )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     stop = asyncio.Event()
-    background = [asyncio.create_task(nats_loops(settings, events, sessions, stop)),
-                  asyncio.create_task(reconcile_forever(keys, settings.reconcile_every_s))]
+    background = [
+        asyncio.create_task(nats_loops(settings, events, sessions, stop)),
+        asyncio.create_task(reconcile_forever(keys, settings.reconcile_every_s)),
+    ]
     log.info("keys listening", extra={"grpc_port": port, "metrics_port": metrics_port, "catalog": catalog.version})
     try:
         await serve(server, health, [SERVICE_NAME])

@@ -31,5 +31,6 @@ def effective_terms(key: VirtualKey, partner: Partner) -> CustomerTerms | None:
         return None
     if key.kind == "customer":
         return CustomerTerms(key.billing_customer_id, partner.ss_profit_multiplier, partner.ss_ai_credit_cents, "")
-    return CustomerTerms(key.billing_customer_id, key.profit_multiplier, key.price_per_ai_credit_cents,
-                         key.floor_usd_per_mtok)
+    return CustomerTerms(
+        key.billing_customer_id, key.profit_multiplier, key.price_per_ai_credit_cents, key.floor_usd_per_mtok
+    )

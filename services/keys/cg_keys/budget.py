@@ -47,8 +47,12 @@ def spend(key: VirtualKey, balance) -> Spend:
     """``balance``: the ledger's ``Balance`` of the key's account."""
     refunded = balance.refunded_ucr if balance.closed_to else key.refunded_ucr
     settled = balance.posted_ucr
-    return Spend(spent_ucr=max(key.funded_ucr - refunded - settled, 0), reserved_ucr=balance.pending_ucr,
-                 remaining_ucr=balance.available_ucr, settled_remaining_ucr=settled)
+    return Spend(
+        spent_ucr=max(key.funded_ucr - refunded - settled, 0),
+        reserved_ucr=balance.pending_ucr,
+        remaining_ucr=balance.available_ucr,
+        settled_remaining_ucr=settled,
+    )
 
 
 def min_request_ucr(catalog: Catalog, tier: str, model_ids: Iterable[str]) -> int:
@@ -63,4 +67,3 @@ def min_request_ucr(catalog: Catalog, tier: str, model_ids: Iterable[str]) -> in
 
 def is_exhausted(settled_remaining_ucr: int, min_request: int) -> bool:
     return settled_remaining_ucr < min_request
-

@@ -23,8 +23,14 @@ import yaml
 CATEGORIES: tuple[str, ...] = ("budget", "mid", "premium")
 
 _MODEL_FIELDS = (
-    "id", "provider", "upstream_model", "category",
-    "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "max_output_tokens",
+    "id",
+    "provider",
+    "upstream_model",
+    "category",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "context_window",
+    "max_output_tokens",
 )
 _TIER_FIELDS = ("categories", "fee_rate")
 
@@ -85,7 +91,7 @@ class Catalog:
 def _decimal(raw: object, where: str, *, at_most: Decimal | None = None) -> Decimal:
     """An exact, finite, non-negative decimal (at most ``at_most``) from a quoted YAML string."""
     if isinstance(raw, float):
-        raise ValueError(f"{where}: {raw!r} was read as a float; quote it (\"{raw}\") so it stays an exact decimal")
+        raise ValueError(f'{where}: {raw!r} was read as a float; quote it ("{raw}") so it stays an exact decimal')
     if not isinstance(raw, str):
         raise ValueError(f"{where}: must be a quoted decimal string, got {type(raw).__name__} {raw!r}")
     try:

@@ -39,8 +39,13 @@ class KeyEvents:
 
     async def publish(self, key: VirtualKey, change: str, stale_hashes: list[str] | None = None) -> None:
         event = events_pb2.KeyChanged(
-            key_id=key.id, partner_id=key.partner_id, change=change, status=key.status, reason=key.status_reason,
-            stale_key_hashes=stale_hashes or [], time_unix_ms=int(time.time() * 1000),
+            key_id=key.id,
+            partner_id=key.partner_id,
+            change=change,
+            status=key.status,
+            reason=key.status_reason,
+            stale_key_hashes=stale_hashes or [],
+            time_unix_ms=int(time.time() * 1000),
         )
         if self.nc is None:
             return
@@ -52,8 +57,9 @@ class KeyEvents:
         delay = 0.05
         for _ in range(60):
             try:
-                await self.nc.jetstream().publish(natsx.key_subject(event.partner_id, event.key_id),
-                                                  event.SerializeToString(), timeout=2)
+                await self.nc.jetstream().publish(
+                    natsx.key_subject(event.partner_id, event.key_id), event.SerializeToString(), timeout=2
+                )
                 return
             except Exception as e:  # nats raises several unrelated types
                 log.warning("key event not published yet", extra={"key_id": event.key_id, "error": repr(e)})
@@ -66,13 +72,20 @@ class KeyEvents:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
 
 
-async def run_last_used(nc: Client, sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event,
-                        durable: str = "keys-last-used") -> None:
+async def run_last_used(
+    nc: Client, sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event, durable: str = "keys-last-used"
+) -> None:
     js = nc.jetstream()
     await natsx.ensure_usage_stream(js)
-    await js.add_consumer(natsx.USAGE_STREAM, ConsumerConfig(
-        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30,
-    ))
+    await js.add_consumer(
+        natsx.USAGE_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_wait=30,
+        ),
+    )
     sub = await js.pull_subscribe_bind(durable, stream=natsx.USAGE_STREAM)
     try:
         while not stop.is_set():
@@ -95,9 +108,11 @@ async def run_last_used(nc: Client, sessions: async_sessionmaker[AsyncSession], 
             try:
                 async with sessions() as session:
                     for key_id, t in latest.items():
-                        await session.exec(update(VirtualKey).where(VirtualKey.id == key_id,
-                                                                    VirtualKey.last_used_at < t)
-                                           .values(last_used_at=t))
+                        await session.exec(
+                            update(VirtualKey)
+                            .where(VirtualKey.id == key_id, VirtualKey.last_used_at < t)
+                            .values(last_used_at=t)
+                        )
                     await session.commit()
             except Exception:
                 log.exception("last-used update failed; redelivering")

@@ -34,28 +34,48 @@ class Funding:
             raise
 
     async def quote(self, budget_ucr: int, fee_rate: str) -> pb.FundKeyResponse:
-        return await self._call(self.stub.QuoteKeyFunding, pb.QuoteKeyFundingRequest(
-            budget_ucr=budget_ucr, fee_rate=fee_rate), "the quote")
+        return await self._call(
+            self.stub.QuoteKeyFunding, pb.QuoteKeyFundingRequest(budget_ucr=budget_ucr, fee_rate=fee_rate), "the quote"
+        )
 
-    async def fund(self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int,
-                   fee_rate: str) -> pb.FundKeyResponse:
-        return await self._call(self.stub.FundKey, pb.FundKeyRequest(
-            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id, budget_ucr=budget_ucr,
-            fee_rate=fee_rate), "the key's budget and fee")
+    async def fund(
+        self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int, fee_rate: str
+    ) -> pb.FundKeyResponse:
+        return await self._call(
+            self.stub.FundKey,
+            pb.FundKeyRequest(
+                idempotency_id=idempotency_id,
+                partner_id=partner_id,
+                key_id=key_id,
+                budget_ucr=budget_ucr,
+                fee_rate=fee_rate,
+            ),
+            "the key's budget and fee",
+        )
 
     async def refund(self, idempotency_id: str, partner_id: str, key_id: str) -> int:
-        out = await self._call(self.stub.RefundKey, pb.RefundKeyRequest(
-            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id), "the refund")
+        out = await self._call(
+            self.stub.RefundKey,
+            pb.RefundKeyRequest(idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id),
+            "the refund",
+        )
         return out.amount_ucr
 
     async def hold_deposit(self, idempotency_id: str, partner_id: str, key_id: str, amount_ucr: int) -> None:
-        await self._call(self.stub.HoldKeyDeposit, pb.KeyDepositRequest(
-            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id, amount_ucr=amount_ucr),
-            f"the {amount_ucr // UCR_PER_CREDIT:,}-credit key deposit")
+        await self._call(
+            self.stub.HoldKeyDeposit,
+            pb.KeyDepositRequest(
+                idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id, amount_ucr=amount_ucr
+            ),
+            f"the {amount_ucr // UCR_PER_CREDIT:,}-credit key deposit",
+        )
 
     async def release_deposit(self, idempotency_id: str, partner_id: str, key_id: str) -> int:
-        out = await self._call(self.stub.ReleaseKeyDeposit, pb.KeyDepositRequest(
-            idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id), "the deposit release")
+        out = await self._call(
+            self.stub.ReleaseKeyDeposit,
+            pb.KeyDepositRequest(idempotency_id=idempotency_id, partner_id=partner_id, key_id=key_id),
+            "the deposit release",
+        )
         return out.amount_ucr
 
     async def balances(self, accounts: list[str]) -> dict[str, pb.Balance]:

@@ -60,8 +60,9 @@ class Created:
 
 
 class KeyIssuer:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, funding: Funding,
-                 events: KeyEvents) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, funding: Funding, events: KeyEvents
+    ) -> None:
         self.sessions = sessions
         self.catalog = catalog
         self.funding = funding
@@ -87,9 +88,16 @@ class KeyIssuer:
             key = await self._by_idempotency(session, acting.partner.id, idem)
             if key is None:
                 key_id = new_id("key")
-                key = VirtualKey(id=key_id, partner_id=acting.partner.id, name="", key_hash=hash_secret(secret),
-                                 prefix=display_prefix(secret), budget_account=f"key:{key_id}", kind="partner",
-                                 idempotency_key=idem)
+                key = VirtualKey(
+                    id=key_id,
+                    partner_id=acting.partner.id,
+                    name="",
+                    key_hash=hash_secret(secret),
+                    prefix=display_prefix(secret),
+                    budget_account=f"key:{key_id}",
+                    kind="partner",
+                    idempotency_key=idem,
+                )
                 await keyfields.apply(session, self.catalog, acting, key, fields, keyfields.EDITABLE)
                 key = await self._insert(session, key, acting.partner.id, idem)
             partner = acting.partner
@@ -107,8 +115,9 @@ class KeyIssuer:
             await self.events.publish(key, "created")
         return Created(key, partner, secret, funded.total_ucr, funded.fee_ucr, replayed=not secret)
 
-    async def create_customer_key(self, actor, idempotency_key: str, name: str, description: str,
-                                  models: list[str]) -> Created:
+    async def create_customer_key(
+        self, actor, idempotency_key: str, name: str, description: str, models: list[str]
+    ) -> Created:
         idem = validation.idempotency_key(idempotency_key)
         secret = new_secret()
         async with self.sessions() as session:
@@ -124,11 +133,18 @@ class KeyIssuer:
                     raise FailedPrecondition(visibility.REFUSALS[missing[0]])
                 key_id = new_id("key")
                 key = VirtualKey(
-                    id=key_id, partner_id=partner.id, name=validation.name(name),
-                    description=validation.description(description), key_hash=hash_secret(secret),
-                    prefix=display_prefix(secret), budget_account=f"partner:{partner.id}", kind="customer",
-                    owner_customer_id=customer.id, billing_customer_id=customer.id,
-                    allowed_models=keyfields.allowed_models(self.catalog, partner, models), idempotency_key=idem,
+                    id=key_id,
+                    partner_id=partner.id,
+                    name=validation.name(name),
+                    description=validation.description(description),
+                    key_hash=hash_secret(secret),
+                    prefix=display_prefix(secret),
+                    budget_account=f"partner:{partner.id}",
+                    kind="customer",
+                    owner_customer_id=customer.id,
+                    billing_customer_id=customer.id,
+                    allowed_models=keyfields.allowed_models(self.catalog, partner, models),
+                    idempotency_key=idem,
                 )
                 key = await self._insert(session, key, partner.id, idem)
         self._check_reusable(key, "customer")
@@ -153,8 +169,11 @@ class KeyIssuer:
     async def _by_idempotency(session: AsyncSession, partner_id: str, idem: str) -> VirtualKey | None:
         """Stored scoped by owner: ``p:<key>`` for the partner's creates, ``c:<customer>:<key>``
         for each customer's."""
-        return (await session.exec(select(VirtualKey).where(
-            VirtualKey.partner_id == partner_id, VirtualKey.idempotency_key == idem))).first()
+        return (
+            await session.exec(
+                select(VirtualKey).where(VirtualKey.partner_id == partner_id, VirtualKey.idempotency_key == idem)
+            )
+        ).first()
 
     async def _insert(self, session: AsyncSession, key: VirtualKey, partner_id: str, idem: str) -> VirtualKey:
         session.add(key)
@@ -168,8 +187,9 @@ class KeyIssuer:
                 raise
             return existing
 
-    async def _activate(self, key_id: str, funding_id: str | None, amount: int, fee: int,
-                        secret: str) -> tuple[VirtualKey, str]:
+    async def _activate(
+        self, key_id: str, funding_id: str | None, amount: int, fee: int, secret: str
+    ) -> tuple[VirtualKey, str]:
         """provisioning -> active with ``secret`` (recording the funding once). A key past
         provisioning was activated by an earlier call, whose answer carried its secret:
         it is left as it is and no secret is returned ("")."""
@@ -198,8 +218,10 @@ class KeyIssuer:
         funding_id = f"fund:{key.id}:create" if key.kind == "partner" else None
         _, shown = await self._activate(key.id, funding_id, balance.posted_ucr + balance.pending_ucr, 0, new_secret())
         if shown:
-            log.warning("activated a key whose create was never retried; its secret must be regenerated",
-                        extra={"key_id": key.id})
+            log.warning(
+                "activated a key whose create was never retried; its secret must be regenerated",
+                extra={"key_id": key.id},
+            )
 
     # -- regenerate ------------------------------------------------------------------
 

@@ -13,8 +13,17 @@ from cg_keys.catalog import Catalog
 from cg_keys.errors import InvalidArgument
 from cg_keys.models import Customer, Partner, VirtualKey
 
-EDITABLE = ("name", "description", "allowed_models", "billing", "auto_topup", "allowed_domains", "rpm_limit",
-            "tpm_limit", "expires_at_unix")
+EDITABLE = (
+    "name",
+    "description",
+    "allowed_models",
+    "billing",
+    "auto_topup",
+    "allowed_domains",
+    "rpm_limit",
+    "tpm_limit",
+    "expires_at_unix",
+)
 CUSTOMER_EDITABLE = ("name", "description", "allowed_models")
 
 
@@ -32,8 +41,9 @@ def allowed_models(catalog: Catalog, partner: Partner, models: Iterable[str]) ->
     return list(dict.fromkeys(models))
 
 
-async def apply(session: AsyncSession, catalog: Catalog, acting: access.Acting, key: VirtualKey, fields,
-                names: Iterable[str]) -> None:
+async def apply(
+    session: AsyncSession, catalog: Catalog, acting: access.Acting, key: VirtualKey, fields, names: Iterable[str]
+) -> None:
     """Validates and sets the named fields of ``fields`` on ``key``."""
     names = set(names)
     if "name" in names:
@@ -57,12 +67,13 @@ async def apply(session: AsyncSession, catalog: Catalog, acting: access.Acting, 
             if customer is None or customer.partner_id != acting.partner.id:
                 raise InvalidArgument("billing.customer_id", "not one of your customers")
             key.billing_customer_id = customer.id
-            key.profit_multiplier = validation.decimal(b.profit_multiplier, "billing.profit_multiplier",
-                                                       positive=True)
+            key.profit_multiplier = validation.decimal(b.profit_multiplier, "billing.profit_multiplier", positive=True)
             key.price_per_ai_credit_cents = validation.decimal(
-                b.price_per_ai_credit_cents, "billing.price_per_ai_credit_cents", positive=True)
-            key.floor_usd_per_mtok = validation.decimal(b.floor_usd_per_mtok, "billing.floor_usd_per_mtok",
-                                                        optional=True)
+                b.price_per_ai_credit_cents, "billing.price_per_ai_credit_cents", positive=True
+            )
+            key.floor_usd_per_mtok = validation.decimal(
+                b.floor_usd_per_mtok, "billing.floor_usd_per_mtok", optional=True
+            )
         else:
             key.billing_customer_id = None
             key.profit_multiplier = key.price_per_ai_credit_cents = key.floor_usd_per_mtok = ""

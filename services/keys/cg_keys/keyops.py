@@ -42,8 +42,15 @@ Keyed = tuple[VirtualKey, Partner]  # a key, and the partner whose terms a read 
 
 
 class KeyOps:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, funding: Funding,
-                 events: KeyEvents, issuer: KeyIssuer, auto_topup_daily_max: int = 5) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: Catalog,
+        funding: Funding,
+        events: KeyEvents,
+        issuer: KeyIssuer,
+        auto_topup_daily_max: int = 5,
+    ) -> None:
         self.sessions = sessions
         self.catalog = catalog
         self.funding = funding
@@ -94,8 +101,7 @@ class KeyOps:
                 raise FailedPrecondition(f"the key is {k.status}")
             # a deliberate suspension outranks the worker's (whose resume must not lift it),
             # never the other way round
-            return k.status != "suspended" or (
-                k.status_reason in AUTOMATIC_REASONS and reason not in AUTOMATIC_REASONS)
+            return k.status != "suspended" or (k.status_reason in AUTOMATIC_REASONS and reason not in AUTOMATIC_REASONS)
 
         key, changed = await transition(self.sessions, key.id, "suspended", reason, allowed)
         if changed:
@@ -140,8 +146,9 @@ class KeyOps:
             if row.funded_ucr != key.funded_ucr:
                 raise FailedPrecondition("the key was funded while this was decided; look again")
             if not budget.is_exhausted(settled, need):
-                raise FailedPrecondition(f"the key can still pay for a request: {settled} ucr settled, "
-                                         f"its cheapest request takes {need}")
+                raise FailedPrecondition(
+                    f"the key can still pay for a request: {settled} ucr settled, its cheapest request takes {need}"
+                )
             row.status, row.status_reason = "exhausted", "budget spent"
             session.add(row)
             await session.commit()
@@ -183,9 +190,15 @@ class KeyOps:
         async with self.sessions() as session:
             if await session.get(KeyFunding, funding_id) is not None:
                 return  # a retry of a top-up that happened: not a new one
-            recent = (await session.exec(select(KeyFunding.idempotency_id).where(
-                KeyFunding.key_id == key_id, KeyFunding.created_at >= since,
-                KeyFunding.idempotency_id.startswith(f"fund:{key_id}:auto:")))).all()
+            recent = (
+                await session.exec(
+                    select(KeyFunding.idempotency_id).where(
+                        KeyFunding.key_id == key_id,
+                        KeyFunding.created_at >= since,
+                        KeyFunding.idempotency_id.startswith(f"fund:{key_id}:auto:"),
+                    )
+                )
+            ).all()
         if len(recent) >= self.auto_topup_daily_max:
             raise FailedPrecondition(f"the daily ceiling of {self.auto_topup_daily_max} automatic top-ups is reached")
 
@@ -250,13 +263,16 @@ class KeyOps:
         """``(partner, [(key, balance or None)])``."""
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
-            q = select(VirtualKey).where(VirtualKey.partner_id == acting.partner.id,
-                                         VirtualKey.status.not_in(("provisioning", "failed")))
+            q = select(VirtualKey).where(
+                VirtualKey.partner_id == acting.partner.id, VirtualKey.status.not_in(("provisioning", "failed"))
+            )
             if not include_revoked:
                 q = q.where(VirtualKey.status != "revoked")
             if acting.customer is not None:
-                q = q.where((VirtualKey.owner_customer_id == acting.customer.id)
-                            | (VirtualKey.billing_customer_id == acting.customer.id))
+                q = q.where(
+                    (VirtualKey.owner_customer_id == acting.customer.id)
+                    | (VirtualKey.billing_customer_id == acting.customer.id)
+                )
             keys = list((await session.exec(q.order_by(VirtualKey.created_at, VirtualKey.id))).all())
         balances = await self.funding.balances([k.budget_account for k in keys if k.kind == "partner"])
         return acting.partner, [(k, balances.get(k.budget_account) if k.kind == "partner" else None) for k in keys]
@@ -280,13 +296,22 @@ class KeyOps:
         time out in seconds, so a row this old has no call in flight."""
         cutoff = int(time.time()) - stale_after_s
         async with self.sessions() as session:
-            revoked = list((await session.exec(select(VirtualKey).where(
-                VirtualKey.status == "revoked", VirtualKey.settled_on_revoke == False))).all())  # noqa: E712
-            stuck = list((await session.exec(select(VirtualKey).where(
-                VirtualKey.status == "provisioning", VirtualKey.created_at < cutoff))).all())
+            revoked = list(
+                (
+                    await session.exec(
+                        select(VirtualKey).where(VirtualKey.status == "revoked", VirtualKey.settled_on_revoke == False)
+                    )
+                ).all()
+            )  # noqa: E712
+            stuck = list(
+                (
+                    await session.exec(
+                        select(VirtualKey).where(VirtualKey.status == "provisioning", VirtualKey.created_at < cutoff)
+                    )
+                ).all()
+            )
         for key in revoked:
             await self.settle_revoked(key)
         for key in stuck:
             await self.issuer.finish_provisioning(key)
         return len(revoked) + len(stuck)
-

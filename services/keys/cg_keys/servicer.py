@@ -49,19 +49,32 @@ _mapped_errors = mapped_errors(_CODES)
 
 def partner_pb(p: Partner) -> pb.Partner:
     return pb.Partner(
-        id=p.id, name=p.name, tier=p.tier, external_ref=p.external_ref or "", status=p.status,
+        id=p.id,
+        name=p.name,
+        tier=p.tier,
+        external_ref=p.external_ref or "",
+        status=p.status,
         self_service=pb.SelfServiceSettings(
-            enabled=p.ss_enabled, apply_to_new_customers=p.ss_apply_to_new,
-            default_profit_multiplier=p.ss_profit_multiplier, ai_credit_price_cents=p.ss_ai_credit_cents,
+            enabled=p.ss_enabled,
+            apply_to_new_customers=p.ss_apply_to_new,
+            default_profit_multiplier=p.ss_profit_multiplier,
+            ai_credit_price_cents=p.ss_ai_credit_cents,
         ),
     )
 
 
 def customer_pb(c: Customer, partner: Partner) -> pb.Customer:
     missing = visibility.missing(partner, c)
-    return pb.Customer(id=c.id, partner_id=c.partner_id, name=c.name, ai_credits_enabled=c.ai_credits_enabled,
-                       ai_gateway_visible=not missing, api_access_enabled=c.api_access_enabled,
-                       ai_gateway_menu_enabled=c.ai_gateway_menu_enabled, ai_gateway_missing=missing)
+    return pb.Customer(
+        id=c.id,
+        partner_id=c.partner_id,
+        name=c.name,
+        ai_credits_enabled=c.ai_credits_enabled,
+        ai_gateway_visible=not missing,
+        api_access_enabled=c.api_access_enabled,
+        ai_gateway_menu_enabled=c.ai_gateway_menu_enabled,
+        ai_gateway_missing=missing,
+    )
 
 
 def key_pb(k: VirtualKey, partner: Partner, now: float | None = None) -> pb.Key:
@@ -69,19 +82,38 @@ def key_pb(k: VirtualKey, partner: Partner, now: float | None = None) -> pb.Key:
     (``billing.effective_terms``)."""
     billing = None
     if (terms := effective_terms(k, partner)) is not None:
-        billing = pb.CustomerBilling(customer_id=terms.customer_id, profit_multiplier=terms.profit_multiplier,
-                                     price_per_ai_credit_cents=terms.price_per_ai_credit_cents,
-                                     floor_usd_per_mtok=terms.floor_usd_per_mtok)
+        billing = pb.CustomerBilling(
+            customer_id=terms.customer_id,
+            profit_multiplier=terms.profit_multiplier,
+            price_per_ai_credit_cents=terms.price_per_ai_credit_cents,
+            floor_usd_per_mtok=terms.floor_usd_per_mtok,
+        )
     return pb.Key(
-        id=k.id, partner_id=k.partner_id, name=k.name, prefix=k.prefix,
+        id=k.id,
+        partner_id=k.partner_id,
+        name=k.name,
+        prefix=k.prefix,
         status=_STATUS.get(effective_status(k, now), pb.KEY_STATUS_UNSPECIFIED),
-        allowed_models=list(k.allowed_models), budget_account=k.budget_account, created_at_unix=k.created_at,
-        description=k.description, kind=k.kind, owner_customer_id=k.owner_customer_id or "", billing=billing,
-        auto_topup=pb.AutoTopUp(enabled=k.auto_topup_enabled, threshold_usd=k.auto_topup_threshold_usd,
-                                amount_usd=k.auto_topup_amount_usd, last_error=k.auto_topup_error,
-                                last_error_unix=k.auto_topup_error_at),
-        allowed_domains=list(k.allowed_domains), rpm_limit=k.rpm_limit, tpm_limit=k.tpm_limit,
-        expires_at_unix=k.expires_at, funded_ucr=k.funded_ucr, last_used_unix=k.last_used_at,
+        allowed_models=list(k.allowed_models),
+        budget_account=k.budget_account,
+        created_at_unix=k.created_at,
+        description=k.description,
+        kind=k.kind,
+        owner_customer_id=k.owner_customer_id or "",
+        billing=billing,
+        auto_topup=pb.AutoTopUp(
+            enabled=k.auto_topup_enabled,
+            threshold_usd=k.auto_topup_threshold_usd,
+            amount_usd=k.auto_topup_amount_usd,
+            last_error=k.auto_topup_error,
+            last_error_unix=k.auto_topup_error_at,
+        ),
+        allowed_domains=list(k.allowed_domains),
+        rpm_limit=k.rpm_limit,
+        tpm_limit=k.tpm_limit,
+        expires_at_unix=k.expires_at,
+        funded_ucr=k.funded_ucr,
+        last_used_unix=k.last_used_at,
         status_reason=k.status_reason,
     )
 
@@ -95,8 +127,9 @@ def with_spend(out: pb.Key, k: VirtualKey, balance) -> pb.Key:
 
 
 def _created_pb(c: Created) -> pb.CreateKeyResponse:
-    return pb.CreateKeyResponse(key=key_pb(c.key, c.partner), secret=c.secret, total_ucr=c.total_ucr,
-                                fee_ucr=c.fee_ucr, replayed=c.replayed)
+    return pb.CreateKeyResponse(
+        key=key_pb(c.key, c.partner), secret=c.secret, total_ucr=c.total_ucr, fee_ucr=c.fee_ucr, replayed=c.replayed
+    )
 
 
 class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
@@ -118,8 +151,9 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
 
     @_mapped_errors
     async def UpdateSelfService(self, request, context):  # noqa: N802
-        return partner_pb(await self.tenants.update_self_service(
-            request.actor, request.settings, request.apply_to_existing_customers))
+        return partner_pb(
+            await self.tenants.update_self_service(request.actor, request.settings, request.apply_to_existing_customers)
+        )
 
     @_mapped_errors
     async def CreateCustomer(self, request, context):  # noqa: N802
@@ -143,11 +177,19 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         partner = await self.tenants.get_partner(request.actor)
         by_category: dict[str, list] = {c: [] for c in CATEGORIES}
         for m in self.catalog.models_for_tier(partner.tier):
-            by_category[m.category].append(pb.CatalogModel(
-                id=m.id, provider=m.provider, category=m.category, input_usd_per_mtok=str(m.input_usd_per_mtok),
-                output_usd_per_mtok=str(m.output_usd_per_mtok), context_window=m.context_window))
+            by_category[m.category].append(
+                pb.CatalogModel(
+                    id=m.id,
+                    provider=m.provider,
+                    category=m.category,
+                    input_usd_per_mtok=str(m.input_usd_per_mtok),
+                    output_usd_per_mtok=str(m.output_usd_per_mtok),
+                    context_window=m.context_window,
+                )
+            )
         return pb.ListModelsResponse(
-            tier=partner.tier, catalog_version=self.catalog.version,
+            tier=partner.tier,
+            catalog_version=self.catalog.version,
             categories=[pb.ModelCategory(category=c, models=ms) for c, ms in by_category.items() if ms],
         )
 
@@ -156,24 +198,32 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     @_mapped_errors
     async def QuoteKey(self, request, context):  # noqa: N802
         quote, rate = await self.issuer.quote(request.actor, request.budget_credits)
-        return pb.QuoteKeyResponse(budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr,
-                                   fee_rate=rate)
+        return pb.QuoteKeyResponse(
+            budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr, fee_rate=rate
+        )
 
     @_mapped_errors
     async def CreateKey(self, request, context):  # noqa: N802
-        return _created_pb(await self.issuer.create_partner_key(
-            request.actor, request.idempotency_key, request.fields, request.budget_credits))
+        return _created_pb(
+            await self.issuer.create_partner_key(
+                request.actor, request.idempotency_key, request.fields, request.budget_credits
+            )
+        )
 
     @_mapped_errors
     async def CreateCustomerKey(self, request, context):  # noqa: N802
-        return _created_pb(await self.issuer.create_customer_key(
-            request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)))
+        return _created_pb(
+            await self.issuer.create_customer_key(
+                request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)
+            )
+        )
 
     @_mapped_errors
     async def GetKey(self, request, context):  # noqa: N802
         key, partner, balance = await self.keys.get(request.actor, request.key_id)
-        detail = pb.KeyDetail(key=with_spend(key_pb(key, partner), key, balance),
-                              min_request_ucr=self.keys.min_request_ucr(key, partner))
+        detail = pb.KeyDetail(
+            key=with_spend(key_pb(key, partner), key, balance), min_request_ucr=self.keys.min_request_ucr(key, partner)
+        )
         if balance is not None:
             spent = budget.spend(key, balance)
             detail.reserved_ucr, detail.used_ucr = spent.reserved_ucr, spent.spent_ucr
@@ -209,9 +259,11 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     @_mapped_errors
     async def TopUpKey(self, request, context):  # noqa: N802
         key, partner, funded, replayed = await self.keys.top_up(
-            request.actor, request.key_id, request.idempotency_key, request.amount_credits, request.automatic)
-        return pb.TopUpKeyResponse(key=key_pb(key, partner), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr,
-                                   replayed=replayed)
+            request.actor, request.key_id, request.idempotency_key, request.amount_credits, request.automatic
+        )
+        return pb.TopUpKeyResponse(
+            key=key_pb(key, partner), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr, replayed=replayed
+        )
 
     @_mapped_errors
     async def MarkKeyExhausted(self, request, context):  # noqa: N802
@@ -222,12 +274,20 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         if len(request.key_hash) != 64:
             raise InvalidArgument("key_hash", "expected 64 hex characters")
         key, partner = await self.keys.authenticate(request.key_hash)
-        routes = [pb.ModelRoute(
-            id=m.id, provider=m.provider, upstream_model=m.upstream_model, category=m.category,
-            input_usd_per_mtok=str(m.input_usd_per_mtok), output_usd_per_mtok=str(m.output_usd_per_mtok),
-            context_window=m.context_window, max_output_tokens=m.max_output_tokens,
-            price_book_version=self.catalog.version,
-        ) for m in self.catalog.usable(partner.tier, key.allowed_models)]
+        routes = [
+            pb.ModelRoute(
+                id=m.id,
+                provider=m.provider,
+                upstream_model=m.upstream_model,
+                category=m.category,
+                input_usd_per_mtok=str(m.input_usd_per_mtok),
+                output_usd_per_mtok=str(m.output_usd_per_mtok),
+                context_window=m.context_window,
+                max_output_tokens=m.max_output_tokens,
+                price_book_version=self.catalog.version,
+            )
+            for m in self.catalog.usable(partner.tier, key.allowed_models)
+        ]
         billing = pb.LedgerBilling(payer_account=key.budget_account)
         if (terms := effective_terms(key, partner)) is not None:  # the very terms reads show
             billing.customer_account = f"customer:{terms.customer_id}"
@@ -235,5 +295,6 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
             billing.profit_multiplier = terms.profit_multiplier
             billing.price_per_ai_credit_cents = terms.price_per_ai_credit_cents
             billing.floor_usd_per_mtok = terms.floor_usd_per_mtok
-        return pb.AuthenticateKeyResponse(key=key_pb(key, partner), models=routes, billing=billing,
-                                          partner_status=partner.status)
+        return pb.AuthenticateKeyResponse(
+            key=key_pb(key, partner), models=routes, billing=billing, partner_status=partner.status
+        )

@@ -52,8 +52,9 @@ class Tenants:
             return (await access.resolve(session, actor)).partner
 
     async def update_self_service(self, actor, settings, apply_to_existing: bool) -> Partner:
-        multiplier = validation.decimal(settings.default_profit_multiplier, "settings.default_profit_multiplier",
-                                        positive=True)
+        multiplier = validation.decimal(
+            settings.default_profit_multiplier, "settings.default_profit_multiplier", positive=True
+        )
         cents = validation.decimal(settings.ai_credit_price_cents, "settings.ai_credit_price_cents", positive=True)
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
@@ -84,8 +85,11 @@ class Tenants:
             partner = acting.partner
             if idem and (existing := await self._by_idempotency(session, partner.id, idem)) is not None:
                 return existing, partner
-            menu = (request.ai_gateway_menu_enabled if request.HasField("ai_gateway_menu_enabled")
-                    else partner.ss_apply_to_new)
+            menu = (
+                request.ai_gateway_menu_enabled
+                if request.HasField("ai_gateway_menu_enabled")
+                else partner.ss_apply_to_new
+            )
             customer = Customer(
                 id=new_id("cus"),
                 partner_id=partner.id,
@@ -108,8 +112,11 @@ class Tenants:
 
     @staticmethod
     async def _by_idempotency(session: AsyncSession, partner_id: str, idem: str) -> Customer | None:
-        return (await session.exec(select(Customer).where(
-            Customer.partner_id == partner_id, Customer.idempotency_key == idem))).first()
+        return (
+            await session.exec(
+                select(Customer).where(Customer.partner_id == partner_id, Customer.idempotency_key == idem)
+            )
+        ).first()
 
     async def update_customer(self, actor, request) -> tuple[Customer, Partner]:
         new_name = validation.name(request.name) if request.HasField("name") else None

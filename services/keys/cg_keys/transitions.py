@@ -27,8 +27,13 @@ def effective_status(key: VirtualKey, now: float | None = None) -> str:
     return key.status
 
 
-async def transition(sessions: async_sessionmaker[AsyncSession], key_id: str, status: str, reason: str,
-                     allowed: Callable[[VirtualKey], bool]) -> tuple[VirtualKey, bool]:
+async def transition(
+    sessions: async_sessionmaker[AsyncSession],
+    key_id: str,
+    status: str,
+    reason: str,
+    allowed: Callable[[VirtualKey], bool],
+) -> tuple[VirtualKey, bool]:
     """Sets the status if ``allowed(key)`` holds for the key as it is now, decided under
     the row's lock (SQLite: the write lock): a check made before, on a read, could be
     stale by then. ``allowed`` may raise to refuse an impossible transition. Returns the
@@ -43,7 +48,6 @@ async def transition(sessions: async_sessionmaker[AsyncSession], key_id: str, st
         return key, True
 
 
-async def set_status(sessions: async_sessionmaker[AsyncSession], key_id: str, status: str,
-                     reason: str) -> VirtualKey:
+async def set_status(sessions: async_sessionmaker[AsyncSession], key_id: str, status: str, reason: str) -> VirtualKey:
     key, _ = await transition(sessions, key_id, status, reason, lambda _: True)
     return key

@@ -27,6 +27,9 @@ REFUSALS = {
 
 def missing(partner: Partner, customer: Customer) -> list[str]:
     """The conditions that do not hold, in the order above (empty: AI Gateway is visible)."""
-    checks = ((partner.ss_enabled, SELF_SERVICE_DISABLED), (customer.ai_credits_enabled, AI_CREDITS_DISABLED),
-              (customer.ai_gateway_menu_enabled, MENU_DISABLED))
+    checks = (
+        (partner.ss_enabled, SELF_SERVICE_DISABLED),
+        (customer.ai_credits_enabled, AI_CREDITS_DISABLED),
+        (customer.ai_gateway_menu_enabled, MENU_DISABLED),
+    )
     return [what for ok, what in checks if not ok]

@@ -34,8 +34,9 @@ def _admin_only(handler):
     @functools.wraps(handler)
     async def wrapper(self: "LedgerAdminServicer", request, context):
         if not self._token:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "admin calls are off: the ledger has no CG_LEDGER_ADMIN_TOKEN")
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "admin calls are off: the ledger has no CG_LEDGER_ADMIN_TOKEN"
+            )
         given = ""
         for key, value in context.invocation_metadata() or ():
             if key == TOKEN_HEADER:
@@ -49,11 +50,16 @@ def _admin_only(handler):
 
 def _account_pb(row) -> ledger_pb2.LedgerAccount:
     return ledger_pb2.LedgerAccount(
-        id=row.id, kind=row.kind, unit=row.unit,
+        id=row.id,
+        kind=row.kind,
+        unit=row.unit,
         debits_must_not_exceed_credits=bool(row.debits_must_not_exceed_credits),
-        debits_pending=_int64(row.debits_pending), debits_posted=_int64(row.debits_posted),
-        credits_pending=_int64(row.credits_pending), credits_posted=_int64(row.credits_posted),
-        closed_to=row.closed_to, created_at_ms=_int64(row.created_at_ms),
+        debits_pending=_int64(row.debits_pending),
+        debits_posted=_int64(row.debits_posted),
+        credits_pending=_int64(row.credits_pending),
+        credits_posted=_int64(row.credits_posted),
+        closed_to=row.closed_to,
+        created_at_ms=_int64(row.created_at_ms),
     )
 
 
@@ -76,9 +82,17 @@ class LedgerAdminServicer(ledger_pb2_grpc.LedgerAdminServiceServicer):
             ok=report.ok,
             accounts=report.accounts,
             transfers=report.transfers,
-            units=[ledger_pb2.UnitTotals(unit=u.unit, accounts=u.accounts, sum_posted=str(u.sum_posted),
-                                         sum_pending=str(u.sum_pending), external_in=str(u.external_in))
-                   for u in report.units],
-            discrepancies=[ledger_pb2.Discrepancy(check=d.check, account=d.account, detail=d.detail)
-                           for d in report.discrepancies],
+            units=[
+                ledger_pb2.UnitTotals(
+                    unit=u.unit,
+                    accounts=u.accounts,
+                    sum_posted=str(u.sum_posted),
+                    sum_pending=str(u.sum_pending),
+                    external_in=str(u.external_in),
+                )
+                for u in report.units
+            ],
+            discrepancies=[
+                ledger_pb2.Discrepancy(check=d.check, account=d.account, detail=d.detail) for d in report.discrepancies
+            ],
         )

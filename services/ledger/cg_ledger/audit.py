@@ -154,16 +154,22 @@ class Audit:
         report.transfers = int(count)
         if bad:
             report.discrepancies.append(Discrepancy("not_integer", "", f"{bad} transfer amounts are not integers"))
-        units = (await run(text(
-            f"SELECT unit, COUNT(*), {_sum('credits_posted - debits_posted')}, {_sum('debits_pending')}"
-            " FROM accounts GROUP BY unit ORDER BY unit"))).all()
+        units = (
+            await run(
+                text(
+                    f"SELECT unit, COUNT(*), {_sum('credits_posted - debits_posted')}, {_sum('debits_pending')}"
+                    " FROM accounts GROUP BY unit ORDER BY unit"
+                )
+            )
+        ).all()
         for unit, count, p_hi, p_lo, h_hi, h_lo in units:
             report.accounts += int(count)
             posted = _whole(p_hi, p_lo)
             report.units.append(UnitTotals(unit, int(count), posted, _whole(h_hi, h_lo), 0))
             if posted != 0:
-                report.discrepancies.append(Discrepancy(
-                    "conservation", "", f"{unit}: posted balances sum to {posted}, not 0"))
+                report.discrepancies.append(
+                    Discrepancy("conservation", "", f"{unit}: posted balances sum to {posted}, not 0")
+                )
         credited, debited = await self._posted(conn)
         held = await self._holds(conn)
         columns = _COLUMNS
@@ -174,17 +180,23 @@ class Audit:
             report.discrepancies += _check_account(row, credited, debited, held, sqlite)
             if row.kind == "external":
                 externals[row.unit] = _number(row.credits_posted) - _number(row.debits_posted)
-        report.units = [UnitTotals(u.unit, u.accounts, u.sum_posted, u.sum_pending, -externals.get(u.unit, 0))
-                        for u in report.units]
+        report.units = [
+            UnitTotals(u.unit, u.accounts, u.sum_posted, u.sum_pending, -externals.get(u.unit, 0)) for u in report.units
+        ]
         return report
 
     @staticmethod
     async def _posted(conn: AsyncConnection) -> tuple[dict, dict]:
         """Per account, the sums of the successful posted transfers it received and paid."""
         posted = f"FROM transfers WHERE outcome = 'ok' AND kind IN ({_POSTED})"
-        rows = (await conn.execute(text(
-            f"SELECT 'credit', credit_account, {_sum('amount_ucr')} {posted} GROUP BY credit_account UNION ALL"
-            f" SELECT 'debit', debit_account, {_sum('amount_ucr')} {posted} GROUP BY debit_account"))).all()
+        rows = (
+            await conn.execute(
+                text(
+                    f"SELECT 'credit', credit_account, {_sum('amount_ucr')} {posted} GROUP BY credit_account UNION ALL"
+                    f" SELECT 'debit', debit_account, {_sum('amount_ucr')} {posted} GROUP BY debit_account"
+                )
+            )
+        ).all()
         sides: dict[str, dict[str, int | Decimal]] = {"credit": {}, "debit": {}}
         for side, account, hi, lo in rows:
             sides[side][account] = _whole(hi, lo)
@@ -195,10 +207,15 @@ class Audit:
         """What each account's pending reservations hold: the payer's held_ucr and the
         customer's customer_held_uai."""
         pending = "FROM reservations WHERE status = 'pending'"
-        rows = (await conn.execute(text(
-            f"SELECT account, {_sum('held_ucr')} {pending} GROUP BY account UNION ALL"
-            f" SELECT customer_account, {_sum('customer_held_uai')} {pending} AND customer_account <> ''"
-            " GROUP BY customer_account"))).all()
+        rows = (
+            await conn.execute(
+                text(
+                    f"SELECT account, {_sum('held_ucr')} {pending} GROUP BY account UNION ALL"
+                    f" SELECT customer_account, {_sum('customer_held_uai')} {pending} AND customer_account <> ''"
+                    " GROUP BY customer_account"
+                )
+            )
+        ).all()
         held: dict[str, int | Decimal] = defaultdict(int)
         for account, hi, lo in rows:
             held[account] += _whole(hi, lo)
@@ -209,7 +226,7 @@ def _check_account(row, credited: dict, debited: dict, held: dict, sqlite: bool)
     out = []
     account = row.id
     if sqlite:
-        types = dict(zip(COUNTERS, row[-len(COUNTERS):]))
+        types = dict(zip(COUNTERS, row[-len(COUNTERS) :]))
         bad = {c: t for c, t in types.items() if t != "integer"}
         if bad:
             out.append(Discrepancy("not_integer", account, ", ".join(f"{c} is {t}" for c, t in bad.items())))
@@ -218,15 +235,25 @@ def _check_account(row, credited: dict, debited: dict, held: dict, sqlite: bool)
     if negative:
         out.append(Discrepancy("negative", account, ", ".join(f"{c} = {_number(getattr(row, c))}" for c in negative)))
     if row.debits_must_not_exceed_credits and dp + dpo > cpo:
-        out.append(Discrepancy("overdrawn", account,
-                               f"debits_pending {dp} + debits_posted {dpo} > credits_posted {cpo}"))
+        out.append(
+            Discrepancy("overdrawn", account, f"debits_pending {dp} + debits_posted {dpo} > credits_posted {cpo}")
+        )
     expect_credits, expect_debits = credited.get(account, 0), debited.get(account, 0)
     if (cpo, dpo) != (expect_credits, expect_debits):
-        out.append(Discrepancy("posted_mismatch", account,
-                               f"credits_posted {cpo} vs transfers {expect_credits}; "
-                               f"debits_posted {dpo} vs transfers {expect_debits}"))
+        out.append(
+            Discrepancy(
+                "posted_mismatch",
+                account,
+                f"credits_posted {cpo} vs transfers {expect_credits}; debits_posted {dpo} vs transfers {expect_debits}",
+            )
+        )
     expect_held = held.get(account, 0)
     if (dp, cp) != (expect_held, 0):
-        out.append(Discrepancy("pending_mismatch", account,
-                               f"debits_pending {dp} vs pending holds {expect_held}; credits_pending {cp} vs 0"))
+        out.append(
+            Discrepancy(
+                "pending_mismatch",
+                account,
+                f"debits_pending {dp} vs pending holds {expect_held}; credits_pending {cp} vs 0",
+            )
+        )
     return out

@@ -28,8 +28,9 @@ class BalanceView:
 
 def _view(row, refunded: dict[str, int]) -> BalanceView:
     posted = row.credits_posted - row.debits_posted
-    return BalanceView(row.id, posted, row.debits_pending, posted - row.debits_pending, row.closed_to,
-                       refunded.get(row.id, 0))
+    return BalanceView(
+        row.id, posted, row.debits_pending, posted - row.debits_pending, row.closed_to, refunded.get(row.id, 0)
+    )
 
 
 async def _refunded(conn: AsyncConnection, rows) -> dict[str, int]:

@@ -131,8 +131,9 @@ class Book(Balances):
             self.on_change([debit, credit])
         return outcome
 
-    async def _after_race(self, e: DBAPIError, idempotency_id: str, op: str, debit: str, credit: str,
-                          amount: int | None) -> TransferOutcome:
+    async def _after_race(
+        self, e: DBAPIError, idempotency_id: str, op: str, debit: str, credit: str, amount: int | None
+    ) -> TransferOutcome:
         """A concurrent call with this id committed first: answer with its outcome."""
         async with self.engine.connect() as conn:
             await conn.execution_options(**READ)
@@ -160,8 +161,17 @@ class Book(Balances):
             raise InsufficientFunds(f"idempotency id {row.idempotency_id!r} failed before: {row.outcome}")
         return TransferOutcome(row.id, row.idempotency_id, row.amount_ucr, replayed=True)
 
-    async def _move(self, conn: AsyncConnection, op: str, idem: str, debit: AccountId, credit: AccountId,
-                    amount: int, memo: str, create_debit: bool = False) -> int:
+    async def _move(
+        self,
+        conn: AsyncConnection,
+        op: str,
+        idem: str,
+        debit: AccountId,
+        credit: AccountId,
+        amount: int,
+        memo: str,
+        create_debit: bool = False,
+    ) -> int:
         """Posts one transfer: debit (never below zero unless external) and credit."""
         if debit.unit != credit.unit:
             raise InvalidArgument(f"cannot move {debit.unit} into a {credit.unit} account")
@@ -176,8 +186,16 @@ class Book(Balances):
         await _credit(conn, credit.id, amount)
         return await store.insert_transfer(conn, idem, op, debit.id, credit.id, amount, memo=memo)
 
-    async def _simple(self, op: str, idem: str, debit: AccountId, credit: AccountId, amount: int, memo: str,
-                      create_debit: bool = False) -> TransferOutcome:
+    async def _simple(
+        self,
+        op: str,
+        idem: str,
+        debit: AccountId,
+        credit: AccountId,
+        amount: int,
+        memo: str,
+        create_debit: bool = False,
+    ) -> TransferOutcome:
         async def apply(conn: AsyncConnection) -> TransferOutcome:
             tid = await self._move(conn, op, idem, debit, credit, amount, memo, create_debit)
             return TransferOutcome(tid, idem, amount, replayed=False)
@@ -192,20 +210,24 @@ class Book(Balances):
         target = accounts.parse(account, kinds={"partner"})
         check_amount(amount_ucr, "amount_ucr")
         check_text(memo, "memo", MAX_MEMO_LEN)
-        return await self._simple("deposit", idempotency_id, accounts.external(CREDITS), target, amount_ucr, memo,
-                                  create_debit=True)
+        return await self._simple(
+            "deposit", idempotency_id, accounts.external(CREDITS), target, amount_ucr, memo, create_debit=True
+        )
 
-    async def grant_ai_credits(self, idempotency_id: str, customer_account: str, amount_uai: int,
-                               memo: str = "") -> TransferOutcome:
+    async def grant_ai_credits(
+        self, idempotency_id: str, customer_account: str, amount_uai: int, memo: str = ""
+    ) -> TransferOutcome:
         check_idempotency_id(idempotency_id)
         target = accounts.parse(customer_account, "customer_account", kinds={"customer"})
         check_amount(amount_uai, "amount_uai")
         check_text(memo, "memo", MAX_MEMO_LEN)
-        return await self._simple("grant", idempotency_id, accounts.external(target.unit), target, amount_uai, memo,
-                                  create_debit=True)
+        return await self._simple(
+            "grant", idempotency_id, accounts.external(target.unit), target, amount_uai, memo, create_debit=True
+        )
 
-    async def transfer(self, idempotency_id: str, debit_account: str, credit_account: str, amount_ucr: int,
-                       memo: str = "") -> TransferOutcome:
+    async def transfer(
+        self, idempotency_id: str, debit_account: str, credit_account: str, amount_ucr: int, memo: str = ""
+    ) -> TransferOutcome:
         check_idempotency_id(idempotency_id)
         debit = accounts.parse(debit_account, "debit_account", kinds={"partner", "key", "customer"})
         credit = accounts.parse(credit_account, "credit_account", kinds={"partner", "key", "customer"})
@@ -227,8 +249,9 @@ class Book(Balances):
         check_bound(budget_ucr + fee, "budget_ucr + fee")
         return budget_ucr, fee
 
-    async def fund_key(self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int,
-                       fee_rate: str) -> FundingOutcome:
+    async def fund_key(
+        self, idempotency_id: str, partner_id: str, key_id: str, budget_ucr: int, fee_rate: str
+    ) -> FundingOutcome:
         """Budget into the key and the tier's fee to the platform, from the partner, atomically."""
         check_idempotency_id(idempotency_id)
         partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
@@ -245,12 +268,14 @@ class Book(Balances):
             await _refuse_closed(conn, key)
             await _debit(conn, partner, budget + fee, what="partner")
             await _credit(conn, key.id, budget)
-            tid = await store.insert_transfer(conn, idempotency_id, "fund", partner.id, key.id, budget,
-                                              memo=f"key budget, fee rate {fee_rate or '0'}")
+            tid = await store.insert_transfer(
+                conn, idempotency_id, "fund", partner.id, key.id, budget, memo=f"key budget, fee rate {fee_rate or '0'}"
+            )
             if fee:
                 await _credit(conn, fees.id, fee)
-                await store.insert_transfer(conn, f"{idempotency_id}:fee", "fee", partner.id, fees.id, fee,
-                                            memo="platform fee on key funding")
+                await store.insert_transfer(
+                    conn, f"{idempotency_id}:fee", "fee", partner.id, fees.id, fee, memo="platform fee on key funding"
+                )
             return TransferOutcome(tid, idempotency_id, budget, replayed=False)
 
         out = await self._once(idempotency_id, "fund", partner.id, key.id, budget, apply)
@@ -280,14 +305,16 @@ class Book(Balances):
                 await _credit(conn, partner.id, amount)
             if not closed_to:
                 await store.close(conn, key.id, partner.id)
-            tid = await store.insert_transfer(conn, idempotency_id, "refund", key.id, partner.id, amount,
-                                              memo="unused budget of a revoked key")
+            tid = await store.insert_transfer(
+                conn, idempotency_id, "refund", key.id, partner.id, amount, memo="unused budget of a revoked key"
+            )
             return TransferOutcome(tid, idempotency_id, amount, replayed=False)
 
         return await self._once(idempotency_id, "refund", key.id, partner.id, None, apply)
 
-    async def hold_key_deposit(self, idempotency_id: str, partner_id: str, key_id: str,
-                               amount_ucr: int) -> TransferOutcome:
+    async def hold_key_deposit(
+        self, idempotency_id: str, partner_id: str, key_id: str, amount_ucr: int
+    ) -> TransferOutcome:
         check_idempotency_id(idempotency_id)
         partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
         deposit = accounts.parse(f"keydeposit:{_owner(key_id, 'key_id')}")
@@ -307,8 +334,9 @@ class Book(Balances):
             if amount:
                 await _debit(conn, deposit, amount)
                 await _credit(conn, partner.id, amount)
-            tid = await store.insert_transfer(conn, idempotency_id, "release_deposit", deposit.id, partner.id,
-                                              amount, memo="key deposit released")
+            tid = await store.insert_transfer(
+                conn, idempotency_id, "release_deposit", deposit.id, partner.id, amount, memo="key deposit released"
+            )
             return TransferOutcome(tid, idempotency_id, amount, replayed=False)
 
         return await self._once(idempotency_id, "release_deposit", deposit.id, partner.id, None, apply)

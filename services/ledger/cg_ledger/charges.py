@@ -47,8 +47,9 @@ def billing_of(r) -> Billing | None:
     return Billing(
         r.customer_account,
         r.revenue_account,
-        CustomerBilling(Decimal(r.profit_multiplier), Decimal(r.price_per_ai_credit_cents),
-                        Decimal(r.floor_usd_per_mtok)),
+        CustomerBilling(
+            Decimal(r.profit_multiplier), Decimal(r.price_per_ai_credit_cents), Decimal(r.floor_usd_per_mtok)
+        ),
     )
 
 
@@ -58,8 +59,9 @@ def tokens(value: int, field: str) -> int:
     return value
 
 
-def costs(r_in: str, r_out: str, billing: Billing | None, input_tokens: int, output_tokens: int,
-          what: str = "charge") -> tuple[int, int]:
+def costs(
+    r_in: str, r_out: str, billing: Billing | None, input_tokens: int, output_tokens: int, what: str = "charge"
+) -> tuple[int, int]:
     """(provider cost in ucr, customer price in uai) for these token counts, each at most
     ``MAX_AMOUNT``. A decimal too large for the arithmetic is out of range as well."""
     try:

@@ -62,10 +62,16 @@ class BalanceEvents:
                     raise ConnectionError("not connected yet")
                 b = await self.book.balance(account)
                 partner_id = account.split(":", 1)[1]
-                event = events_pb2.BalanceChanged(account=account, partner_id=partner_id, posted_ucr=b.posted,
-                                                  available_ucr=b.available, time_unix_ms=int(time.time() * 1000))
-                await self.nc.jetstream().publish(natsx.balance_subject(partner_id), event.SerializeToString(),
-                                                  timeout=2)
+                event = events_pb2.BalanceChanged(
+                    account=account,
+                    partner_id=partner_id,
+                    posted_ucr=b.posted,
+                    available_ucr=b.available,
+                    time_unix_ms=int(time.time() * 1000),
+                )
+                await self.nc.jetstream().publish(
+                    natsx.balance_subject(partner_id), event.SerializeToString(), timeout=2
+                )
                 return
             except Exception as e:
                 log.warning("balance event not published yet", extra={"account": account, "error": repr(e)})

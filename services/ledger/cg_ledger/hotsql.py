@@ -86,13 +86,38 @@ class HotSQL:
         return rows[0][0] if rows else ""
 
     def ensure_account(self, account: AccountId) -> None:
-        self._run("ensure_account", id=account.id, kind=account.kind, unit=account.unit,
-                  guarded=account.kind != "external", now=now_ms())
+        self._run(
+            "ensure_account",
+            id=account.id,
+            kind=account.kind,
+            unit=account.unit,
+            guarded=account.kind != "external",
+            now=now_ms(),
+        )
 
-    def insert_transfer(self, idempotency_id: str, kind: str, debit: str, credit: str, amount: int,
-                        request_id: str | None = None, memo: str = "", outcome: str = "ok") -> int:
-        rows = self._run("insert_transfer", iid=idempotency_id, kind=kind, outcome=outcome, debit=debit,
-                         credit=credit, amount=amount, rid=request_id, memo=memo, now=now_ms()).fetchall()
+    def insert_transfer(
+        self,
+        idempotency_id: str,
+        kind: str,
+        debit: str,
+        credit: str,
+        amount: int,
+        request_id: str | None = None,
+        memo: str = "",
+        outcome: str = "ok",
+    ) -> int:
+        rows = self._run(
+            "insert_transfer",
+            iid=idempotency_id,
+            kind=kind,
+            outcome=outcome,
+            debit=debit,
+            credit=credit,
+            amount=amount,
+            rid=request_id,
+            memo=memo,
+            now=now_ms(),
+        ).fetchall()
         return int(rows[0][0])
 
     def insert_reservation(self, **values) -> None:

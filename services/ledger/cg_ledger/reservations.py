@@ -97,8 +97,9 @@ def _release(db: HotSQL, account: str, held: int, posted: int, idem: str, reques
         raise Conflict(f"account {account!r} changed under a locked release")  # cannot happen
     if not db.credit(closed_to, freed):
         raise OutOfRange(f"{closed_to}: its credits would pass the 64-bit range")
-    db.insert_transfer(idem, "refund", account, closed_to, freed, request_id=request_id,
-                       memo="released hold of a closed account")
+    db.insert_transfer(
+        idem, "refund", account, closed_to, freed, request_id=request_id, memo="released hold of a closed account"
+    )
 
 
 class Reservations:
@@ -172,8 +173,9 @@ class Reservations:
         return out
 
     @staticmethod
-    def _reserve(db: HotSQL, row: dict, billing: Billing | None, rate_limit: RateLimit | None,
-                 ttl_ms: int) -> ReserveOutcome:
+    def _reserve(
+        db: HotSQL, row: dict, billing: Billing | None, rate_limit: RateLimit | None, ttl_ms: int
+    ) -> ReserveOutcome:
         request_id, payer, held, held_uai = row["request_id"], row["account"], row["held_ucr"], row["customer_held_uai"]
         # With a rate limit, lock the payer first: every reservation of the key waits here,
         # and a concurrent duplicate of this id then sees it reserved (a replay, not "limited").
@@ -200,11 +202,19 @@ class Reservations:
             if not db.hold(billing.customer_account, held_uai):
                 raise InsufficientFunds(f"customer has {have} uai available, needs {held_uai}")
         db.insert_reservation(**row, expires_at_ms=now + ttl_ms, created_at_ms=now)
-        db.insert_transfer(f"reserve:{request_id}", "pending", payer, USAGE_SINK, held, request_id=request_id,
-                           memo=row["model"])
+        db.insert_transfer(
+            f"reserve:{request_id}", "pending", payer, USAGE_SINK, held, request_id=request_id, memo=row["model"]
+        )
         if billing is not None:
-            db.insert_transfer(f"reserve:{request_id}:customer", "pending", billing.customer_account,
-                               billing.revenue_account, held_uai, request_id=request_id, memo=row["model"])
+            db.insert_transfer(
+                f"reserve:{request_id}:customer",
+                "pending",
+                billing.customer_account,
+                billing.revenue_account,
+                held_uai,
+                request_id=request_id,
+                memo=row["model"],
+            )
         crash_point("reserve:before_commit")
         return ReserveOutcome(request_id, held, held_uai, available - held, replayed=False, rate=rate)
 
@@ -213,8 +223,15 @@ class Reservations:
         if db.reservation(request_id) is not None:
             return  # a concurrent call with this id succeeded; that outcome stands
         if db.transfer(f"reserve:{request_id}") is None:
-            db.insert_transfer(f"reserve:{request_id}", "pending", account, USAGE_SINK, held, request_id=request_id,
-                               outcome=FAILED_FUNDS)
+            db.insert_transfer(
+                f"reserve:{request_id}",
+                "pending",
+                account,
+                USAGE_SINK,
+                held,
+                request_id=request_id,
+                outcome=FAILED_FUNDS,
+            )
 
     @staticmethod
     def _after_conflict(db: HotSQL, request_id: str, account: str) -> ReserveOutcome:
@@ -230,8 +247,7 @@ class Reservations:
     def _replay(db: HotSQL, row, account: str) -> ReserveOutcome:
         if row.account != account:
             raise Conflict(f"request id {row.request_id!r} was reserved on another account")
-        return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai, db.available(account),
-                              replayed=True)
+        return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai, db.available(account), replayed=True)
 
     async def settle(self, request_id: str, input_tokens: int, output_tokens: int, usage_source: str) -> SettleOutcome:
         check_id(request_id, "request_id")
@@ -254,8 +270,9 @@ class Reservations:
                 raise OutOfRange(f"{account}: its credits would pass the 64-bit range")
         self._known_accounts.add(account)
 
-    def _settle(self, db: HotSQL, request_id: str, input_tokens: int, output_tokens: int,
-                usage_source: str) -> SettleOutcome:
+    def _settle(
+        self, db: HotSQL, request_id: str, input_tokens: int, output_tokens: int, usage_source: str
+    ) -> SettleOutcome:
         r = db.reservation(request_id, lock=True)
         if r is None:
             raise NotFound(f"reservation {request_id!r} not found")
@@ -271,24 +288,37 @@ class Reservations:
         paid = self._post(db, r.account, held, charge, f"refund:settle:{request_id}", request_id)
         paid_uai = 0
         if billing:
-            paid_uai = self._post(db, r.customer_account, held_uai, charge_uai, f"refund:settle:{request_id}:customer",
-                                  request_id)
+            paid_uai = self._post(
+                db, r.customer_account, held_uai, charge_uai, f"refund:settle:{request_id}:customer", request_id
+            )
         # credit-only sinks last: they are the hottest rows
         self._credit_sink(db, USAGE_SINK, paid)
         if billing:
             self._credit_sink(db, billing.revenue_account, paid_uai)
         values = dict(
-            charged_ucr=paid, unpaid_ucr=charge - paid, customer_charged_uai=paid_uai,
-            customer_unpaid_uai=charge_uai - paid_uai, usage_source=usage_source,
-            input_tokens=input_tokens, output_tokens=output_tokens,
+            charged_ucr=paid,
+            unpaid_ucr=charge - paid,
+            customer_charged_uai=paid_uai,
+            customer_unpaid_uai=charge_uai - paid_uai,
+            usage_source=usage_source,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
         db.mark_settled(request_id, **values)
         memo = f"{usage_source} usage {input_tokens}+{output_tokens} tokens, prices {r.price_book_version}"
-        db.insert_transfer(f"settle:{request_id}", "post", r.account, USAGE_SINK, paid, request_id=request_id,
-                           memo=memo)
+        db.insert_transfer(
+            f"settle:{request_id}", "post", r.account, USAGE_SINK, paid, request_id=request_id, memo=memo
+        )
         if billing:
-            db.insert_transfer(f"settle:{request_id}:customer", "post", r.customer_account, billing.revenue_account,
-                               paid_uai, request_id=request_id, memo=memo)
+            db.insert_transfer(
+                f"settle:{request_id}:customer",
+                "post",
+                r.customer_account,
+                billing.revenue_account,
+                paid_uai,
+                request_id=request_id,
+                memo=memo,
+            )
         crash_point("settle:before_commit")
         return self._settled(r, replayed=False, held=held, values=values)
 

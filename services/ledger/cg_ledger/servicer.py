@@ -55,8 +55,14 @@ def _transfer_pb(t) -> ledger_pb2.TransferResult:
 
 
 def _balance_pb(b: BalanceView) -> ledger_pb2.Balance:
-    return ledger_pb2.Balance(account=b.account, posted_ucr=b.posted, pending_ucr=b.pending, available_ucr=b.available,
-                              closed_to=b.closed_to, refunded_ucr=b.refunded)
+    return ledger_pb2.Balance(
+        account=b.account,
+        posted_ucr=b.posted,
+        pending_ucr=b.pending,
+        available_ucr=b.available,
+        closed_to=b.closed_to,
+        refunded_ucr=b.refunded,
+    )
 
 
 def _terms(b: ledger_pb2.CustomerBilling) -> CustomerBilling | None:
@@ -98,24 +104,34 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     @handled_errors
     async def Deposit(self, request, context):  # noqa: N802 (gRPC names)
-        return _transfer_pb(await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo))
+        return _transfer_pb(
+            await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo)
+        )
 
     @handled_errors
     async def GrantAiCredits(self, request, context):  # noqa: N802
-        return _transfer_pb(await self.book.grant_ai_credits(
-            request.idempotency_id, request.customer_account, request.amount_uai, request.memo))
+        return _transfer_pb(
+            await self.book.grant_ai_credits(
+                request.idempotency_id, request.customer_account, request.amount_uai, request.memo
+            )
+        )
 
     @handled_errors
     async def Transfer(self, request, context):  # noqa: N802
-        return _transfer_pb(await self.book.transfer(
-            request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo))
+        return _transfer_pb(
+            await self.book.transfer(
+                request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo
+            )
+        )
 
     @handled_errors
     async def FundKey(self, request, context):  # noqa: N802
         out = await self.book.fund_key(
-            request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate)
-        return ledger_pb2.FundKeyResponse(budget_ucr=out.budget_ucr, fee_ucr=out.fee_ucr, total_ucr=out.total_ucr,
-                                          replayed=out.replayed)
+            request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate
+        )
+        return ledger_pb2.FundKeyResponse(
+            budget_ucr=out.budget_ucr, fee_ucr=out.fee_ucr, total_ucr=out.total_ucr, replayed=out.replayed
+        )
 
     @handled_errors
     async def QuoteKeyFunding(self, request, context):  # noqa: N802
@@ -128,20 +144,30 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
 
     @handled_errors
     async def HoldKeyDeposit(self, request, context):  # noqa: N802
-        return _transfer_pb(await self.book.hold_key_deposit(
-            request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr))
+        return _transfer_pb(
+            await self.book.hold_key_deposit(
+                request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr
+            )
+        )
 
     @handled_errors
     async def ReleaseKeyDeposit(self, request, context):  # noqa: N802
-        return _transfer_pb(await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id))
+        return _transfer_pb(
+            await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id)
+        )
 
     @handled_errors
     async def Reserve(self, request, context):  # noqa: N802
         billing = None
         if request.HasField("customer"):
             c = request.customer
-            billing = parse_billing(c.customer_account, c.revenue_account, c.profit_multiplier,
-                                    c.price_per_ai_credit_cents, c.floor_usd_per_mtok)
+            billing = parse_billing(
+                c.customer_account,
+                c.revenue_account,
+                c.profit_multiplier,
+                c.price_per_ai_credit_cents,
+                c.floor_usd_per_mtok,
+            )
         out = await self.reservations.reserve(
             request.request_id,
             request.account,
@@ -156,7 +182,10 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             RateLimit.parse(request.rate_limit.key, request.rate_limit.rpm, request.rate_limit.tpm),
         )
         resp = ledger_pb2.ReserveResponse(
-            request_id=out.request_id, held_ucr=out.held_ucr, available_ucr=out.available_ucr, replayed=out.replayed,
+            request_id=out.request_id,
+            held_ucr=out.held_ucr,
+            available_ucr=out.available_ucr,
+            replayed=out.replayed,
             customer_held_uai=out.customer_held_uai,
         )
         if request.HasField("rate_limit"):
@@ -221,7 +250,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     @handled_errors
     async def GetBalances(self, request, context):  # noqa: N802
         return ledger_pb2.GetBalancesResponse(
-            balances=[_balance_pb(b) for b in await self.book.balances(list(request.accounts))])
+            balances=[_balance_pb(b) for b in await self.book.balances(list(request.accounts))]
+        )
 
     @handled_errors
     async def ListTransfers(self, request, context):  # noqa: N802
@@ -229,9 +259,15 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.ListTransfersResponse(
             transfers=[
                 ledger_pb2.LedgerTransfer(
-                    id=str(r.id), idempotency_id=r.idempotency_id, kind=r.kind, debit_account=r.debit_account,
-                    credit_account=r.credit_account, amount=r.amount_ucr, request_id=r.request_id or "",
-                    memo=r.memo, created_at_ms=r.created_at_ms,
+                    id=str(r.id),
+                    idempotency_id=r.idempotency_id,
+                    kind=r.kind,
+                    debit_account=r.debit_account,
+                    credit_account=r.credit_account,
+                    amount=r.amount_ucr,
+                    request_id=r.request_id or "",
+                    memo=r.memo,
+                    created_at_ms=r.created_at_ms,
                 )
                 for r in rows
             ],
@@ -249,7 +285,8 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         terms = _terms(request.billing)
         rows = [
             ledger_pb2.BillingPreviewRow(
-                model=m.model, quote=_quote_pb(m.price, request.sample_input_tokens, request.sample_output_tokens, terms)
+                model=m.model,
+                quote=_quote_pb(m.price, request.sample_input_tokens, request.sample_output_tokens, terms),
             )
             for m in request.models
         ]

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     def _admin_token_strong_enough(cls, value: SecretStr) -> SecretStr:
         token = value.get_secret_value()
         if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
-            raise ValueError("CG_LEDGER_ADMIN_TOKEN: at least 16 printable ASCII characters (or empty: admin off);"
-                             " e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise ValueError(
+                "CG_LEDGER_ADMIN_TOKEN: at least 16 printable ASCII characters (or empty: admin off);"
+                " e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         return value

@@ -98,9 +98,7 @@ STATEMENTS = {
         " WHERE request_id = :rid"
     ),
     "status": "UPDATE reservations SET status = :status WHERE request_id = :rid",
-    "due": (
-        "SELECT request_id FROM reservations WHERE status = 'pending' AND expires_at_ms <= :now LIMIT :limit"
-    ),
+    "due": ("SELECT request_id FROM reservations WHERE status = 'pending' AND expires_at_ms <= :now LIMIT :limit"),
     # A rate-limited key's window, oldest first (index rate_key, created_at_ms).
     "window": (
         "SELECT created_at_ms, input_tokens + output_tokens FROM reservations"

@@ -39,8 +39,11 @@ async def _run(conn: AsyncConnection, name: str, params: dict, lock: bool = Fals
 
 
 async def ensure_account(conn: AsyncConnection, account: AccountId) -> None:
-    await _run(conn, "ensure_account", dict(id=account.id, kind=account.kind, unit=account.unit,
-                                            guarded=account.kind != "external", now=now_ms()))
+    await _run(
+        conn,
+        "ensure_account",
+        dict(id=account.id, kind=account.kind, unit=account.unit, guarded=account.kind != "external", now=now_ms()),
+    )
 
 
 async def lock_accounts(conn: AsyncConnection, ids: Iterable[str]) -> None:
@@ -99,7 +102,21 @@ async def insert_transfer(
     memo: str = "",
     outcome: str = "ok",
 ) -> int:
-    row = (await _run(conn, "insert_transfer", dict(
-        iid=idempotency_id, kind=kind, outcome=outcome, debit=debit_account, credit=credit_account, amount=amount,
-        rid=request_id, memo=memo, now=now_ms()))).first()
+    row = (
+        await _run(
+            conn,
+            "insert_transfer",
+            dict(
+                iid=idempotency_id,
+                kind=kind,
+                outcome=outcome,
+                debit=debit_account,
+                credit=credit_account,
+                amount=amount,
+                rid=request_id,
+                memo=memo,
+                now=now_ms(),
+            ),
+        )
+    ).first()
     return int(row[0])

@@ -23,4 +23,10 @@ class Settings(BaseSettings):
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("mock-upstream", settings.log_level)
-    uvicorn.run(create_app(settings.chunk_delay_ms, settings.fail), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings.chunk_delay_ms, settings.fail),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )

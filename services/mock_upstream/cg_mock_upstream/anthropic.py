@@ -34,14 +34,24 @@ from starlette.routing import Route
 from cg_mock_upstream.app import REPLY_WORDS, count_prompt_tokens
 
 FAIL = re.compile(r"mock-fail-(\d{3}|midstream)(-once)?")
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-               429: "rate_limit_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
-            "request_id": f"req_mock{uuid.uuid4().hex[:16]}"}
+    body = {
+        "type": "error",
+        "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
+        "request_id": f"req_mock{uuid.uuid4().hex[:16]}",
+    }
     return JSONResponse(body, status, headers=headers)
 
 
@@ -99,8 +109,12 @@ async def messages(request: Request) -> Response:
         body = json.loads(await request.body())
     except ValueError:
         return _error(400, "body is not JSON")
-    if not isinstance(body, dict) or not body.get("model") or not isinstance(body.get("messages"), list) \
-            or not body["messages"]:
+    if (
+        not isinstance(body, dict)
+        or not body.get("model")
+        or not isinstance(body.get("messages"), list)
+        or not body["messages"]
+    ):
         return _error(400, "model and messages are required")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -122,14 +136,28 @@ async def messages(request: Request) -> Response:
     message_id = f"msg_mock{uuid.uuid4().hex[:20]}"
     tool_id = f"toolu_mock{uuid.uuid4().hex[:16]}"
     if not body.get("stream"):
-        block = ({"type": "tool_use", "id": tool_id, "name": tool, "input": {"text": text}} if tool
-                 else {"type": "text", "text": text})
-        return JSONResponse({
-            "id": message_id, "type": "message", "role": "assistant", "model": body["model"], "content": [block],
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": usage_in, "output_tokens": len(words),
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
-        })
+        block = (
+            {"type": "tool_use", "id": tool_id, "name": tool, "input": {"text": text}}
+            if tool
+            else {"type": "text", "text": text}
+        )
+        return JSONResponse(
+            {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [block],
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": usage_in,
+                    "output_tokens": len(words),
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            }
+        )
 
     chunk_delay_s = getattr(request.app.state, "chunk_delay_ms", 0) / 1000
 
@@ -137,33 +165,64 @@ async def messages(request: Request) -> Response:
         return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
     async def events() -> AsyncIterator[str]:
-        yield event("message_start", {"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": body["model"], "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": usage_in, "output_tokens": 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
+        yield event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": usage_in,
+                        "output_tokens": 1,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                },
+            },
+        )
         if tool:
-            yield event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
-                "type": "tool_use", "id": tool_id, "name": tool, "input": {}}})
+            yield event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "tool_use", "id": tool_id, "name": tool, "input": {}},
+                },
+            )
             arguments = json.dumps({"text": text})
-            pieces = [arguments[i:i + 20] for i in range(0, len(arguments), 20)]
+            pieces = [arguments[i : i + 20] for i in range(0, len(arguments), 20)]
         else:
-            yield event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                "content_block": {"type": "text", "text": ""}})
+            yield event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            )
             pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         yield event("ping", {"type": "ping"})
         for piece in pieces:
             if chunk_delay_s:
                 await asyncio.sleep(chunk_delay_s)
-            delta = {"type": "input_json_delta", "partial_json": piece} if tool else {"type": "text_delta", "text": piece}
+            delta = (
+                {"type": "input_json_delta", "partial_json": piece} if tool else {"type": "text_delta", "text": piece}
+            )
             yield event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
             if failure == "midstream":
                 yield event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
                 return
         yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        yield event("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                      "usage": {"output_tokens": len(words)}})
+        yield event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": len(words)},
+            },
+        )
         yield event("message_stop", {"type": "message_stop"})
 
     return StreamingResponse(events(), media_type="text/event-stream")

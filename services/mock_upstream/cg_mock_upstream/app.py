@@ -39,7 +39,14 @@ from cglib.openai_requests import RequestInvalid, RequestValidator, check_output
 
 REPLY = "Hello from the Creditgate mock upstream. This reply is deterministic so usage can be priced exactly."
 REPLY_WORDS = REPLY.split()
-MODELS = ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "gemini-2.5-flash", "llama-3.3-70b-versatile", "mistral-small-latest"]
+MODELS = [
+    "gpt-4o-mini",
+    "gpt-4o",
+    "claude-haiku-4-5",
+    "gemini-2.5-flash",
+    "llama-3.3-70b-versatile",
+    "mistral-small-latest",
+]
 # OpenAI's documented output caps of the OpenAI models the mock plays (max_tokens above: 400).
 MAX_OUTPUT_TOKENS = {"gpt-4o-mini": 16384, "gpt-4o": 16384}
 
@@ -57,12 +64,13 @@ def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
 def reply_words(body: dict[str, Any]) -> list[str]:
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
-        return REPLY_WORDS[:int(limit)]
+        return REPLY_WORDS[: int(limit)]
     return REPLY_WORDS
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None) -> JSONResponse:
+def _error(
+    status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
@@ -79,8 +87,12 @@ async def _valid_body(request: Request, endpoint: str) -> dict[str, Any]:
         check_output_cap(body, cap)
     dimensions = body.get("dimensions") if endpoint == "embeddings" else None
     if dimensions is not None and dimensions > EMBEDDING_DIMS_MAX:
-        raise RequestInvalid(f"Invalid value for 'dimensions': {dimensions}. This model supports at most "
-                             f"{EMBEDDING_DIMS_MAX} dimensions.", "dimensions", "invalid_value")
+        raise RequestInvalid(
+            f"Invalid value for 'dimensions': {dimensions}. This model supports at most "
+            f"{EMBEDDING_DIMS_MAX} dimensions.",
+            "dimensions",
+            "invalid_value",
+        )
     return body
 
 
@@ -90,7 +102,11 @@ async def chat_completions(request: Request) -> Response:
     model = body["model"]
     words = reply_words(body)
     prompt_tokens = count_prompt_tokens(body["messages"])
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(words),
+        "total_tokens": prompt_tokens + len(words),
+    }
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     finish = "length" if len(words) < len(REPLY_WORDS) else "stop"
@@ -177,15 +193,25 @@ async def completions(request: Request) -> Response:
     text = " ".join(words)
     prompt_tokens = count_text_tokens(prompts)
     completion_tokens = len(words) * len(prompts)
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     cid = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     finish = "length" if len(words) < len(REPLY_WORDS) else "stop"
 
     def response(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": cid, "object": "text_completion", "created": created, "model": model,
-                "system_fingerprint": "fp_mock", "choices": choices, **extra}
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": choices,
+            **extra,
+        }
 
     def choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
         return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
@@ -236,8 +262,12 @@ async def embeddings(request: Request) -> Response:
         data.append({"object": "embedding", "index": i, "embedding": vector})
     tokens = count_text_tokens(inputs)
     return JSONResponse(
-        {"object": "list", "data": data, "model": body["model"],
-         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
     )
 
 
@@ -278,10 +308,18 @@ class FailureSwitch:
 
                 response: Response = anthropic_error(status, f"mock failure {status}", headers)
             else:
-                type_ = ("rate_limit_error" if status == 429 else
-                         "server_error" if status >= 500 else "invalid_request_error")
-                response = JSONResponse({"error": {"message": f"mock failure {status}", "type": type_, "param": None,
-                                                   "code": None}}, status, headers=headers)
+                type_ = (
+                    "rate_limit_error"
+                    if status == 429
+                    else "server_error"
+                    if status >= 500
+                    else "invalid_request_error"
+                )
+                response = JSONResponse(
+                    {"error": {"message": f"mock failure {status}", "type": type_, "param": None, "code": None}},
+                    status,
+                    headers=headers,
+                )
             await response(scope, receive, send)
 
 
@@ -297,7 +335,7 @@ def create_app(chunk_delay_ms: int = 0, fail: str = "") -> Starlette:
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
-        ]
+        ],
     )
     app.state.chunk_delay_ms = chunk_delay_ms
     app.state.fail = _check_fail(fail)

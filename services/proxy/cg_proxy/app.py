@@ -35,11 +35,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys_channel = insecure_channel(settings.keys_addr)
         ledger_channel = insecure_channel(settings.ledger_addr)
-        meter = Meter(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s)
+        meter = Meter(
+            ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s
+        )
         bus = Bus(settings.nats_url)
         outbox = Outbox(settings.outbox_path or f"var/proxy-outbox-{settings.port}.sqlite3")
-        auth = KeyAuthenticator(keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s,
-                                settings.rpc_timeout_s)
+        auth = KeyAuthenticator(
+            keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
+        )
         bus.on("keys.>", auth.on_key_changed)  # every lifecycle change drops the cached key
         state = ProxyState(
             settings=settings,
@@ -56,7 +59,9 @@ def create_app(settings: Settings) -> FastAPI:
         await bus.start()
         state.recorder.start()  # relays the outbox once NATS is connected, a previous run's events too
         app.state.proxy = state
-        log.info("proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr})
+        log.info(
+            "proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr}
+        )
         try:
             yield
         finally:
@@ -92,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
                 checks[name] = e.code().name.lower()
         checks["nats"] = "serving" if st.bus.connected else "not_connected"
         ok = all(v == "serving" for v in checks.values())
-        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+        )
 
     return RequestContext(app)  # type: ignore[return-value]

@@ -87,8 +87,9 @@ class SettleBatcher:
     recorder's retries treat both alike). Off the request path: the linger only delays
     settlement, never a reply."""
 
-    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, linger_s: float = 0.002,
-                 max_batch: int = 256) -> None:
+    def __init__(
+        self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, linger_s: float = 0.002, max_batch: int = 256
+    ) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.linger_s = linger_s
@@ -109,22 +110,26 @@ class SettleBatcher:
             await asyncio.sleep(self.linger_s)
             sends = []
             while self._queue:
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 sends.append(self._send(batch))
             await asyncio.gather(*sends)
 
     async def _send(self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]]) -> None:
         try:
             resp = await self.stub.SettleBatch(
-                ledger_pb2.SettleBatchRequest(settlements=[req for req, _ in batch]), timeout=self.timeout_s)
+                ledger_pb2.SettleBatchRequest(settlements=[req for req, _ in batch]), timeout=self.timeout_s
+            )
         except grpc.aio.AioRpcError as e:
             outcomes = [e] * len(batch)
         except Exception as e:  # e.g. the channel closed under us: every caller retries
             outcomes = [_rpc_error(grpc.StatusCode.UNAVAILABLE, repr(e))] * len(batch)
         else:
-            outcomes = [o.settled if o.status_code == 0
-                        else _rpc_error(_STATUS_CODES.get(o.status_code, grpc.StatusCode.UNKNOWN), o.error)
-                        for o in resp.outcomes]
+            outcomes = [
+                o.settled
+                if o.status_code == 0
+                else _rpc_error(_STATUS_CODES.get(o.status_code, grpc.StatusCode.UNKNOWN), o.error)
+                for o in resp.outcomes
+            ]
             if len(outcomes) != len(batch):
                 outcomes = [_rpc_error(grpc.StatusCode.INTERNAL, "SettleBatch answered a different count")] * len(batch)
         for (_, fut), outcome in zip(batch, outcomes):
@@ -144,8 +149,13 @@ class Meter:
         self.settlements = SettleBatcher(stub, timeout_s)
 
     async def reserve(
-        self, request_id: str, billing: keys_pb2.LedgerBilling, route: keys_pb2.ModelRoute, max_input: int,
-        max_output: int, rate_limit: ledger_pb2.RateLimit | None = None,
+        self,
+        request_id: str,
+        billing: keys_pb2.LedgerBilling,
+        route: keys_pb2.ModelRoute,
+        max_input: int,
+        max_output: int,
+        rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse:
         req = ledger_pb2.ReserveRequest(
             request_id=request_id,
@@ -162,13 +172,15 @@ class Meter:
             rate_limit=rate_limit,
         )
         if billing.customer_account:
-            req.customer.CopyFrom(ledger_pb2.CustomerBilling(
-                customer_account=billing.customer_account,
-                revenue_account=billing.revenue_account,
-                profit_multiplier=billing.profit_multiplier,
-                price_per_ai_credit_cents=billing.price_per_ai_credit_cents,
-                floor_usd_per_mtok=billing.floor_usd_per_mtok,
-            ))
+            req.customer.CopyFrom(
+                ledger_pb2.CustomerBilling(
+                    customer_account=billing.customer_account,
+                    revenue_account=billing.revenue_account,
+                    profit_multiplier=billing.profit_multiplier,
+                    price_per_ai_credit_cents=billing.price_per_ai_credit_cents,
+                    floor_usd_per_mtok=billing.floor_usd_per_mtok,
+                )
+            )
         try:
             return await self.stub.Reserve(req, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:
@@ -177,18 +189,24 @@ class Meter:
             if e.code() == grpc.StatusCode.OUT_OF_RANGE:  # the hold passes the ledger's bound on one amount
                 raise errors.bad_request(
                     "This request could cost more than the gateway holds for a single request: lower "
-                    "`max_tokens` (or `n`) or send a shorter prompt.", param="max_tokens") from None
+                    "`max_tokens` (or `n`) or send a shorter prompt.",
+                    param="max_tokens",
+                ) from None
             if e.code() in _UNAVAILABLE:
                 raise errors.service_unavailable("ledger") from None
             raise
 
     async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
-        return await self.settlements.settle(ledger_pb2.SettleRequest(
-            request_id=request_id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            usage_source=usage.source,
-        ))
+        return await self.settlements.settle(
+            ledger_pb2.SettleRequest(
+                request_id=request_id,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                usage_source=usage.source,
+            )
+        )
 
     async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse:
-        return await self.stub.Void(ledger_pb2.VoidRequest(request_id=request_id, reason=reason), timeout=self.timeout_s)
+        return await self.stub.Void(
+            ledger_pb2.VoidRequest(request_id=request_id, reason=reason), timeout=self.timeout_s
+        )

@@ -83,15 +83,22 @@ class Outbox:
 
     async def put(self, request_id: str, subject: str, payload: bytes) -> None:
         """Stores an event durably; a second put of the same request id is a no-op."""
-        _, changed = await asyncio.to_thread(self._exec, "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, 0)",
-                                             (request_id, subject, payload, int(time.time() * 1000)))
+        _, changed = await asyncio.to_thread(
+            self._exec,
+            "INSERT OR IGNORE INTO outbox VALUES (?, ?, ?, ?, 0)",
+            (request_id, subject, payload, int(time.time() * 1000)),
+        )
         if changed == 1:
             self._count(+1)
         self._wake.set()
 
     async def oldest(self, limit: int = 100) -> list[Entry]:
-        rows, _ = await asyncio.to_thread(self._exec, "SELECT request_id, subject, payload, created_unix_ms, "
-                                          "attempts FROM outbox ORDER BY created_unix_ms, rowid LIMIT ?", (limit,))
+        rows, _ = await asyncio.to_thread(
+            self._exec,
+            "SELECT request_id, subject, payload, created_unix_ms, "
+            "attempts FROM outbox ORDER BY created_unix_ms, rowid LIMIT ?",
+            (limit,),
+        )
         return [Entry(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
 
     async def delete(self, request_id: str) -> None:
@@ -99,8 +106,9 @@ class Outbox:
         if changed == 1:
             self._count(-1)
 
-    async def relay(self, publish: Publish, connected: Callable[[], bool], poll_s: float = 0.5,
-                    max_backoff_s: float = 5.0) -> None:
+    async def relay(
+        self, publish: Publish, connected: Callable[[], bool], poll_s: float = 0.5, max_backoff_s: float = 5.0
+    ) -> None:
         """Publishes entries oldest first whenever ``connected()``, deleting each after its
         ack; on a failure, retries the same entry with backoff. Runs until cancelled."""
         backoff = poll_s
@@ -121,11 +129,18 @@ class Outbox:
                 try:
                     await publish(e.subject, e.payload, e.request_id)
                 except Exception as err:  # nats errors have no common base worth naming
-                    await asyncio.to_thread(self._exec, "UPDATE outbox SET attempts = attempts + 1 "
-                                            "WHERE request_id = ?", (e.request_id,))
-                    log.warning("outbox publish failed, retrying", extra={
-                        "request_id": e.request_id, "attempts": e.attempts + 1, "error": repr(err),
-                        "delay_s": backoff})
+                    await asyncio.to_thread(
+                        self._exec, "UPDATE outbox SET attempts = attempts + 1 WHERE request_id = ?", (e.request_id,)
+                    )
+                    log.warning(
+                        "outbox publish failed, retrying",
+                        extra={
+                            "request_id": e.request_id,
+                            "attempts": e.attempts + 1,
+                            "error": repr(err),
+                            "delay_s": backoff,
+                        },
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, max_backoff_s)
                     break

@@ -29,7 +29,9 @@ OnDone = Callable[[Usage, str], None]
 
 
 class StreamRelay:
-    def __init__(self, resp: aiohttp.ClientResponse, client_wants_usage: bool, prompt_bound: int, on_done: OnDone) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, client_wants_usage: bool, prompt_bound: int, on_done: OnDone
+    ) -> None:
         self.resp = resp
         self.client_wants_usage = client_wants_usage
         self.prompt_bound = prompt_bound

@@ -33,8 +33,9 @@ _TEXTS = {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items"
 
 GATEWAY_RULES: dict[str, dict[str, Any]] = {
     "chat": {"properties": {"model": _MODEL, "max_tokens": _AT_LEAST_ONE, "max_completion_tokens": _AT_LEAST_ONE}},
-    "completions": {"properties": {"model": _MODEL, "prompt": _TEXTS, "max_tokens": _AT_LEAST_ONE,
-                                   "best_of": _AT_LEAST_ONE}},
+    "completions": {
+        "properties": {"model": _MODEL, "prompt": _TEXTS, "max_tokens": _AT_LEAST_ONE, "best_of": _AT_LEAST_ONE}
+    },
     "embeddings": {"properties": {"model": _MODEL, "input": _TEXTS}},
 }
 

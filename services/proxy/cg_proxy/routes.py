@@ -33,6 +33,7 @@ from creditgate.keys.v1 import keys_pb2
 
 log = logging.getLogger(__name__)
 
+
 @contextlib.asynccontextmanager
 async def _compile_checks(app: FastAPI) -> AsyncIterator[None]:
     request_checks.warm()  # the request schemas compile at start, not on a first request
@@ -152,7 +153,12 @@ def _embedding_usage(payload: Any) -> Usage | None:
 CHAT = _Endpoint("chat", "/chat/completions", _chat_max_output, usage_from, _chat_output_chars)
 COMPLETIONS = _Endpoint("completions", "/completions", _completion_max_output, usage_from, _completion_output_chars)
 EMBEDDINGS = _Endpoint(
-    "embeddings", "/embeddings", lambda body, route: 0, _embedding_usage, lambda payload, data: 0, streams=False,
+    "embeddings",
+    "/embeddings",
+    lambda body, route: 0,
+    _embedding_usage,
+    lambda payload, data: 0,
+    streams=False,
 )
 # Bodies larger than this are tokenized in a thread (tiktoken releases the GIL): a 4 MiB
 # prompt takes ~0.5 s, which must not stall every other request of the event loop.
@@ -201,8 +207,9 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     else:
         prompt_bound = await asyncio.to_thread(tokens.prompt_tokens_bound, ep.name, body, raw, route)
     max_out = ep.max_output(body, route)
-    reserved = await st.meter.reserve(request_id, authed.billing, route, prompt_bound, max_out,
-                                      limits.rate_limit_of(authed.key))
+    reserved = await st.meter.reserve(
+        request_id, authed.billing, route, prompt_bound, max_out, limits.rate_limit_of(authed.key)
+    )
     rate_headers: dict[str, str] = {}
     if reserved.HasField("rate_limit"):
         if reserved.rate_limit.limited:
@@ -221,8 +228,12 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     except Exception:  # a fault of ours or of a provider adapter: the hold must not linger
         log.exception("forwarding failed", extra={"request_id": request_id, "model": model})
         st.recorder.void(request_id, "upstream_error")
-        raise errors.APIError(502, "The gateway could not forward this request to the provider.",
-                              type="server_error", code="upstream_error") from None
+        raise errors.APIError(
+            502,
+            "The gateway could not forward this request to the provider.",
+            type="server_error",
+            code="upstream_error",
+        ) from None
     except BaseException:  # cancelled: nobody waits for the answer
         st.recorder.void(request_id, "cancelled")
         raise
@@ -242,8 +253,9 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     except Exception:
         resp.release()
         st.recorder.void(request_id, "upstream_read_failed")
-        raise errors.APIError(502, "The upstream provider's reply was cut off.", type="server_error",
-                              code="upstream_error") from None
+        raise errors.APIError(
+            502, "The upstream provider's reply was cut off.", type="server_error", code="upstream_error"
+        ) from None
     resp.release()
     try:
         payload = json.loads(data)

@@ -55,11 +55,14 @@ RETRY_AFTER_CAP_S = 10.0
 # client's wait, per upstream of the fallback chain).
 RETRY_WINDOW_S = 30.0
 
-RETRIES = Counter("cg_proxy_upstream_retries_total", "Upstream attempts that failed and were retried",
-                  ["provider", "reason"])
-FALLBACKS = Counter("cg_proxy_upstream_fallbacks_total",
-                    "Requests passed on to a fallback upstream after an upstream's retries failed",
-                    ["from_provider", "to_provider"])
+RETRIES = Counter(
+    "cg_proxy_upstream_retries_total", "Upstream attempts that failed and were retried", ["provider", "reason"]
+)
+FALLBACKS = Counter(
+    "cg_proxy_upstream_fallbacks_total",
+    "Requests passed on to a fallback upstream after an upstream's retries failed",
+    ["from_provider", "to_provider"],
+)
 # The key of ``Settings.default_upstream``'s chain in ``fallback_chains``.
 DEFAULT_UPSTREAM = "default_upstream"
 
@@ -113,8 +116,9 @@ def _fallback_order(upstreams: Mapping[str, Upstream], first: Upstream, name: st
         for fallback in upstream.fallbacks:
             if fallback not in upstreams:
                 known = ", ".join(sorted(upstreams)) or "none"
-                raise ValueError(f"upstream {path[-1]!r} lists an unknown fallback {fallback!r} "
-                                 f"(configured upstreams: {known})")
+                raise ValueError(
+                    f"upstream {path[-1]!r} lists an unknown fallback {fallback!r} (configured upstreams: {known})"
+                )
             if fallback in path:
                 raise ValueError(f"upstream fallbacks form a cycle: {' -> '.join((*path, fallback))}")
             if fallback not in order:
@@ -151,8 +155,9 @@ class Upstreams:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
-                                          sock_read=self.settings.upstream_timeout_s),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.settings.upstream_timeout_s
+            ),
             auto_decompress=True,
         )
 
@@ -184,14 +189,23 @@ class Upstreams:
             except errors.APIError:
                 if failed is None:  # the first upstream: the client's request is the problem
                     raise
-                log.warning("fallback upstream cannot take this request, skipped", extra={
-                    "provider": route.provider, "fallback": name})
+                log.warning(
+                    "fallback upstream cannot take this request, skipped",
+                    extra={"provider": route.provider, "fallback": name},
+                )
                 continue
             if failed is not None:
                 FALLBACKS.labels(failed[0], name).inc()
-                log.warning("upstream failed, falling back", extra={
-                    "provider": route.provider, "from": failed[0], "to": name, "reason": failed[1].reason,
-                    "status": failed[1].error.status})
+                log.warning(
+                    "upstream failed, falling back",
+                    extra={
+                        "provider": route.provider,
+                        "from": failed[0],
+                        "to": name,
+                        "reason": failed[1].reason,
+                        "status": failed[1].error.status,
+                    },
+                )
             try:
                 return await self._retrying(name, upstream, adapter, request, stream)
             except _Transient as transient:
@@ -199,11 +213,13 @@ class Upstreams:
         assert failed is not None
         raise failed[1].error from None
 
-    async def _retrying(self, name: str, upstream: Upstream, adapter: Adapter, request: ProviderRequest,
-                        stream: bool) -> UpstreamResponse:
+    async def _retrying(
+        self, name: str, upstream: Upstream, adapter: Adapter, request: ProviderRequest, stream: bool
+    ) -> UpstreamResponse:
         """One upstream with its retries; raises the last ``_Transient`` when they are over."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
-                                        sock_read=upstream.timeout_s or self.settings.upstream_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=upstream.timeout_s or self.settings.upstream_timeout_s
+        )
         first_try = time.monotonic()
         attempt = 0
         while True:
@@ -214,23 +230,36 @@ class Upstreams:
                 if delay is None or time.monotonic() + delay - first_try > RETRY_WINDOW_S:
                     raise
                 RETRIES.labels(name, failed.reason).inc()
-                log.warning("upstream attempt failed, retrying", extra={
-                    "provider": name, "reason": failed.reason, "retry": attempt + 1, "delay_s": round(delay, 3)})
+                log.warning(
+                    "upstream attempt failed, retrying",
+                    extra={"provider": name, "reason": failed.reason, "retry": attempt + 1, "delay_s": round(delay, 3)},
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, adapter: Adapter, request: ProviderRequest, timeout: aiohttp.ClientTimeout,
-                       stream: bool) -> UpstreamResponse:
+    async def _attempt(
+        self, adapter: Adapter, request: ProviderRequest, timeout: aiohttp.ClientTimeout, stream: bool
+    ) -> UpstreamResponse:
         assert self.session is not None
         try:
             resp = await self.session.post(request.url, data=request.body, headers=request.headers, timeout=timeout)
         except TimeoutError:
-            raise _Transient(errors.APIError(504, "The upstream provider did not answer in time.", type="server_error",
-                                             code="upstream_timeout"), "timeout") from None
+            raise _Transient(
+                errors.APIError(
+                    504, "The upstream provider did not answer in time.", type="server_error", code="upstream_timeout"
+                ),
+                "timeout",
+            ) from None
         except aiohttp.ClientError as e:
-            raise _Transient(errors.APIError(
-                502, f"The upstream provider could not be reached ({type(e).__name__}).", type="server_error",
-                code="upstream_unreachable"), "connect") from None
+            raise _Transient(
+                errors.APIError(
+                    502,
+                    f"The upstream provider could not be reached ({type(e).__name__}).",
+                    type="server_error",
+                    code="upstream_unreachable",
+                ),
+                "connect",
+            ) from None
         if resp.status >= 300:
             try:
                 raw = await resp.read()
@@ -247,8 +276,12 @@ class Upstreams:
         try:
             raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError):
-            raise _Transient(errors.APIError(502, "The upstream provider's reply was cut off.", type="server_error",
-                                             code="upstream_error"), "cut_off") from None
+            raise _Transient(
+                errors.APIError(
+                    502, "The upstream provider's reply was cut off.", type="server_error", code="upstream_error"
+                ),
+                "cut_off",
+            ) from None
         finally:
             resp.release()
         return BufferedResponse(adapter.reply(raw))

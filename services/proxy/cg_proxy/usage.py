@@ -150,8 +150,9 @@ class UsageRecorder:
                 PUBLISHED.labels("ok").inc()
                 return
             except Exception as e:  # nats errors have no common base worth naming
-                log.warning("usage event not published, to the outbox", extra={"request_id": request_id,
-                                                                               "error": repr(e)})
+                log.warning(
+                    "usage event not published, to the outbox", extra={"request_id": request_id, "error": repr(e)}
+                )
         await self._store(request_id, subject, payload)
         del self._unsent[request_id]
 
@@ -167,8 +168,7 @@ class UsageRecorder:
         nc = self.bus.nc
         if nc is None:
             raise ConnectionError("nats not connected")
-        await nc.jetstream().publish(subject, payload, timeout=PUBLISH_TIMEOUT_S,
-                                     headers={"Nats-Msg-Id": request_id})
+        await nc.jetstream().publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": request_id})
 
     async def drain(self, timeout_s: float) -> None:
         """Waits (bounded) for pending settlements and events, stops what is left, and

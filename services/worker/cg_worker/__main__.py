@@ -27,8 +27,12 @@ async def main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
-    rules = Rules(keys_pb2_grpc.KeysServiceStub(keys_channel), ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
-                  settings.rpc_timeout_s, settings.deposit_line_credits)
+    rules = Rules(
+        keys_pb2_grpc.KeysServiceStub(keys_channel),
+        ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
+        settings.rpc_timeout_s,
+        settings.deposit_line_credits,
+    )
     handlers = Handlers(rules)
     nc = await natsx.connect(settings.nats_url, "worker")
     js = nc.jetstream()
@@ -50,9 +54,12 @@ async def main(settings: Settings) -> None:
     ]
     try:
         # each batch finishes (handled and acked) before its loop sees `stop`
-        await asyncio.gather(*(run_consumer(nc, stream, durable, kind, handler, stop, settings.batch_size,
-                                            settings.ack_wait_s, linger)
-                               for stream, durable, kind, handler, linger in consumers))
+        await asyncio.gather(
+            *(
+                run_consumer(nc, stream, durable, kind, handler, stop, settings.batch_size, settings.ack_wait_s, linger)
+                for stream, durable, kind, handler, linger in consumers
+            )
+        )
     finally:
         await nc.drain()
         await keys_channel.close()

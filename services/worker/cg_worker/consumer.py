@@ -63,10 +63,16 @@ async def run_consumer(
     delay = 0.2
     while True:  # declared idempotently; a slow or restarting server is waited out
         try:
-            await js.add_consumer(stream, ConsumerConfig(
-                durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_s, max_deliver=-1,
-            ))
+            await js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=ack_wait_s,
+                    max_deliver=-1,
+                ),
+            )
             sub = await js.pull_subscribe_bind(durable, stream=stream)
             break
         except Exception as e:

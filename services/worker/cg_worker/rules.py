@@ -40,13 +40,22 @@ log = logging.getLogger(__name__)
 UCR_PER_CREDIT = 1_000_000
 UCR_PER_USD = 100 * UCR_PER_CREDIT
 DEPOSIT_LINE = "deposit_line"
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-              grpc.StatusCode.RESOURCE_EXHAUSTED)
+_TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
 
 
 class Rules:
-    def __init__(self, keys: keys_pb2_grpc.KeysServiceStub, ledger: ledger_pb2_grpc.LedgerServiceStub,
-                 timeout_s: float, deposit_line_credits: int) -> None:
+    def __init__(
+        self,
+        keys: keys_pb2_grpc.KeysServiceStub,
+        ledger: ledger_pb2_grpc.LedgerServiceStub,
+        timeout_s: float,
+        deposit_line_credits: int,
+    ) -> None:
         self.keys = keys
         self.ledger = ledger
         self.timeout_s = timeout_s
@@ -86,13 +95,20 @@ class Rules:
                     return  # it can pay after all (funded since the read), or is no longer active
                 raise
             EXHAUSTED.inc()
-            log.info("key exhausted", extra={"key_id": key.id, "settled_remaining_ucr": settled,
-                                             "min_request_ucr": detail.min_request_ucr})
+            log.info(
+                "key exhausted",
+                extra={"key_id": key.id, "settled_remaining_ucr": settled, "min_request_ucr": detail.min_request_ucr},
+            )
 
     async def _auto_top_up(self, actor: kpb.Actor, key: kpb.Key, settled_remaining_ucr: int) -> bool:
         credits = int((Decimal(key.auto_topup.amount_usd) * 100).to_integral_value(ROUND_CEILING))
-        request = kpb.TopUpKeyRequest(actor=actor, key_id=key.id, amount_credits=credits, automatic=True,
-                                      idempotency_key=f"crossing:{key.funded_ucr}")
+        request = kpb.TopUpKeyRequest(
+            actor=actor,
+            key_id=key.id,
+            amount_credits=credits,
+            automatic=True,
+            idempotency_key=f"crossing:{key.funded_ucr}",
+        )
         crash_point("topup:before_ledger")
         try:
             out = await self._call(self.keys.TopUpKey, request)
@@ -107,8 +123,15 @@ class Rules:
             TOPUPS.labels("replayed").inc()
             return True
         TOPUPS.labels("done").inc()
-        log.info("auto top-up", extra={"key_id": key.id, "credits": credits,
-                                       "settled_remaining_ucr": settled_remaining_ucr, "funded_ucr": out.key.funded_ucr})
+        log.info(
+            "auto top-up",
+            extra={
+                "key_id": key.id,
+                "credits": credits,
+                "settled_remaining_ucr": settled_remaining_ucr,
+                "funded_ucr": out.key.funded_ucr,
+            },
+        )
         return True
 
     # -- partners ------------------------------------------------------------------
@@ -123,8 +146,9 @@ class Rules:
             for k in customer_keys:
                 if k.status == kpb.KEY_STATUS_ACTIVE:
                     try:
-                        await self._call(self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id,
-                                                                                     reason=DEPOSIT_LINE))
+                        await self._call(
+                            self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id, reason=DEPOSIT_LINE)
+                        )
                     except grpc.aio.AioRpcError as e:
                         if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                             continue  # revoked (or gone) since the list was read
@@ -132,21 +156,25 @@ class Rules:
                     suspended.append(k.id)
             if suspended:
                 SUSPENSIONS.labels("suspended").inc(len(suspended))
-                log.info("deposit line: keys suspended", extra={"partner_id": partner_id, "keys": suspended,
-                                                                "available_ucr": available})
+                log.info(
+                    "deposit line: keys suspended",
+                    extra={"partner_id": partner_id, "keys": suspended, "available_ucr": available},
+                )
                 # a deposit may have landed while we were suspending: look once more
                 if await self._available(partner_id) >= self.line_ucr:
                     await self._resume(actor, partner_id, suspended)
         else:
-            ids = [k.id for k in customer_keys
-                   if k.status == kpb.KEY_STATUS_SUSPENDED and k.status_reason == DEPOSIT_LINE]
+            ids = [
+                k.id for k in customer_keys if k.status == kpb.KEY_STATUS_SUSPENDED and k.status_reason == DEPOSIT_LINE
+            ]
             await self._resume(actor, partner_id, ids)
 
     async def _resume(self, actor: kpb.Actor, partner_id: str, key_ids: list[str]) -> None:
         for key_id in key_ids:
             try:
-                await self._call(self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id,
-                                                                           only_if_reason=DEPOSIT_LINE))
+                await self._call(
+                    self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id, only_if_reason=DEPOSIT_LINE)
+                )
             except grpc.aio.AioRpcError as e:
                 if e.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     raise

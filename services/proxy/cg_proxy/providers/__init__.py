@@ -11,5 +11,14 @@ def adapter_for(api: str) -> Adapter:
     return ADAPTERS[api]
 
 
-__all__ = ["ADAPTERS", "Adapter", "AnthropicMessages", "BufferedResponse", "OpenAICompatible", "ProviderRequest",
-           "UpstreamResponse", "adapter_for", "provider_error"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "AnthropicMessages",
+    "BufferedResponse",
+    "OpenAICompatible",
+    "ProviderRequest",
+    "UpstreamResponse",
+    "adapter_for",
+    "provider_error",
+]

@@ -137,7 +137,11 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     for i, call in enumerate(calls):
         where = f"{param}.tool_calls[{i}]"
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not isinstance(call.get("id"), str):
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(call.get("id"), str)
+        ):
             raise _bad("A tool call needs an `id` and a `function` with a `name`.", where)
         try:
             arguments = json.loads(function.get("arguments") or "{}")
@@ -179,8 +183,12 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
         result = {"type": choice}
     elif choice == "required":
         result = {"type": "any"}
-    elif (isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict)
-          and isinstance(choice["function"].get("name"), str)):
+    elif (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("function"), dict)
+        and isinstance(choice["function"].get("name"), str)
+    ):
         result = {"type": "tool", "name": choice["function"]["name"]}
     else:
         raise _bad("`tool_choice` must be none, auto, required or a named function.", "tool_choice")
@@ -272,13 +280,20 @@ def _int(value: Any) -> int:
 def to_usage(usage: Any) -> dict[str, Any] | None:
     """Anthropic usage as OpenAI's. Anthropic's ``input_tokens`` excludes prompt-cache
     reads and writes; OpenAI's ``prompt_tokens`` includes cached tokens, so both are added."""
-    if not isinstance(usage, dict) or not isinstance(usage.get("input_tokens"), int) \
-            or not isinstance(usage.get("output_tokens"), int):
+    if (
+        not isinstance(usage, dict)
+        or not isinstance(usage.get("input_tokens"), int)
+        or not isinstance(usage.get("output_tokens"), int)
+    ):
         return None
     cache_read = _int(usage.get("cache_read_input_tokens"))
     prompt = _int(usage["input_tokens"]) + cache_read + _int(usage.get("cache_creation_input_tokens"))
     completion = _int(usage["output_tokens"])
-    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if cache_read:
         out["prompt_tokens_details"] = {"cached_tokens": cache_read}
     return out
@@ -295,10 +310,18 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})}})
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                             "refusal": None}
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+                }
+            )
+    reply: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
     if calls:
         reply["tool_calls"] = calls
     out: dict[str, Any] = {
@@ -306,8 +329,9 @@ def to_chat_completion(message: dict[str, Any], created: int | None = None) -> d
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None,
-                     "finish_reason": finish_reason(message.get("stop_reason"))}],
+        "choices": [
+            {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason(message.get("stop_reason"))}
+        ],
     }
     usage = to_usage(message.get("usage"))
     if usage is not None:
@@ -355,15 +379,30 @@ class StreamTranslator:
         return out
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+        )
 
     def _usage_chunk(self) -> bytes:
         usage = to_usage(self.usage)
         if usage is None:
             return b""
-        return _sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                     "choices": [], "usage": usage})
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
+        )
 
     def _close(self) -> bytes:
         self.done = True
@@ -376,11 +415,16 @@ class StreamTranslator:
         else:
             self.usage = {"input_tokens": 0, "output_tokens": 0}
         etype = err.get("type") if isinstance(err.get("type"), str) else ""
-        return self._usage_chunk() + _sse({"error": {
-            "message": str(err.get("message") or "The upstream provider failed mid-stream."),
-            "type": "server_error", "param": None,
-            "code": "upstream_overloaded" if etype == "overloaded_error" else "upstream_error",
-        }})
+        return self._usage_chunk() + _sse(
+            {
+                "error": {
+                    "message": str(err.get("message") or "The upstream provider failed mid-stream."),
+                    "type": "server_error",
+                    "param": None,
+                    "code": "upstream_overloaded" if etype == "overloaded_error" else "upstream_error",
+                }
+            }
+        )
 
     def _event(self, raw: bytes) -> bytes:
         if self.done:
@@ -416,8 +460,18 @@ class StreamTranslator:
                 return self._chunk({"content": block["text"]})
             if block.get("type") == "tool_use":
                 index = self.tool_index[event.get("index")] = len(self.tool_index)
-                return self._chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
-                                                    "function": {"name": block.get("name"), "arguments": ""}}]})
+                return self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": block.get("id"),
+                                "type": "function",
+                                "function": {"name": block.get("name"), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             return b""
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
@@ -428,8 +482,9 @@ class StreamTranslator:
                 index = self.tool_index.get(event.get("index"))
                 if index is not None:
                     self.streamed_chars += len(delta["partial_json"])
-                    return self._chunk({"tool_calls": [{"index": index,
-                                                        "function": {"arguments": delta["partial_json"]}}]})
+                    return self._chunk(
+                        {"tool_calls": [{"index": index, "function": {"arguments": delta["partial_json"]}}]}
+                    )
             return b""  # thinking, signature and citation deltas have no OpenAI counterpart
         if kind == "message_delta":
             stop_reason = (event.get("delta") or {}).get("stop_reason")
@@ -456,7 +511,9 @@ class StreamTranslator:
 
 
 class AnthropicMessages(Adapter):
-    def request(self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> ProviderRequest:
+    def request(
+        self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]
+    ) -> ProviderRequest:
         if path != "/chat/completions":
             raise errors.APIError(404, f"`{path}` is not available for this model.", code="unsupported_endpoint")
         headers = {
@@ -473,8 +530,9 @@ class AnthropicMessages(Adapter):
             if not isinstance(message, dict) or message.get("type") != "message":
                 raise ValueError("not a message")
         except ValueError:
-            raise errors.APIError(502, "The upstream provider's reply could not be read.", type="server_error",
-                                  code="upstream_error") from None
+            raise errors.APIError(
+                502, "The upstream provider's reply could not be read.", type="server_error", code="upstream_error"
+            ) from None
         return json.dumps(to_chat_completion(message)).encode()
 
     def stream(self, resp: aiohttp.ClientResponse) -> UpstreamResponse:

@@ -55,7 +55,9 @@ class ProviderRequest:
 
 class Adapter(abc.ABC):
     @abc.abstractmethod
-    def request(self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> ProviderRequest:
+    def request(
+        self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]
+    ) -> ProviderRequest:
         """The provider request for an OpenAI-format ``body`` (its ``model`` already the
         upstream model). Raises a 400 ``APIError`` for what the provider cannot express."""
 
@@ -148,21 +150,48 @@ def provider_error(status: int, raw: bytes, headers: Mapping[str, str]) -> error
     retry_after = headers.get("Retry-After")
     passed = {"Retry-After": retry_after} if retry_after else None
     if status == 429:
-        return errors.APIError(429, message or "The upstream provider is rate limiting requests. Please retry shortly.",
-                               type="rate_limit_error", code="upstream_rate_limited", headers=passed)
+        return errors.APIError(
+            429,
+            message or "The upstream provider is rate limiting requests. Please retry shortly.",
+            type="rate_limit_error",
+            code="upstream_rate_limited",
+            headers=passed,
+        )
     if status in (401, 402, 403):
-        return errors.APIError(502, "The gateway's credentials for the upstream provider were refused. "
-                               "This is a problem on our side, not with your request.",
-                               type="server_error", code="upstream_auth_failed")
+        return errors.APIError(
+            502,
+            "The gateway's credentials for the upstream provider were refused. "
+            "This is a problem on our side, not with your request.",
+            type="server_error",
+            code="upstream_auth_failed",
+        )
     if status == 404:
-        return errors.APIError(502, "The upstream provider does not know this model or endpoint. "
-                               "This is a problem on our side, not with your request.",
-                               type="server_error", code="upstream_not_found")
+        return errors.APIError(
+            502,
+            "The upstream provider does not know this model or endpoint. "
+            "This is a problem on our side, not with your request.",
+            type="server_error",
+            code="upstream_not_found",
+        )
     if 400 <= status < 500:
-        return errors.APIError(status, message or f"The upstream provider rejected the request (HTTP {status}).",
-                               code="upstream_rejected", param=param)
+        return errors.APIError(
+            status,
+            message or f"The upstream provider rejected the request (HTTP {status}).",
+            code="upstream_rejected",
+            param=param,
+        )
     if status in (503, 529) or etype == "overloaded_error":
-        return errors.APIError(503, message or "The upstream provider is overloaded. Please retry shortly.",
-                               type="server_error", code="upstream_overloaded", headers=passed or {"Retry-After": "1"})
-    return errors.APIError(502, message or f"The upstream provider answered HTTP {status}.", type="server_error",
-                           code="upstream_error", headers=passed)
+        return errors.APIError(
+            503,
+            message or "The upstream provider is overloaded. Please retry shortly.",
+            type="server_error",
+            code="upstream_overloaded",
+            headers=passed or {"Retry-After": "1"},
+        )
+    return errors.APIError(
+        502,
+        message or f"The upstream provider answered HTTP {status}.",
+        type="server_error",
+        code="upstream_error",
+        headers=passed,
+    )

@@ -16,7 +16,9 @@ from creditgate.keys.v1 import keys_pb2
 
 
 class OpenAICompatible(Adapter):
-    def request(self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> ProviderRequest:
+    def request(
+        self, upstream: Upstream, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]
+    ) -> ProviderRequest:
         headers = {"Content-Type": "application/json"}
         key = upstream.api_key.get_secret_value()
         if key:

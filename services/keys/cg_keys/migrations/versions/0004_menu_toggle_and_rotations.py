@@ -8,6 +8,7 @@ to what it is.
 Revision ID: 0004
 Revises: 0003
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,8 +20,12 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("customers") as batch:
-        batch.alter_column("ai_gateway_visible", new_column_name="ai_gateway_menu_enabled",
-                           existing_type=sa.Boolean, existing_nullable=False)
+        batch.alter_column(
+            "ai_gateway_visible",
+            new_column_name="ai_gateway_menu_enabled",
+            existing_type=sa.Boolean,
+            existing_nullable=False,
+        )
         batch.add_column(sa.Column("idempotency_key", sa.String(80), nullable=True))
     op.create_index("ux_customers_partner_idem", "customers", ["partner_id", "idempotency_key"], unique=True)
     op.create_table(
@@ -36,5 +41,9 @@ def downgrade() -> None:
     op.drop_index("ux_customers_partner_idem", "customers")
     with op.batch_alter_table("customers") as batch:
         batch.drop_column("idempotency_key")
-        batch.alter_column("ai_gateway_menu_enabled", new_column_name="ai_gateway_visible",
-                           existing_type=sa.Boolean, existing_nullable=False)
+        batch.alter_column(
+            "ai_gateway_menu_enabled",
+            new_column_name="ai_gateway_visible",
+            existing_type=sa.Boolean,
+            existing_nullable=False,
+        )

@@ -3,6 +3,7 @@
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -11,10 +12,20 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_RESERVATION_STRINGS = ("customer_account", "revenue_account", "profit_multiplier",
-                        "price_per_ai_credit_cents", "floor_usd_per_mtok")
-_RESERVATION_AMOUNTS = ("customer_held_uai", "customer_charged_uai", "customer_unpaid_uai",
-                        "input_tokens", "output_tokens")
+_RESERVATION_STRINGS = (
+    "customer_account",
+    "revenue_account",
+    "profit_multiplier",
+    "price_per_ai_credit_cents",
+    "floor_usd_per_mtok",
+)
+_RESERVATION_AMOUNTS = (
+    "customer_held_uai",
+    "customer_charged_uai",
+    "customer_unpaid_uai",
+    "input_tokens",
+    "output_tokens",
+)
 
 
 def upgrade() -> None:

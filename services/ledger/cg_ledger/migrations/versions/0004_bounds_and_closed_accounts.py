@@ -17,6 +17,7 @@
 Revision ID: 0004
 Revises: 0003
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -28,8 +29,18 @@ depends_on = None
 INTEGERS = {
     "accounts": ("debits_pending", "debits_posted", "credits_pending", "credits_posted", "created_at_ms"),
     "transfers": ("amount_ucr", "created_at_ms"),
-    "reservations": ("held_ucr", "customer_held_uai", "customer_charged_uai", "customer_unpaid_uai", "input_tokens",
-                     "output_tokens", "charged_ucr", "unpaid_ucr", "expires_at_ms", "created_at_ms"),
+    "reservations": (
+        "held_ucr",
+        "customer_held_uai",
+        "customer_charged_uai",
+        "customer_unpaid_uai",
+        "input_tokens",
+        "output_tokens",
+        "charged_ucr",
+        "unpaid_ucr",
+        "expires_at_ms",
+        "created_at_ms",
+    ),
 }
 
 
@@ -38,14 +49,16 @@ def _refuse_non_integers(bind) -> None:
     for table, columns in INTEGERS.items():
         key = "id" if table != "reservations" else "request_id"
         for column in columns:
-            rows = bind.execute(sa.text(
-                f"SELECT {key}, {column} FROM {table} WHERE typeof({column}) != 'integer' LIMIT 5")).all()
+            rows = bind.execute(
+                sa.text(f"SELECT {key}, {column} FROM {table} WHERE typeof({column}) != 'integer' LIMIT 5")
+            ).all()
             bad += [f"{table}.{column} of {r[0]!r} = {r[1]!r}" for r in rows]
     if bad:
         raise RuntimeError(
             "ledger migration 0004: these values are not integers (a counter overflowed before the bound "
             "existed): " + "; ".join(bad) + ". Restore them from the transfers (AuditBooks names each account's "
-            "expected counters) and run the migration again.")
+            "expected counters) and run the migration again."
+        )
 
 
 def _integer_checks(batch, table: str) -> None:
