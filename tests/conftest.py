@@ -3,7 +3,7 @@ fresh database per test; it is never skipped silently (see support.postgres)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -10,8 +10,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -121,7 +122,7 @@ class Proc:
     @classmethod
     def python_module(
         cls, name: str, module: str, env: dict[str, str], log_path: Path, ready: ReadyCheck, **kw
-    ) -> "Proc":
+    ) -> Proc:
         return cls(name, [sys.executable, "-m", module], env, log_path, ready, **kw)
 
     def start(self) -> None:

@@ -237,7 +237,7 @@ class Stack:
     def stop_service(self, name: str) -> int | None:
         return self.procs[name].stop()
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.var.mkdir(parents=True, exist_ok=True)
         try:
             for name in self.config.services:
@@ -256,7 +256,7 @@ class Stack:
         for name in extra + list(reversed([n for n in ORDER if n in self.procs])):
             self.procs[name].stop()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

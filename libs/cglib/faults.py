@@ -14,5 +14,5 @@ _CRASH_AT = os.environ.get("CG_CRASH_AT", "")
 
 
 def crash_point(name: str) -> None:
-    if _CRASH_AT and _CRASH_AT == name:
+    if _CRASH_AT and name == _CRASH_AT:
         os._exit(137)

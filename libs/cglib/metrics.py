@@ -4,7 +4,8 @@ that counts and times every RPC."""
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server

@@ -35,9 +35,10 @@ import timeit
 import urllib.request
 from pathlib import Path
 
+from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on sys.path)
+
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import Stack, StackConfig
-from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = Path(os.environ.get("CG_BENCH_HARNESS", ROOT.parent / "shared" / "bench"))

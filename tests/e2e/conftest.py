@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from support.stacks import stack_on
-
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
+from support.stacks import stack_on
 
 
 @contextlib.contextmanager

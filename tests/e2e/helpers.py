@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import openai
 

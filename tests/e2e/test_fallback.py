@@ -70,7 +70,7 @@ class MockUpstream:
             self.posts += 1
         await self.app(scope, receive, send)
 
-    def __enter__(self) -> "MockUpstream":
+    def __enter__(self) -> MockUpstream:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import openai
 import pytest
+from conftest import running_stack
 
 from cg_devstack.seed import Seeder
-from conftest import running_stack
 from helpers import client, eventually, expected_cost_ucr, quiet_balance
 
 RPC_TIMEOUT_S = 2.0

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
-from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
+from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from support.protofuzz import Known, request_strategy
 

@@ -19,10 +19,9 @@ import httpx
 import openai
 import pytest
 
+from creditgate.ledger.v1 import ledger_pb2
 from helpers import client, eventually, expected_cost_ucr
 from support import openapi
-
-from creditgate.ledger.v1 import ledger_pb2
 
 MODELS = ["gpt-4o-mini", "claude-haiku-4-5"]
 REPLY = "Hello from the Creditgate mock upstream. This reply is deterministic so usage can be priced exactly."

@@ -9,6 +9,7 @@ import uuid
 
 import grpc
 import pytest
+
 from cg_devstack import Stack
 from cglib.keysecret import hash_secret
 from creditgate.keys.v1 import keys_pb2 as pb

@@ -17,6 +17,7 @@ import uuid
 
 import grpc
 import pytest
+
 from cglib.keysecret import hash_secret
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc

@@ -27,19 +27,18 @@ actor's visible things whatever ran before.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import grpc
 import pytest
-
-from support.stacks import KEYS_AND_LEDGER, stack_on
 
 from cg_devstack import Stack
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
 from creditgate.ledger.v1 import ledger_pb2_grpc
+from support.stacks import KEYS_AND_LEDGER, stack_on
 
 T = 10  # seconds, every call
 CREDIT = 1_000_000

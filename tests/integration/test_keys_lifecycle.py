@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+
 from cglib.keysecret import hash_secret
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
@@ -380,6 +381,7 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
     import asyncio
 
     import nats
+
     from creditgate.events.v1 import events_pb2
 
     _, actor = partner(keys, ledger)

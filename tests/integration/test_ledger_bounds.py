@@ -555,7 +555,8 @@ async def test_the_migration_refuses_a_book_whose_counters_became_floats(tmp_pat
 
 async def test_store_and_hot_path_run_the_same_guarded_sql():
     """One definition of the money rules: both layers execute ``sql``'s texts."""
-    from cg_ledger import hotsql, sql as ledger_sql
+    from cg_ledger import hotsql
+    from cg_ledger import sql as ledger_sql
 
     assert {str(t) for t in store._TEXT.values()} == set(ledger_sql.STATEMENTS.values())
     assert set(hotsql._PSYCOPG) == set(ledger_sql.STATEMENTS)

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 CREDIT = 1_000_000  # micro-credits
 CALL_TIMEOUT_S = 20.0
@@ -86,7 +86,7 @@ async def _worker_main(job: dict) -> list[dict]:
                     out.update(r="failed_precondition")
                 else:
                     out.update(r="other", code=e.code().name, detail=e.details())
-            except Exception as e:  # noqa: BLE001 (reported, never swallowed)
+            except Exception as e:
                 out.update(r="other", code=type(e).__name__, detail=str(e))
             out["t1"] = time.time()
             return out

@@ -4,9 +4,9 @@ read or bend its tables directly, for the ledger's integration tests."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
 
 import grpc
 import pytest

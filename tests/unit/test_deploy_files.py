@@ -20,9 +20,10 @@ import subprocess
 import sys
 import sysconfig
 import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc

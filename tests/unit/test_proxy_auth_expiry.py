@@ -21,7 +21,7 @@ class FakeKeys:
         self.calls = 0
         self.expires_at_unix = expires_at_unix
 
-    async def AuthenticateKey(self, request, timeout):  # noqa: N802 (gRPC names)
+    async def AuthenticateKey(self, request, timeout):
         self.calls += 1
         return keys_pb2.AuthenticateKeyResponse(
             key=keys_pb2.Key(id="key_1", status=keys_pb2.KEY_STATUS_ACTIVE, expires_at_unix=self.expires_at_unix)

@@ -200,7 +200,7 @@ class _SlowLedger:
         self.batches: list[list[str]] = []
         self.release = asyncio.Event()
 
-    async def SettleBatch(self, request, timeout):  # noqa: N802
+    async def SettleBatch(self, request, timeout):
         self.batches.append([s.request_id for s in request.settlements])
         await self.release.wait()
         return ledger_pb2.SettleBatchResponse(

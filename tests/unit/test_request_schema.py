@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from cg_mock_upstream.app import create_app as create_mock
 from cg_proxy import errors, request_checks
-from cglib.openai_requests import MAX_DEPTH, RequestInvalid, RequestValidator, check_output_cap, parse_body
-from cglib.openai_requests import generate
+from cglib.openai_requests import MAX_DEPTH, RequestInvalid, RequestValidator, check_output_cap, generate, parse_body
 from cglib.openai_requests._schema import endpoint_schema, load_document
 from creditgate.keys.v1 import keys_pb2
 

@@ -9,7 +9,8 @@ long: a request must not be able to make its error as large as itself.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _SHOWN = 64
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Iterator
 from importlib import resources
-from typing import Any, Callable, Iterator
+from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

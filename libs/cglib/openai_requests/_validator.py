@@ -10,7 +10,8 @@ the failing keyword, its facts and the path to the value, which is all
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jsonschema_rs
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from importlib import resources
 
-from cglib.metrics import metrics_route
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
+
+from cglib.metrics import metrics_route
 
 
 def create_app(proxy_public_url: str) -> FastAPI:

@@ -25,9 +25,9 @@ afford right now is refused by the ledger's reservation instead (429 at the prox
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING
-from typing import Iterable
 
 from cg_keys.catalog import Catalog
 from cg_keys.models import VirtualKey

@@ -12,10 +12,10 @@ parsed as a float is refused, because floats must never touch money.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 

@@ -4,7 +4,7 @@ catalog, the partner's tier and its customers before anything is written."""
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 

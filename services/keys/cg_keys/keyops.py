@@ -302,7 +302,7 @@ class KeyOps:
                         select(VirtualKey).where(VirtualKey.status == "revoked", VirtualKey.settled_on_revoke == False)
                     )
                 ).all()
-            )  # noqa: E712
+            )
             stuck = list(
                 (
                     await session.exec(

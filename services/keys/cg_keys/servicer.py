@@ -6,9 +6,6 @@ import logging
 import time
 
 import grpc
-from cglib.grpc_server import mapped_errors
-from creditgate.keys.v1 import keys_pb2 as pb
-from creditgate.keys.v1 import keys_pb2_grpc
 
 from cg_keys import budget, visibility
 from cg_keys.billing import effective_terms
@@ -25,6 +22,9 @@ from cg_keys.keyops import KeyOps
 from cg_keys.models import Customer, Partner, VirtualKey
 from cg_keys.tenants import Tenants
 from cg_keys.transitions import effective_status
+from cglib.grpc_server import mapped_errors
+from creditgate.keys.v1 import keys_pb2 as pb
+from creditgate.keys.v1 import keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -142,38 +142,38 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     # -- tenants ---------------------------------------------------------------------
 
     @_mapped_errors
-    async def CreatePartner(self, request, context):  # noqa: N802 (gRPC names)
+    async def CreatePartner(self, request, context):
         return partner_pb(await self.tenants.create_partner(request.name, request.tier, request.external_ref))
 
     @_mapped_errors
-    async def GetPartner(self, request, context):  # noqa: N802
+    async def GetPartner(self, request, context):
         return partner_pb(await self.tenants.get_partner(request.actor))
 
     @_mapped_errors
-    async def UpdateSelfService(self, request, context):  # noqa: N802
+    async def UpdateSelfService(self, request, context):
         return partner_pb(
             await self.tenants.update_self_service(request.actor, request.settings, request.apply_to_existing_customers)
         )
 
     @_mapped_errors
-    async def CreateCustomer(self, request, context):  # noqa: N802
+    async def CreateCustomer(self, request, context):
         return customer_pb(*await self.tenants.create_customer(request.actor, request))
 
     @_mapped_errors
-    async def UpdateCustomer(self, request, context):  # noqa: N802
+    async def UpdateCustomer(self, request, context):
         return customer_pb(*await self.tenants.update_customer(request.actor, request))
 
     @_mapped_errors
-    async def GetCustomer(self, request, context):  # noqa: N802
+    async def GetCustomer(self, request, context):
         return customer_pb(*await self.tenants.get_customer(request.actor, request.customer_id))
 
     @_mapped_errors
-    async def ListCustomers(self, request, context):  # noqa: N802
+    async def ListCustomers(self, request, context):
         customers, partner = await self.tenants.list_customers(request.actor)
         return pb.ListCustomersResponse(customers=[customer_pb(c, partner) for c in customers])
 
     @_mapped_errors
-    async def ListModels(self, request, context):  # noqa: N802
+    async def ListModels(self, request, context):
         partner = await self.tenants.get_partner(request.actor)
         by_category: dict[str, list] = {c: [] for c in CATEGORIES}
         for m in self.catalog.models_for_tier(partner.tier):
@@ -196,14 +196,14 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     # -- keys ------------------------------------------------------------------------
 
     @_mapped_errors
-    async def QuoteKey(self, request, context):  # noqa: N802
+    async def QuoteKey(self, request, context):
         quote, rate = await self.issuer.quote(request.actor, request.budget_credits)
         return pb.QuoteKeyResponse(
             budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr, fee_rate=rate
         )
 
     @_mapped_errors
-    async def CreateKey(self, request, context):  # noqa: N802
+    async def CreateKey(self, request, context):
         return _created_pb(
             await self.issuer.create_partner_key(
                 request.actor, request.idempotency_key, request.fields, request.budget_credits
@@ -211,7 +211,7 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         )
 
     @_mapped_errors
-    async def CreateCustomerKey(self, request, context):  # noqa: N802
+    async def CreateCustomerKey(self, request, context):
         return _created_pb(
             await self.issuer.create_customer_key(
                 request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)
@@ -219,7 +219,7 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         )
 
     @_mapped_errors
-    async def GetKey(self, request, context):  # noqa: N802
+    async def GetKey(self, request, context):
         key, partner, balance = await self.keys.get(request.actor, request.key_id)
         detail = pb.KeyDetail(
             key=with_spend(key_pb(key, partner), key, balance), min_request_ucr=self.keys.min_request_ucr(key, partner)
@@ -231,33 +231,33 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         return detail
 
     @_mapped_errors
-    async def ListKeys(self, request, context):  # noqa: N802
+    async def ListKeys(self, request, context):
         now = time.time()
         partner, keys = await self.keys.list(request.actor, request.include_revoked)
         return pb.ListKeysResponse(keys=[with_spend(key_pb(k, partner, now), k, balance) for k, balance in keys])
 
     @_mapped_errors
-    async def UpdateKey(self, request, context):  # noqa: N802
+    async def UpdateKey(self, request, context):
         return key_pb(*await self.keys.update(request.actor, request.key_id, request.fields, list(request.update_mask)))
 
     @_mapped_errors
-    async def RegenerateKey(self, request, context):  # noqa: N802
+    async def RegenerateKey(self, request, context):
         return _created_pb(await self.issuer.regenerate(request.actor, request.key_id, request.idempotency_key))
 
     @_mapped_errors
-    async def RevokeKey(self, request, context):  # noqa: N802
+    async def RevokeKey(self, request, context):
         return key_pb(*await self.keys.revoke(request.actor, request.key_id))
 
     @_mapped_errors
-    async def SuspendKey(self, request, context):  # noqa: N802
+    async def SuspendKey(self, request, context):
         return key_pb(*await self.keys.suspend(request.actor, request.key_id, request.reason))
 
     @_mapped_errors
-    async def ResumeKey(self, request, context):  # noqa: N802
+    async def ResumeKey(self, request, context):
         return key_pb(*await self.keys.resume(request.actor, request.key_id, request.only_if_reason))
 
     @_mapped_errors
-    async def TopUpKey(self, request, context):  # noqa: N802
+    async def TopUpKey(self, request, context):
         key, partner, funded, replayed = await self.keys.top_up(
             request.actor, request.key_id, request.idempotency_key, request.amount_credits, request.automatic
         )
@@ -266,11 +266,11 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
         )
 
     @_mapped_errors
-    async def MarkKeyExhausted(self, request, context):  # noqa: N802
+    async def MarkKeyExhausted(self, request, context):
         return key_pb(*await self.keys.mark_exhausted(request.actor, request.key_id))
 
     @_mapped_errors
-    async def AuthenticateKey(self, request, context):  # noqa: N802
+    async def AuthenticateKey(self, request, context):
         if len(request.key_hash) != 64:
             raise InvalidArgument("key_hash", "expected 64 hex characters")
         key, partner = await self.keys.authenticate(request.key_hash)

@@ -11,10 +11,10 @@ import functools
 import hmac
 
 import grpc
-from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from cg_ledger.audit import Audit
 from cg_ledger.servicer import handled_errors
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 TOKEN_HEADER = "x-cg-admin-token"
 INT64 = (-(2**63), 2**63 - 1)
@@ -32,7 +32,7 @@ def _int64(value) -> int:
 
 def _admin_only(handler):
     @functools.wraps(handler)
-    async def wrapper(self: "LedgerAdminServicer", request, context):
+    async def wrapper(self: LedgerAdminServicer, request, context):
         if not self._token:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "admin calls are off: the ledger has no CG_LEDGER_ADMIN_TOKEN"
@@ -70,13 +70,13 @@ class LedgerAdminServicer(ledger_pb2_grpc.LedgerAdminServiceServicer):
 
     @_admin_only
     @handled_errors
-    async def ListAccounts(self, request, context):  # noqa: N802 (gRPC names)
+    async def ListAccounts(self, request, context):
         rows, token = await self.audit.list_accounts(request.page_size, request.page_token, request.kind)
         return ledger_pb2.ListAccountsResponse(accounts=[_account_pb(r) for r in rows], next_page_token=token)
 
     @_admin_only
     @handled_errors
-    async def AuditBooks(self, request, context):  # noqa: N802
+    async def AuditBooks(self, request, context):
         report = await self.audit.audit()
         return ledger_pb2.AuditBooksResponse(
             ok=report.ok,

@@ -16,7 +16,7 @@ either, with the driver's error in ``.orig``.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from cg_ledger.errors import OutOfRange
 

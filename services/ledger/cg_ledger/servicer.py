@@ -8,8 +8,6 @@ import decimal
 import logging
 
 import grpc
-from cglib.grpc_server import mapped_errors
-from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from cg_ledger.balances import BalanceView
 from cg_ledger.book import Book
@@ -27,6 +25,8 @@ from cg_ledger.limits import check_bound, decimal_or_invalid
 from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
 from cg_ledger.reservations import Reservations
+from cglib.grpc_server import mapped_errors
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.reservations = reservations
 
     @handled_errors
-    async def Deposit(self, request, context):  # noqa: N802 (gRPC names)
+    async def Deposit(self, request, context):
         return _transfer_pb(
             await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo)
         )
 
     @handled_errors
-    async def GrantAiCredits(self, request, context):  # noqa: N802
+    async def GrantAiCredits(self, request, context):
         return _transfer_pb(
             await self.book.grant_ai_credits(
                 request.idempotency_id, request.customer_account, request.amount_uai, request.memo
@@ -117,7 +117,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def Transfer(self, request, context):  # noqa: N802
+    async def Transfer(self, request, context):
         return _transfer_pb(
             await self.book.transfer(
                 request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo
@@ -125,7 +125,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def FundKey(self, request, context):  # noqa: N802
+    async def FundKey(self, request, context):
         out = await self.book.fund_key(
             request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate
         )
@@ -134,16 +134,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def QuoteKeyFunding(self, request, context):  # noqa: N802
+    async def QuoteKeyFunding(self, request, context):
         budget, fee = self.book.quote_funding(request.budget_ucr, request.fee_rate)
         return ledger_pb2.FundKeyResponse(budget_ucr=budget, fee_ucr=fee, total_ucr=budget + fee)
 
     @handled_errors
-    async def RefundKey(self, request, context):  # noqa: N802
+    async def RefundKey(self, request, context):
         return _transfer_pb(await self.book.refund_key(request.idempotency_id, request.partner_id, request.key_id))
 
     @handled_errors
-    async def HoldKeyDeposit(self, request, context):  # noqa: N802
+    async def HoldKeyDeposit(self, request, context):
         return _transfer_pb(
             await self.book.hold_key_deposit(
                 request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr
@@ -151,13 +151,13 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def ReleaseKeyDeposit(self, request, context):  # noqa: N802
+    async def ReleaseKeyDeposit(self, request, context):
         return _transfer_pb(
             await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id)
         )
 
     @handled_errors
-    async def Reserve(self, request, context):  # noqa: N802
+    async def Reserve(self, request, context):
         billing = None
         if request.HasField("customer"):
             c = request.customer
@@ -210,11 +210,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def Settle(self, request, context):  # noqa: N802
+    async def Settle(self, request, context):
         return await self._settle(request)
 
     @handled_errors
-    async def SettleBatch(self, request, context):  # noqa: N802
+    async def SettleBatch(self, request, context):
         if len(request.settlements) > SETTLE_BATCH_MAX:
             raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
         # queued together, they commit together (txrunner's group commit), each on its own
@@ -234,27 +234,27 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
 
     @handled_errors
-    async def Void(self, request, context):  # noqa: N802
+    async def Void(self, request, context):
         released, replayed = await self.reservations.void(request.request_id, request.reason)
         return ledger_pb2.VoidResponse(request_id=request.request_id, released_ucr=released, replayed=replayed)
 
     @handled_errors
-    async def ExpireReservations(self, request, context):  # noqa: N802
+    async def ExpireReservations(self, request, context):
         count, released = await self.reservations.expire(request.now_unix_ms, request.limit or 500)
         return ledger_pb2.ExpireReservationsResponse(expired=count, released_ucr=released)
 
     @handled_errors
-    async def GetBalance(self, request, context):  # noqa: N802
+    async def GetBalance(self, request, context):
         return _balance_pb(await self.book.balance(request.account))
 
     @handled_errors
-    async def GetBalances(self, request, context):  # noqa: N802
+    async def GetBalances(self, request, context):
         return ledger_pb2.GetBalancesResponse(
             balances=[_balance_pb(b) for b in await self.book.balances(list(request.accounts))]
         )
 
     @handled_errors
-    async def ListTransfers(self, request, context):  # noqa: N802
+    async def ListTransfers(self, request, context):
         rows, token = await self.book.statement(request.account, request.page_size, request.page_token)
         return ledger_pb2.ListTransfersResponse(
             transfers=[
@@ -275,11 +275,11 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         )
 
     @handled_errors
-    async def Quote(self, request, context):  # noqa: N802
+    async def Quote(self, request, context):
         return _quote_pb(request.price, request.input_tokens, request.output_tokens, _terms(request.billing))
 
     @handled_errors
-    async def BillingPreview(self, request, context):  # noqa: N802
+    async def BillingPreview(self, request, context):
         if len(request.models) > 500:
             raise InvalidArgument("models: at most 500")
         terms = _terms(request.billing)

@@ -12,7 +12,7 @@ another order, so two never wait on each other in a cycle.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection

@@ -24,8 +24,9 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from cg_ledger.dberrors import out_of_range
 from cg_ledger.hotsql import HotSQL

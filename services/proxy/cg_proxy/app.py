@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
-from cglib.metrics import metrics_route
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +23,7 @@ from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage import UsageRecorder
 from cglib.grpc_client import insecure_channel
+from cglib.metrics import metrics_route
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 

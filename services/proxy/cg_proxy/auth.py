@@ -4,8 +4,8 @@ service. Only the SHA-256 of the presented secret leaves this module."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import grpc
 

@@ -9,7 +9,7 @@ elsewhere do: a server calling with a domain-restricted key is a misuse of that 
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from cg_proxy import errors

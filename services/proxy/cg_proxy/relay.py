@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
@@ -99,7 +99,7 @@ class StreamRelay:
                 self._forward(events)
             if buffer.strip():
                 self._forward([buffer])
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
             status = "upstream_error"
             log.warning("upstream stream broke", extra={"error": repr(e)})
         finally:

@@ -8,8 +8,8 @@ import grpc
 
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
-from cg_proxy.settings import Settings
 from cg_proxy.metering import Meter
+from cg_proxy.settings import Settings
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage import UsageRecorder
 

@@ -31,7 +31,8 @@ import email.utils
 import logging
 import random
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from prometheus_client import Counter

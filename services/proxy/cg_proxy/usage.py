@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import grpc
 from prometheus_client import Counter, Gauge
@@ -60,7 +60,7 @@ async def _retry(what: str, request_id: str, call: Callable[[], Awaitable], give
             if e.code() not in RETRYABLE or time.monotonic() > deadline:
                 raise
             err = e.code().name
-        except (asyncio.TimeoutError, OSError, ConnectionError) as e:
+        except (TimeoutError, OSError, ConnectionError) as e:
             if time.monotonic() > deadline:
                 raise
             err = type(e).__name__

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
