@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats
@@ -88,8 +89,6 @@ async def fetch_batch(
     msgs = await sub.fetch(batch, timeout=timeout)
     if linger_s > 0 and len(msgs) < batch:
         await asyncio.sleep(linger_s)
-        try:
+        with contextlib.suppress(Exception):  # nothing more (or the connection is going): the first batch stands
             msgs += await sub.fetch(batch - len(msgs), timeout=0.05)
-        except Exception:  # nothing more (or the connection is going): the first batch stands
-            pass
     return msgs

@@ -40,13 +40,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))  # for support.postgres
-
 import grpc
 
 from cg_devstack.procs import Proc, free_port, grpc_serving
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))  # for support.postgres
 
 UCR_PER_CREDIT = 1_000_000
 PARTNER = "partner:bench"

@@ -57,7 +57,7 @@ class Run:
     def __init__(self, workdir: Path, offset: int) -> None:
         env = {**os.environ, "CG_DEVSTACK_PORT_OFFSET": str(offset), "PYTHONUNBUFFERED": "1"}
         self.log = workdir / f"run-{time.monotonic_ns()}.log"
-        self.out = open(self.log, "wb")
+        self.out = open(self.log, "wb")  # noqa: SIM115 (the child writes to it until close())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cg_devstack"],
             cwd=workdir,

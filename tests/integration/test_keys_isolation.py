@@ -275,7 +275,7 @@ KEY_OPS = ("GetKey", "UpdateKey", "RegenerateKey", "RevokeKey", "SuspendKey", "R
 
 
 def _row(get, update, regenerate, revoke, suspend, resume, top_up) -> dict[str, str]:
-    return dict(zip(KEY_OPS, (get, update, regenerate, revoke, suspend, resume, top_up)))
+    return dict(zip(KEY_OPS, (get, update, regenerate, revoke, suspend, resume, top_up), strict=True))
 
 
 # (role, relation) -> op -> outcome. The expected answers, written out.

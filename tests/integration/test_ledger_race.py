@@ -200,7 +200,7 @@ def _run_workers(replicas: Replicas, op: str, account: str, jobs: list[list[tupl
         for _ in jobs
     ]
     try:
-        for p, calls in zip(procs, jobs):
+        for p, calls in zip(procs, jobs, strict=True):
             job = {"op": op, "account": account, "addrs": replicas.addrs, "calls": calls}
             p.stdin.write(json.dumps(job).encode() + b"\n")
         deadline = time.monotonic() + 30

@@ -177,9 +177,9 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def open_books(self, deposits, budgets):
         """Partners with credits and funded keys, so every rule has something to act on."""
-        for p, amount in zip(PARTNERS, deposits):
+        for p, amount in zip(PARTNERS, deposits, strict=True):
             self.deposit(p, amount)
-        for k, budget in zip(sorted(KEYS), budgets):
+        for k, budget in zip(sorted(KEYS), budgets, strict=True):
             self.fund_key(k, budget, "0.05")
 
     @rule(p=st.sampled_from(PARTNERS), amount=AMOUNTS)
@@ -432,7 +432,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert counters == (self.credits[account], self.debits[account], self.pending[account]), account
         # debits = credits: posted balances sum to zero per unit (external = minus deposits)
         by_unit = Counter()
-        for account_id, unit, credits, debits, _ in accounts:
+        for _account, unit, credits, debits, _ in accounts:
             by_unit[unit] += credits - debits
         assert all(v == 0 for v in by_unit.values()), by_unit
         # each request charged at most once

@@ -101,7 +101,7 @@ def _local_server() -> Iterator[PgServer]:
         capture_output=True,
         **_as_postgres(),
     )
-    log = open(root / "postgres.log", "wb")
+    log = open(root / "postgres.log", "wb")  # noqa: SIM115 (the server writes to it until stop())
     proc = subprocess.Popen(
         [
             str(PG_BIN / "postgres"),

@@ -464,7 +464,7 @@ def test_odd_arguments_fall_back_to_the_body_size(body, raw, r):
 
 
 def test_a_tiktoken_panic_falls_back_but_interrupts_propagate(monkeypatch):
-    PanicException = type("PanicException", (BaseException,), {})
+    PanicException = type("PanicException", (BaseException,), {})  # noqa: N806 (the name pyo3 gives it)
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
     def panics(enc, text):

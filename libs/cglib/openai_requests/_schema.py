@@ -190,7 +190,9 @@ class _Unions:
         for name in sorted(common or (), key=lambda n: (n not in ("role", "type"), n)):
             values = [_fixed_value(self.resolve(b["properties"][name])) for b in resolved]
             if len(set(values)) == len(values):
-                chain = _chain([({"properties": {name: {"const": v}}}, b) for v, b in zip(values, branches)])
+                chain = _chain(
+                    [({"properties": {name: {"const": v}}}, b) for v, b in zip(values, branches, strict=True)]
+                )
                 return {"type": "object", "required": [name], "properties": {name: {"enum": values}}, **chain}
         return None
 
@@ -246,11 +248,11 @@ class _Unions:
         if any(k is None for k in kinds):
             return None
         if key == "anyOf":  # any string, or one of these strings: any string
-            for branch, kind in zip(branches, kinds):
+            for branch, kind in zip(branches, kinds, strict=True):
                 if set(branch) == {"type"} and all(k <= kind for k in kinds):  # type: ignore[operator]
                     return branch
         groups: dict[frozenset[str], list[Any]] = {}
-        for kind, branch in zip(kinds, branches):
+        for kind, branch in zip(kinds, branches, strict=True):
             groups.setdefault(kind, []).append(branch)
         if not _disjoint(list(groups)):
             return None

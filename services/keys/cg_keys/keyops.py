@@ -23,7 +23,7 @@ import logging
 import time
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys import access, budget, keyfields, validation
@@ -299,7 +299,9 @@ class KeyOps:
             revoked = list(
                 (
                     await session.exec(
-                        select(VirtualKey).where(VirtualKey.status == "revoked", VirtualKey.settled_on_revoke == False)
+                        select(VirtualKey).where(
+                            VirtualKey.status == "revoked", col(VirtualKey.settled_on_revoke).is_(False)
+                        )
                     )
                 ).all()
             )

@@ -226,12 +226,12 @@ def _check_account(row, credited: dict, debited: dict, held: dict, sqlite: bool)
     out = []
     account = row.id
     if sqlite:
-        types = dict(zip(COUNTERS, row[-len(COUNTERS) :]))
+        types = dict(zip(COUNTERS, row[-len(COUNTERS) :], strict=True))
         bad = {c: t for c, t in types.items() if t != "integer"}
         if bad:
             out.append(Discrepancy("not_integer", account, ", ".join(f"{c} is {t}" for c, t in bad.items())))
     dp, dpo, cp, cpo = (_number(getattr(row, c)) for c in COUNTERS)
-    negative = [c for c, v in zip(COUNTERS, (dp, dpo, cp, cpo)) if v < 0]
+    negative = [c for c, v in zip(COUNTERS, (dp, dpo, cp, cpo), strict=True) if v < 0]
     if negative:
         out.append(Discrepancy("negative", account, ", ".join(f"{c} = {_number(getattr(row, c))}" for c in negative)))
     if row.debits_must_not_exceed_credits and dp + dpo > cpo:

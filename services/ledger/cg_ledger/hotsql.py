@@ -51,7 +51,7 @@ class HotSQL:
         row = cur.fetchone()
         if row is None:
             return None
-        return SimpleNamespace(**dict(zip((d[0] for d in cur.description), row)))
+        return SimpleNamespace(**dict(zip((d[0] for d in cur.description), row, strict=True)))
 
     def reservation(self, request_id: str, lock: bool = False):
         return self._one("reservation", lock, rid=request_id)

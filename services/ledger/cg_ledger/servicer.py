@@ -220,7 +220,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         # queued together, they commit together (txrunner's group commit), each on its own
         results = await asyncio.gather(*(self._settle(s) for s in request.settlements), return_exceptions=True)
         outcomes = []
-        for settlement, result in zip(request.settlements, results):
+        for settlement, result in zip(request.settlements, results, strict=True):
             if isinstance(result, ledger_pb2.SettleResponse):
                 outcomes.append(ledger_pb2.SettleOutcome(settled=result))
                 continue

@@ -93,11 +93,9 @@ class SQLiteGroupWriter:
             except BaseException as e:  # never let the writer die with callers waiting
                 log.exception("writer group failed", extra={"operations": len(group)})
                 outcomes = [(False, e if isinstance(e, Exception) else RuntimeError(repr(e)))] * len(group)
-            for (loop, fut, _, _), (ok, value) in zip(group, outcomes):
-                try:
+            for (loop, fut, _, _), (ok, value) in zip(group, outcomes, strict=True):
+                with contextlib.suppress(RuntimeError):  # that caller's loop is closed: nobody to answer
                     loop.call_soon_threadsafe(_deliver, fut, ok, value)
-                except RuntimeError:  # that caller's loop is closed: nobody to answer
-                    pass
 
     def _commit_group(self, group: list) -> list[tuple[bool, Any]]:
         execute = self.conn.execute

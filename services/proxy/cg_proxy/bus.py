@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client as NATS
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from cglib import natsx
@@ -20,7 +20,7 @@ Handler = Callable[[Msg], Awaitable[None]]
 class Bus:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.nc: NATS | None = None
+        self.nc: NatsClient | None = None
         self.ready = asyncio.Event()
         self._subscriptions: list[tuple[str, Handler]] = []
         self._task: asyncio.Task | None = None

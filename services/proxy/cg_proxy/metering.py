@@ -132,7 +132,7 @@ class SettleBatcher:
             ]
             if len(outcomes) != len(batch):
                 outcomes = [_rpc_error(grpc.StatusCode.INTERNAL, "SettleBatch answered a different count")] * len(batch)
-        for (_, fut), outcome in zip(batch, outcomes):
+        for (_, fut), outcome in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
             if isinstance(outcome, Exception):

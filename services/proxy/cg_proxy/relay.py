@@ -84,9 +84,8 @@ class StreamRelay:
         usage = usage_from(chunk)
         if usage is not None:
             self.usage = usage
-            if not self.client_wants_usage:
-                if not chunk.get("choices"):
-                    return None  # the usage-only chunk the client did not ask for
+            if not self.client_wants_usage and not chunk.get("choices"):
+                return None  # the usage-only chunk the client did not ask for
         return event
 
     async def pump(self) -> None:

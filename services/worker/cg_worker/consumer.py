@@ -33,7 +33,7 @@ async def _one_by_one(stream: str, msgs, events, handler) -> None:
     """Acks what succeeds, redelivers what meets an unavailable dependency, and
     terminates (and logs) an event that fails by itself: events are only triggers, so the
     next event about the same key or partner re-reads the state it would have acted on."""
-    for msg, event in zip(msgs, events):
+    for msg, event in zip(msgs, events, strict=True):
         try:
             await handler([event])
         except Transient:

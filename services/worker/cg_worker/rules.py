@@ -84,9 +84,9 @@ class Rules:
             return
         settled = detail.settled_remaining_ucr
         topup = key.auto_topup
-        if topup.enabled and settled < Decimal(topup.threshold_usd) * UCR_PER_USD:
-            if await self._auto_top_up(actor, key, settled):
-                return
+        below = topup.enabled and settled < Decimal(topup.threshold_usd) * UCR_PER_USD
+        if below and await self._auto_top_up(actor, key, settled):
+            return
         if settled < detail.min_request_ucr and key.status == kpb.KEY_STATUS_ACTIVE:
             try:
                 await self._call(self.keys.MarkKeyExhausted, kpb.MarkKeyExhaustedRequest(actor=actor, key_id=key.id))
