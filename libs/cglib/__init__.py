@@ -10,4 +10,9 @@ Modules, each small and with one role:
 - ``natsx``: NATS connection and the usage stream declaration.
 - ``metrics``: Prometheus endpoint for non-HTTP services and a gRPC metrics interceptor.
 - ``ids``: request ids.
+- ``money``: the units (``UCR_PER_CREDIT``, ``UCR_PER_USD``, ...), in one place.
+- ``retry``: ``retrying()``, the one backoff loop (jitter, a deadline that raises, a stop).
+- ``openai_requests``: OpenAI's request schemas, compiled once, for the proxy and the mock.
+- ``faults``, ``keysecret``, ``healthcheck``: crash points for tests, virtual key secrets,
+  the health probe the containers run.
 """

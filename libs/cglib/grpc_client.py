@@ -7,6 +7,18 @@ import grpc
 
 DEFAULT_TIMEOUT_S = 2.0
 
+# The failures after which the same call (with the same idempotency id) is worth making
+# again: the callee was unreachable, too slow, overloaded, or the call was cut off. Every
+# other code is an answer (the callee decided) and retrying it changes nothing.
+TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
