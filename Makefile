@@ -5,20 +5,36 @@ PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help run test lint fmt protos install clean system-deps bench bench-ledger
+.PHONY: help run test lint fmt protos install lock clean system-deps bench bench-setup bench-ledger ci
 .DEFAULT_GOAL := help
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
-# One install step: every service and lib into one virtual environment (editable),
-# plus a .pth that puts the generated protobuf package on the path.
-$(VENV)/.installed: pyproject.toml
+# Dependencies are locked in uv.lock (every version, with hashes; `make lock` refreshes it)
+# and installed with uv, which never reads pip's configuration and never downloads a Python.
+UV_BIN := $(VENV)/bin/uv
+UV     := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV_BIN)
+
+# uv itself comes first, into the virtual environment, from its own entry in uv.lock
+# (pip checks the hashes); `uv sync` then keeps it at that version like any other package.
+$(UV_BIN):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
+	$(PY) -c 'import tomllib; p = next(p for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"); print("uv==" + p["version"], *("--hash=" + f["hash"] for f in [*p.get("wheels", []), *([p["sdist"]] if "sdist" in p else [])]))' >$(VENV)/uv-requirement.txt
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+
+# One install step: exactly what uv.lock holds for the dev install (runtime + the dev extra),
+# anything else removed (but pip, the venv's own installer), the project itself editable
+# (every service and lib), plus a .pth that puts the generated protobuf package on the path.
+# --locked: a uv.lock that no longer matches pyproject.toml stops here (run `make lock`).
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV_BIN)
+	$(UV) sync -q --locked --extra dev
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "creditgate-gen.pth").write_text("$(CURDIR)/$(GEN)\n")'
 	touch $@
 
-install: $(VENV)/.installed  ## the virtual environment (.venv) with every service, lib and dev tool
+install: $(VENV)/.installed  ## the virtual environment (.venv) with every service, lib and dev tool, as locked
+
+lock: | $(UV_BIN)  ## refresh uv.lock from pyproject.toml (LOCK_ARGS=--upgrade: the newest versions allowed)
+	$(UV) lock $(LOCK_ARGS)
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,11 +81,18 @@ test: protos system-deps node-deps  ## every test: unit, integration, end-to-end
 clean:  ## remove .venv, gen and var
 	rm -rf $(GEN) $(VENV) var
 
-# Reserve+settle throughput of the ledger over gRPC, SQLite and PostgreSQL.
-# The proxy beside a direct call and LiteLLM (../shared/bench; run its setup.sh once as root).
+# The proxy beside a direct call and LiteLLM, on the harness in tests/bench/harness (fake nginx
+# upstream, wrk, peers in /opt/peers): `make bench-setup` once, as root.
 bench: protos  ## the gateway beside a direct call and its peers (needs make bench-setup once)
 	$(PY) tests/bench/gateway_bench.py $(BENCH_ARGS)
 
+# Debian's nginx, libnginx-mod-http-echo and wrk, then LiteLLM (PyPI) and Portkey (npm) into
+# /opt/peers (PEERS_DIR); idempotent. BENCH_SETUP_ARGS=tools installs the Debian tools only.
+bench-setup:  ## once, as root: what make bench needs (nginx, wrk, the peers in /opt/peers)
+	@test "$$(id -u)" = 0 || { echo "make bench-setup installs Debian packages and /opt/peers: run it as root"; exit 1; }
+	bash tests/bench/harness/setup.sh $(BENCH_SETUP_ARGS)
+
+# Reserve+settle throughput of the ledger over gRPC, SQLite and PostgreSQL.
 bench-ledger: protos  ## reserve+settle throughput of the ledger, SQLite and PostgreSQL
 	$(PY) tests/bench/ledger_bench.py $(BENCH_ARGS)
 
@@ -90,3 +113,8 @@ lint: protos  ## ruff (format and lint), mypy, import contracts: what CI checks 
 fmt: $(VENV)/.installed  ## format and apply ruff's safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# CI: a clone of this checkout's HEAD in an empty temporary directory, `make lint` then
+# `make test` there (nothing beside the clone, so nothing outside the repository is read).
+ci:  ## what CI runs (.ci/run): make lint and make test in a fresh clone of HEAD
+	.ci/run

@@ -3,17 +3,18 @@
 
 Starts the whole stack (NATS with JetStream, keys, ledger, proxy, worker — metering,
 settlement and usage events all on, SQLite by default) with its providers pointed at the
-fake nginx upstream of ``../shared/bench`` (``json``: gpt-4o-mini → :18001/v1, ``sse``:
-deepseek-chat → :18001/sse/v1, ``slow``: mistral-small-latest → :18002/v1), funds one
-key, then runs that harness's ``run.sh`` with the proxy as a target next to ``direct``
-and the peers. The harness prints its table (medians over rounds; ``d_p50_ms`` at c=1
-is the added latency, ``rps_ratio`` at c=32 the throughput beside direct, ``cpu_s/1k``
-the proxy process's CPU per 1,000 requests). This script adds the CPU of every stack
-service per 1,000 proxied requests, checks the ledger charged what the proxy served, and
-measures in-process what validating a request body costs (parse + OpenAI's schema, the
-proxy's ``cg_proxy.request_checks``, on a typical chat body).
+fake nginx upstream of the benchmark harness beside this script (``harness/``, or
+``CG_BENCH_HARNESS``; ``json``: gpt-4o-mini → :18001/v1, ``sse``: deepseek-chat →
+:18001/sse/v1, ``slow``: mistral-small-latest → :18002/v1), funds one key, then runs that
+harness's ``run.sh`` with the proxy as a target next to ``direct`` and the peers. The
+harness prints its table (medians over rounds; ``d_p50_ms`` at c=1 is the added latency,
+``rps_ratio`` at c=32 the throughput beside direct, ``cpu_s/1k`` the proxy process's CPU
+per 1,000 requests). This script adds the CPU of every stack service per 1,000 proxied
+requests, checks the ledger charged what the proxy served, and measures in-process what
+validating a request body costs (parse + OpenAI's schema, the proxy's
+``cg_proxy.request_checks``, on a typical chat body).
 
-    make bench                                  # needs ../shared/bench/setup.sh once (root)
+    make bench                                  # needs `make bench-setup` once (root)
     make bench BENCH_ARGS="--rounds 1 --targets 'direct creditgate'"
     make bench BENCH_ARGS=--validation-only     # only the validation cost, no stack
 
@@ -40,8 +41,7 @@ from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import Stack, StackConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-HARNESS = Path(os.environ.get("CG_BENCH_HARNESS", ROOT.parent / "shared" / "bench"))
+HARNESS = Path(os.environ.get("CG_BENCH_HARNESS") or Path(__file__).resolve().parent / "harness")
 SERVICES = ("nats", "keys", "ledger", "proxy", "worker")
 MODELS = {"json": "gpt-4o-mini", "sse": "deepseek-chat", "slow": "mistral-small-latest"}
 UPSTREAMS = {
@@ -65,7 +65,7 @@ def proxied_requests(proxy_url: str) -> int:
     return int(total)
 
 
-# The harness's chat request (../shared/bench/bench.lua), as the proxy receives it.
+# The harness's chat request (harness/bench.lua), as the proxy receives it.
 TYPICAL_CHAT = (
     b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},'
     b'{"role":"user","content":"Write one sentence about load testing an HTTP gateway."}],'
@@ -122,7 +122,7 @@ def main() -> int:
         return 2
     missing = [t for t in ("wrk", "nginx") if shutil.which(t) is None]
     if missing:
-        print(f"missing {', '.join(missing)}: run {HARNESS}/setup.sh once (as root)", file=sys.stderr)
+        print(f"missing {', '.join(missing)}: run `make bench-setup` once (as root)", file=sys.stderr)
         return 2
 
     var = Path(tempfile.mkdtemp(prefix="cg-bench-"))

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import tomllib
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -174,7 +175,12 @@ def test_dockerfile_base_stage() -> None:
     base = stages["base"]
     assert base["from"] == "python:3.11-slim"
     body = "\n".join(base["lines"])
-    assert re.search(r"pip install --no-cache-dir \.(\s|$)", body) and " -e " not in body
+    # dependencies: the requirements stage's export of uv.lock, every file hash-checked,
+    # nothing resolved here; then the project, not editable, bringing no dependency of its own
+    assert "COPY --from=requirements /src/requirements.txt /tmp/requirements.txt" in body
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.txt" in body
+    assert re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation \.(\s|$)", body) and " -e " not in body
+    assert "pip check" in body
     assert "grpc_tools.protoc" in body and "PYTHONPATH=/app/gen" in body
     users = [line.split(None, 1)[1] for line in base["lines"] if line.upper().startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
@@ -184,6 +190,43 @@ def test_dockerfile_base_stage() -> None:
     for entry in (".venv", "var", "gen", ".git", ".pytest_cache"):
         assert entry in ignored
     assert any("__pycache__" in e for e in ignored)
+
+
+def test_dockerfile_installs_the_locked_runtime_dependencies(tmp_path: Path) -> None:
+    """The requirements stage exports uv.lock without the dev extra; the same command run
+    here (offline) gives every runtime dependency of pyproject.toml, pinned and hashed,
+    and no dev tool."""
+    stage = "\n".join(dockerfile_stages()["requirements"]["lines"])
+    assert "COPY pyproject.toml uv.lock ./" in stage
+    m = re.search(r"uv (export [^&\n]*?) -o requirements\.txt", stage)
+    assert m, stage
+    args = m.group(1).split()
+    assert "--locked" in args and not any(a.startswith(("--extra", "--all-extras", "--all-groups")) for a in args), args
+    out = tmp_path / "requirements.txt"
+    proc = subprocess.run(
+        [os.path.join(sysconfig.get_path("scripts"), "uv"), *args, "--offline", "-o", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # one block per requirement: `name==version [; marker] \` then its `--hash=sha256:...` lines
+    blocks = [b for b in re.split(r"\n(?=\S)", out.read_text().strip()) if not b.startswith("#")]
+    pins = {}
+    for block in blocks:
+        m = re.match(r"([A-Za-z0-9._-]+)==(\S+)(?: ; [^\n]+)? \\\n", block)
+        assert m and "--hash=sha256:" in block, f"not an exact pin with hashes: {block.splitlines()[0]}"
+        pins[m.group(1)] = m.group(2)
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    exported = {name.lower().replace("_", "-") for name in pins}
+    assert names(project["dependencies"]) <= exported
+    assert not names(project["optional-dependencies"]["dev"]) & exported, "a dev dependency in the image"
 
 
 def test_build_targets_exist_and_run_importable_modules(services: dict[str, dict[str, Any]]) -> None:
