@@ -25,3 +25,14 @@ def db_url(request, tmp_path) -> Iterator[str]:
         server: PgServer = request.getfixturevalue("pg_server")
         with server.database() as dsn:
             yield dsn
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that runs on PostgreSQL ``postgres`` (it asks for ``pg_server``, or
+    one of its parameters is ``postgres``), so ``-m "not postgres"`` is a quick SQLite-only
+    run and ``-m postgres`` the rest."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        values = params.params.values() if params is not None else ()
+        if "pg_server" in getattr(item, "fixturenames", ()) or "postgres" in values:
+            item.add_marker(pytest.mark.postgres)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import DEFAULT_PORTS
+from cglib.money import UCR_PER_CREDIT
 from creditgate.ledger.v1 import ledger_pb2
 
 
@@ -26,7 +27,7 @@ def main() -> int:
     finally:
         seeder.close()
     for label, ucr in (("posted", b.posted_ucr), ("pending", b.pending_ucr), ("available", b.available_ucr)):
-        print(f"{label:>9}: {ucr / 1_000_000:,.6f} credits  ({ucr:,} µcr)")
+        print(f"{label:>9}: {ucr / UCR_PER_CREDIT:,.6f} credits  ({ucr:,} µcr)")
     return 0
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import grpc
 
 from cglib.keysecret import hash_secret
+from cglib.money import UCR_PER_CREDIT
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-UCR_PER_CREDIT = 1_000_000
 DEMO_MODELS = ["gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"]
 TIMEOUT = 5
 

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cg_devstack.procs import Proc, free_port, grpc_serving, http_ok, lost_port, nats_ready, wait_for_free_ports
+from cg_devstack.procs import (
+    Proc,
+    free_port,
+    grpc_serving,
+    http_ok,
+    nats_ready,
+    start_on_free_ports,
+    wait_for_free_ports,
+)
 
 # What `make run` binds; tests pick free ports instead.
 DEFAULT_PORTS = {
@@ -103,7 +111,6 @@ class Stack:
     def _build(self, name: str) -> Proc:
         p, var, cfg = self.ports, self.var, self.config
         logs = var / "logs"
-        echo = {"echo": cfg.echo}
         extra = cfg.env.get(name, {})
         if name == "nats":
             store = var / "nats"
@@ -121,7 +128,7 @@ class Stack:
                 str(p["nats_monitor"]),
             ]
             ready = nats_ready(p["nats"], p["nats_monitor"])
-            return Proc("nats", argv, extra, logs / "nats.log", ready, **echo)
+            return Proc("nats", argv, extra, logs / "nats.log", ready, echo=cfg.echo)
         if name == "keys":
             env = {
                 "CG_KEYS_PORT": str(p["keys"]),
@@ -131,7 +138,7 @@ class Stack:
                 "CG_KEYS_NATS_URL": self.nats_url,
             }
             return Proc.python_module(
-                "keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), **echo
+                "keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), echo=cfg.echo
             )
         if name == "ledger":
             env = {
@@ -142,7 +149,12 @@ class Stack:
                 "CG_LEDGER_ADMIN_TOKEN": self.ledger_admin_token,
             }
             return Proc.python_module(
-                "ledger", "cg_ledger", {**env, **extra}, logs / "ledger.log", grpc_serving(self.ledger_addr), **echo
+                "ledger",
+                "cg_ledger",
+                {**env, **extra},
+                logs / "ledger.log",
+                grpc_serving(self.ledger_addr),
+                echo=cfg.echo,
             )
         if name == "mock":
             env = {"CG_MOCK_PORT": str(p["mock"])}
@@ -152,7 +164,7 @@ class Stack:
                 {**env, **extra},
                 logs / "mock.log",
                 http_ok(f"http://127.0.0.1:{p['mock']}/healthz"),
-                **echo,
+                echo=cfg.echo,
             )
         if name == "proxy":
             env = {
@@ -164,7 +176,12 @@ class Stack:
                 "CG_PROXY_OUTBOX_PATH": str(var / "proxy-outbox.sqlite3"),
             }
             return Proc.python_module(
-                "proxy", "cg_proxy", {**env, **extra}, logs / "proxy.log", http_ok(f"{self.proxy_url}/readyz"), **echo
+                "proxy",
+                "cg_proxy",
+                {**env, **extra},
+                logs / "proxy.log",
+                http_ok(f"{self.proxy_url}/readyz"),
+                echo=cfg.echo,
             )
         if name == "worker":
             env = {
@@ -179,12 +196,12 @@ class Stack:
                 {**env, **extra},
                 logs / "worker.log",
                 http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"),
-                **echo,
+                echo=cfg.echo,
             )
         if name == "bff":
             env = {"CG_BFF_PORT": str(p["bff"]), "CG_BFF_PROXY_PUBLIC_URL": f"{self.proxy_url}/v1"}
             return Proc.python_module(
-                "bff", "cg_bff", {**env, **extra}, logs / "bff.log", http_ok(f"{self.bff_url}/healthz"), **echo
+                "bff", "cg_bff", {**env, **extra}, logs / "bff.log", http_ok(f"{self.bff_url}/healthz"), echo=cfg.echo
             )
         raise KeyError(name)
 
@@ -219,20 +236,20 @@ class Stack:
     }
 
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
-        for attempt in range(3):
-            proc = self._build(name)
-            self.procs[name] = proc
-            proc.start()
-            try:
-                proc.wait_ready(timeout_s)
-                return proc
-            except RuntimeError:
-                if self.config.fixed_ports or not lost_port(proc) or attempt == 2:
-                    raise
-                # a free port we picked was taken before the service bound it: pick again
+        attempts = 0
+
+        def build() -> Proc:
+            nonlocal attempts
+            if attempts:  # a free port we picked was taken before the service bound it: pick again
                 for port_name in self.OWN_PORTS[name]:
                     self.ports[port_name] = free_port()
-        raise AssertionError("unreachable")
+            attempts += 1
+            proc = self._build(name)
+            self.procs[name] = proc
+            return proc
+
+        # fixed ports are the ones asked for: a port lost to another process is an error
+        return start_on_free_ports(build, timeout_s, attempts=1 if self.config.fixed_ports else 3)
 
     def stop_service(self, name: str) -> int | None:
         return self.procs[name].stop()

@@ -5,7 +5,10 @@ Modules, each small and with one role:
 - ``logs``: structured (JSON) logging.
 - ``grpc_server``: ``create_server(addr) -> (server, port)`` with health and reflection,
   and ``serve()`` that shuts down gracefully on SIGTERM/SIGINT.
-- ``grpc_client``: channel options for fast reconnect and the default RPC deadline.
+- ``grpc_errors``: the interceptor every server gets, mapping a service's domain errors
+  to status codes (anything else: logged, INTERNAL).
+- ``grpc_client``: channel options for fast reconnect, the default RPC deadline, and the
+  one set of transient codes (``TRANSIENT``).
 - ``db``: async SQLModel engines from a DSN (SQLite file by default) and Alembic at start.
 - ``natsx``: NATS connection and the usage stream declaration.
 - ``metrics``: Prometheus endpoint for non-HTTP services and a gRPC metrics interceptor.

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cglib.grpc_errors import ErrorCodes, ErrorMappingInterceptor, UnaryHandler
 from cglib.metrics import MetricsInterceptor
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,17 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
         parse = handler.request_deserializer
-        inner = handler.unary_unary
+        inner = cast(UnaryHandler, handler.unary_unary)
         method = handler_call_details.method
 
-        async def decoded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def decoded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 request = parse(raw)
             except Exception:
@@ -62,12 +62,16 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
 
 
 def create_server(
-    addr: str, register: Registrar, service_names: Iterable[str]
+    addr: str, register: Registrar, service_names: Iterable[str], error_codes: ErrorCodes | None = None
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds an aio server with our interceptors, health and reflection, bound to
-    ``addr`` (``host:0`` picks a free port). Returns ``(server, port, health)``."""
-    # metrics first: it counts (and times) the calls the decoder refuses too
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(), RequestDecodeInterceptor()], options=SERVER_OPTIONS)
+    ``addr`` (``host:0`` picks a free port). ``error_codes`` maps the service's domain
+    errors to status codes (``cglib.grpc_errors``; anything unmapped is INTERNAL).
+    Returns ``(server, port, health)``."""
+    # metrics first: it counts (and times) the calls the decoder refuses too; the error
+    # mapping last, next to the handler
+    interceptors = [MetricsInterceptor(), RequestDecodeInterceptor(), ErrorMappingInterceptor(error_codes or {})]
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -100,21 +104,3 @@ async def serve(
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace_s)
-
-
-def mapped_errors(codes: dict[type[Exception], grpc.StatusCode]):
-    """A decorator for servicer methods: a domain error of one of ``codes``' types
-    aborts the call with its status code and message (one place per service maps them)."""
-    handled = tuple(codes)
-
-    def decorate(handler):
-        @functools.wraps(handler)
-        async def wrapper(self, request, context):
-            try:
-                return await handler(self, request, context)
-            except handled as e:
-                await context.abort(codes[type(e)], str(e))
-
-        return wrapper
-
-    return decorate

@@ -15,12 +15,12 @@ import nats
 from cg_devstack import Stack
 from cg_devstack.seed import Seeder
 from cglib import natsx
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from helpers import eventually
 
-CREDIT = 1_000_000
 T = 10
 ONE_UCR_PER_TOKEN = lpb.Price(input_usd_per_mtok="0.01", output_usd_per_mtok="0.01")
 
@@ -33,7 +33,11 @@ def nudge_worker(stack: Stack, partner_id: str, key_id: str, times: int = 3) -> 
         js = nc.jetstream()
         for _ in range(times):
             event = events_pb2.UsageEvent(
-                request_id=uuid.uuid4().hex, key_id=key_id, partner_id=partner_id, model="gpt-4o-mini", status="ok"
+                request_id=uuid.uuid4().hex,
+                key_id=key_id,
+                partner_id=partner_id,
+                model="gpt-4o-mini",
+                outcome=events_pb2.USAGE_OUTCOME_OK,
             )
             await js.publish(natsx.usage_subject(partner_id, key_id), event.SerializeToString())
         await nc.drain()

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from helpers import client, eventually, expected_cost_ucr
 
 MODELS = ["gpt-4o-mini", "claude-haiku-4-5"]
-CREDIT = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_sdk_completion_is_billed_exactly_and_reaches_the_worker(stack, seeder, 
     assert event["charged_ucr"] == cost and event["key_id"] == key.key_id and event["partner_id"] == key.partner_id
     assert (event["input_tokens"], event["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
     assert event["usage_source"] == "provider" and event["model"] == "gpt-4o-mini"
+    assert event["outcome"] == "ok" and event["customer_id"] == ""  # a partner key bills no customer
 
 
 @pytest.mark.parametrize("include_usage", [True, False])

@@ -42,7 +42,7 @@ def test_a_changed_key_fails_on_a_second_replica_within_one_second(stack, seeder
     elif change == "revoke":
         seeder.keys.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=key.key_id), timeout=5)
     else:
-        seeder.keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key.key_id, reason="test"), timeout=5)
+        seeder.keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key.key_id, note="test"), timeout=5)
     expected = 403 if change == "suspend" else 401
     eventually(lambda: status(replica, key.secret) == expected, timeout_s=1.0, what=f"{change} seen by replica 2")
     elapsed = time.monotonic() - start

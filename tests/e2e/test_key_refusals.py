@@ -18,10 +18,10 @@ import pytest
 
 from cg_devstack import Stack
 from cg_devstack.seed import Seeder
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from helpers import eventually, expected_cost_ucr, quiet_balance
 
-CREDIT = 1_000_000
 CHEAP = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 # gpt-4o at $2.50 per 1M input tokens: ~600 tokens of prompt hold and cost ~0.15 credits
 PRICEY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "word " * 600}]}

@@ -18,12 +18,12 @@ import pytest
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
 from cglib import natsx
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2 as kpb
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from helpers import eventually, quiet_balance
 
-CREDIT = 1_000_000
 T = 10
 # gpt-4o: $2.50 per 1M input tokens = 250 ucr a token; 5,000 words cost ~1.27 credits
 EXPENSIVE = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "word " * 5000}]}
@@ -170,7 +170,11 @@ def nudge(stack, key) -> None:
     async def publish():
         nc = await nats.connect(stack.nats_url)
         event = events_pb2.UsageEvent(
-            request_id=uuid.uuid4().hex, key_id=key.key_id, partner_id=key.partner_id, model="gpt-4o-mini", status="ok"
+            request_id=uuid.uuid4().hex,
+            key_id=key.key_id,
+            partner_id=key.partner_id,
+            model="gpt-4o-mini",
+            outcome=events_pb2.USAGE_OUTCOME_OK,
         )
         await nc.jetstream().publish(natsx.usage_subject(key.partner_id, key.key_id), event.SerializeToString())
         await nc.drain()
@@ -235,7 +239,7 @@ def test_the_deposit_line_suspends_and_resumes_exactly_the_customer_keys(stack: 
         for i in range(3)
     ]
     kept, revoked, other = made
-    seeder.keys.SuspendKey(kpb.SuspendKeyRequest(actor=actor, key_id=other.key.id, reason="abuse review"), timeout=T)
+    seeder.keys.SuspendKey(kpb.SuspendKeyRequest(actor=actor, key_id=other.key.id, note="abuse review"), timeout=T)
     # three deposits hold 3,000: 300 available, below the 1,000 line
     eventually(lambda: call(stack, kept.secret, CHEAP) == 403, timeout_s=10, what="suspension at the proxy")
     # (a call made before the worker suspended the key was paid by the partner: count from here)
@@ -260,11 +264,11 @@ def test_the_deposit_line_suspends_and_resumes_exactly_the_customer_keys(stack: 
     assert call(stack, revoked.secret, CHEAP) == 401  # revoked meanwhile: stays revoked
     assert call(stack, other.secret, CHEAP) == 403  # suspended for another reason: stays
     status = {
-        k.id: (k.status, k.status_reason)
+        k.id: (k.status, k.suspension, k.status_reason)
         for k in seeder.keys.ListKeys(kpb.ListKeysRequest(actor=actor, include_revoked=True), timeout=T).keys
     }
-    assert status[other.key.id] == (kpb.KEY_STATUS_SUSPENDED, "abuse review")
-    assert status[kept.key.id][0] == kpb.KEY_STATUS_ACTIVE
+    assert status[other.key.id] == (kpb.KEY_STATUS_SUSPENDED, kpb.SUSPENSION_REASON_BY_PARTNER, "abuse review")
+    assert status[kept.key.id] == (kpb.KEY_STATUS_ACTIVE, kpb.SUSPENSION_REASON_UNSPECIFIED, "")
 
 
 def test_redelivered_and_duplicated_events_change_nothing(stack: Stack, seeder):
@@ -277,7 +281,12 @@ def test_redelivered_and_duplicated_events_change_nothing(stack: Stack, seeder):
         nc = await nats.connect(stack.nats_url)
         js = nc.jetstream()
         below = events_pb2.UsageEvent(
-            request_id="dup", key_id=key.key_id, partner_id=key.partner_id, model="gpt-4o", charged_ucr=1, status="ok"
+            request_id="dup",
+            key_id=key.key_id,
+            partner_id=key.partner_id,
+            model="gpt-4o",
+            charged_ucr=1,
+            outcome=events_pb2.USAGE_OUTCOME_OK,
         )
         for i in range(5):  # the same event, re-sent under new message ids
             await js.publish(

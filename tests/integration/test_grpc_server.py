@@ -67,3 +67,65 @@ async def test_a_second_server_cannot_take_a_port_in_use():
             create_server(f"127.0.0.1:{port}", register, [SERVICE])
     finally:
         await first.stop(0)
+
+
+# -- domain errors -> status codes (cglib.grpc_errors) -----------------------------------
+
+
+class Missing(Exception):
+    pass
+
+
+class MissingAccount(Missing):
+    pass
+
+
+class Faulty(ledger_pb2_grpc.LedgerServiceServicer):
+    """Deposit fails as its memo says."""
+
+    async def Deposit(
+        self, request: ledger_pb2.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
+        if request.memo == "mapped":
+            raise Missing("no such thing")
+        if request.memo == "subclass":
+            raise MissingAccount("no such account")
+        if request.memo == "abort":
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the handler's own answer")
+        raise RuntimeError("internals: /var/db/secret.sqlite3")
+
+
+@pytest.fixture
+async def faulty():
+    servicer = Faulty()
+    server, port, _ = create_server(
+        "127.0.0.1:0",
+        lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
+        [SERVICE],
+        {Missing: grpc.StatusCode.NOT_FOUND},
+    )
+    await server.start()
+    ch = insecure_channel(f"127.0.0.1:{port}")
+    yield ledger_pb2_grpc.LedgerServiceStub(ch)
+    await ch.close()
+    await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("memo", "code", "details"),
+    [
+        ("mapped", grpc.StatusCode.NOT_FOUND, "no such thing"),
+        ("subclass", grpc.StatusCode.NOT_FOUND, "no such account"),
+        ("abort", grpc.StatusCode.PERMISSION_DENIED, "the handler's own answer"),
+        ("other", grpc.StatusCode.INTERNAL, "internal error"),
+    ],
+)
+async def test_domain_errors_are_mapped_and_anything_else_is_internal(faulty, caplog, memo, code, details):
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await faulty.Deposit(ledger_pb2.DepositRequest(memo=memo), timeout=5)
+    assert (e.value.code(), e.value.details()) == (code, details)
+    logged = [r for r in caplog.records if r.name == "cglib.grpc_errors"]
+    if memo == "other":  # logged with its trace; the caller learns nothing of it
+        assert len(logged) == 1 and logged[0].exc_info is not None and "secret" not in e.value.details()
+    else:
+        assert not logged

@@ -12,13 +12,13 @@ import pytest
 
 from cg_devstack import Stack
 from cglib.keysecret import hash_secret
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 from support.stacks import KEYS_AND_LEDGER, stack_on
 
-CREDIT = 1_000_000
 T = 10
 CASES = [
     # (operation, process killed, its crash point)

@@ -19,13 +19,13 @@ import grpc
 import pytest
 
 from cglib.keysecret import hash_secret
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 from support.stacks import KEYS_AND_LEDGER, stack_on
 
-CREDIT = 1_000_000
 T = 10
 FP = grpc.StatusCode.FAILED_PRECONDITION
 IA = grpc.StatusCode.INVALID_ARGUMENT
@@ -258,7 +258,7 @@ def test_repeated_changes_are_idempotent_and_impossible_ones_refused(keys, ledge
         assert keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=key_id), timeout=T).status == pb.KEY_STATUS_ACTIVE
     for _ in range(2):
         assert (
-            keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, reason="abuse"), timeout=T).status
+            keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, note="abuse"), timeout=T).status
             == pb.KEY_STATUS_SUSPENDED
         )
     # a suspended key is not "exhausted" by the worker: only an active one can be
@@ -270,7 +270,10 @@ def test_repeated_changes_are_idempotent_and_impossible_ones_refused(keys, ledge
     e = refused(keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=key_id))
     assert e.code() == FP and "revoked" in e.details()
     assert (
-        refused(keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=key_id, only_if_reason="deposit_line")).code()
+        refused(
+            keys.ResumeKey,
+            pb.ResumeKeyRequest(actor=actor, key_id=key_id, only_if=pb.SUSPENSION_REASON_DEPOSIT_LINE),
+        ).code()
         == FP
     )
     assert detail(keys, actor, key_id).key.status == pb.KEY_STATUS_REVOKED

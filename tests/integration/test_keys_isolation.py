@@ -34,6 +34,7 @@ import grpc
 import pytest
 
 from cg_devstack import Stack
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
@@ -41,7 +42,6 @@ from creditgate.ledger.v1 import ledger_pb2_grpc
 from support.stacks import KEYS_AND_LEDGER, stack_on
 
 T = 10  # seconds, every call
-CREDIT = 1_000_000
 SECRET_PREFIX = "sk-cg-"
 
 OK = "OK"
@@ -329,7 +329,7 @@ def _key_call(w: World, actor: pb.Actor, op: str, key_id: str) -> Callable[[], o
             pb.RegenerateKeyRequest(actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex), timeout=T
         ),
         "RevokeKey": lambda: k.RevokeKey(pb.RevokeKeyRequest(actor=actor, key_id=key_id), timeout=T),
-        "SuspendKey": lambda: k.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, reason="test"), timeout=T),
+        "SuspendKey": lambda: k.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=key_id, note="test"), timeout=T),
         "ResumeKey": lambda: k.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=key_id), timeout=T),
         "TopUpKey": lambda: k.TopUpKey(
             pb.TopUpKeyRequest(actor=actor, key_id=key_id, idempotency_key=uuid.uuid4().hex, amount_credits=1),

@@ -10,14 +10,18 @@ import grpc
 import pytest
 
 from cglib.keysecret import hash_secret
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 from support.stacks import KEYS_AND_LEDGER, stack_on
 
-CREDIT = 1_000_000
 T = 10
+IA = grpc.StatusCode.INVALID_ARGUMENT
+UNSPECIFIED = pb.SUSPENSION_REASON_UNSPECIFIED
+BY_PARTNER = pb.SUSPENSION_REASON_BY_PARTNER
+DEPOSIT_LINE = pb.SUSPENSION_REASON_DEPOSIT_LINE
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -304,7 +308,7 @@ def test_revoke_is_final_refunds_unused_budget_and_is_idempotent(keys, ledger):
     for call, req in (
         (keys.RegenerateKey, pb.RegenerateKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="r")),
         (keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=made.key.id)),
-        (keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="x")),
+        (keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, note="x")),
         (keys.MarkKeyExhausted, pb.MarkKeyExhaustedRequest(actor=actor, key_id=made.key.id)),
         (
             keys.UpdateKey,
@@ -325,24 +329,35 @@ def test_revoke_is_final_refunds_unused_budget_and_is_idempotent(keys, ledger):
 def test_suspend_resume_and_top_up(keys, ledger):
     p, actor = partner(keys, ledger)
     made = create(keys, actor, 10)
-    s = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="deposit_line"), timeout=T)
-    assert (s.status, s.status_reason) == (pb.KEY_STATUS_SUSPENDED, "deposit_line")
+
+    def suspend(**kw) -> pb.Key:
+        return keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, **kw), timeout=T)
+
+    def resume(**kw) -> pb.Key:
+        return keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, **kw), timeout=T)
+
+    s = suspend(suspension=DEPOSIT_LINE, note="below the line")
+    assert (s.status, s.suspension, s.status_reason) == (pb.KEY_STATUS_SUSPENDED, DEPOSIT_LINE, "below the line")
     assert auth(keys, made.secret).key.status == pb.KEY_STATUS_SUSPENDED
-    still = keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="other"), timeout=T)
-    assert still.status == pb.KEY_STATUS_SUSPENDED
-    # a deliberate suspension replaces the worker's, so the worker's resume cannot lift it ...
-    abuse = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="abuse"), timeout=T)
-    assert abuse.status_reason == "abuse"
-    lifted = keys.ResumeKey(
-        pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if_reason="deposit_line"), timeout=T
-    )
-    assert (lifted.status, lifted.status_reason) == (pb.KEY_STATUS_SUSPENDED, "abuse")
+    assert auth(keys, made.secret).key.suspension == DEPOSIT_LINE
+    still = resume(only_if=BY_PARTNER)
+    assert (still.status, still.suspension) == (pb.KEY_STATUS_SUSPENDED, DEPOSIT_LINE)
+    # a deliberate suspension (UNSPECIFIED is one) replaces the worker's, so the worker's
+    # resume cannot lift it ...
+    abuse = suspend(note="abuse")
+    assert (abuse.suspension, abuse.status_reason) == (BY_PARTNER, "abuse")
+    lifted = resume(only_if=DEPOSIT_LINE)
+    assert (lifted.status, lifted.suspension, lifted.status_reason) == (pb.KEY_STATUS_SUSPENDED, BY_PARTNER, "abuse")
     # ... and the worker's never replaces a deliberate one
-    again = keys.SuspendKey(pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, reason="deposit_line"), timeout=T)
-    assert again.status_reason == "abuse"
-    assert (
-        keys.ResumeKey(pb.ResumeKeyRequest(actor=actor, key_id=made.key.id), timeout=T).status == pb.KEY_STATUS_ACTIVE
-    )
+    again = suspend(suspension=DEPOSIT_LINE)
+    assert (again.suspension, again.status_reason) == (BY_PARTNER, "abuse")
+    back = resume()
+    assert (back.status, back.suspension, back.status_reason) == (pb.KEY_STATUS_ACTIVE, UNSPECIFIED, "")
+    # a suspension the enum does not have, or a note too long, is refused, and nothing changes
+    for bad in ({"suspension": 99}, {"note": "n" * 201}):
+        assert code(keys.SuspendKey, pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, **bad)) == IA, bad
+    assert code(keys.ResumeKey, pb.ResumeKeyRequest(actor=actor, key_id=made.key.id, only_if=99)) == IA
+    assert auth(keys, made.secret).key.status == pb.KEY_STATUS_ACTIVE
     top = pb.TopUpKeyRequest(actor=actor, key_id=made.key.id, idempotency_key="t-1", amount_credits=40)
     out = keys.TopUpKey(top, timeout=T)
     assert (out.amount_ucr, out.fee_ucr, out.key.funded_ucr) == (40 * CREDIT, 2 * CREDIT, 50 * CREDIT)
@@ -405,13 +420,26 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
             if got:
                 break
             await asyncio.sleep(0.02)
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: keys.SuspendKey(
+                pb.SuspendKeyRequest(actor=actor, key_id=made.key.id, suspension=DEPOSIT_LINE), timeout=T
+            ),
+        )
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.02)
         await sub.unsubscribe()
         await nc.drain()
         return got
 
     events = asyncio.run(watch())
-    assert events and events[0].change == "regenerated"
+    assert events and events[0].change == events_pb2.KEY_CHANGE_REGENERATED
     assert events[0].stale_key_hashes == [hash_secret(made.secret)]
+    assert (events[0].status, events[0].suspension) == ("active", UNSPECIFIED)
+    assert len(events) == 2 and events[1].change == events_pb2.KEY_CHANGE_SUSPENDED
+    assert (events[1].status, events[1].suspension) == ("suspended", DEPOSIT_LINE)
 
 
 def test_idempotency_keys_belong_to_their_owner(keys, ledger):

@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from cg_devstack import Stack
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
@@ -27,7 +28,6 @@ from creditgate.ledger.v1 import ledger_pb2_grpc
 from support.stacks import KEYS_AND_LEDGER, stack_on
 
 T = 10  # seconds, every call
-CREDIT = 1_000_000
 IA = grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -18,9 +18,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports
 from cg_ledger.settings import Settings
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
-from support.ledger import ADMIN, ADMIN_TOKEN, CREDIT, HAIKU, INT64_MAX, audit, code_of, running_ledger, sql
+from support.ledger import ADMIN, ADMIN_TOKEN, HAIKU, INT64_MAX, audit, code_of, running_ledger, sql
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 

@@ -13,9 +13,9 @@ from cg_ledger.book import Book
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.reservations import Reservations
 from cglib.db import make_engine, migrate
+from cglib.money import UCR_PER_CREDIT as CREDIT
 
 MIGRATIONS = Path(cg_ledger.__file__).parent / "migrations"
-CREDIT = 1_000_000
 PRICE = ("1.00", "5.00", "v1")  # claude-haiku-4-5: 100 ucr per input token, 500 per output token
 
 

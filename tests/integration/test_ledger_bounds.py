@@ -25,9 +25,9 @@ from cg_ledger import store
 from cg_ledger.errors import OutOfRange
 from cg_ledger.limits import MAX_AMOUNT
 from cglib.db import make_engine, migrate, sync_url
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from support.ledger import (
-    CREDIT,
     HAIKU,
     INT64_MAX,
     MIGRATIONS,

@@ -15,8 +15,9 @@ import asyncio
 import grpc
 import pytest
 
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
-from support.ledger import CREDIT, HAIKU, audit, books, code_of, running_ledger
+from support.ledger import HAIKU, audit, books, code_of, running_ledger
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
 FAR = 10**13  # "now" for an expiry sweep: every hold is past it

@@ -16,10 +16,10 @@ import grpc
 import pytest
 
 from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
-CREDIT = 1_000_000
 HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_book_version="v1")
 
 

@@ -11,15 +11,15 @@ import pytest
 import cg_ledger
 from cg_ledger.book import Book
 from cg_ledger.reservations import Reservations
-from cg_ledger.servicer import LedgerServicer
+from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cglib.db import make_engine, migrate
 from cglib.grpc_client import insecure_channel
 from cglib.grpc_server import create_server
+from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
 MIGRATIONS = Path(cg_ledger.__file__).parent / "migrations"
-CREDIT = 1_000_000
 HAIKU = pb.Price(input_usd_per_mtok="1.00", output_usd_per_mtok="5.00", price_book_version="v1")
 SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 
@@ -31,7 +31,10 @@ async def ledger(db_url):
     reservations = Reservations(engine)
     servicer = LedgerServicer(Book(engine), reservations)
     server, port, _ = create_server(
-        "127.0.0.1:0", lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s), [SERVICE]
+        "127.0.0.1:0",
+        lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
+        [SERVICE],
+        ERROR_CODES,
     )
     await server.start()
     channel = insecure_channel(f"127.0.0.1:{port}")

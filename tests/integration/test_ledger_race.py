@@ -26,7 +26,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-CREDIT = 1_000_000  # micro-credits
+from cglib.money import UCR_PER_CREDIT as CREDIT
+
 CALL_TIMEOUT_S = 20.0
 # A 1-credit reservation: 100 output tokens at $100 per 1M tokens = $0.01 = 1 credit.
 PRICE = {"input_usd_per_mtok": "0", "output_usd_per_mtok": "100.00", "price_book_version": "v"}
@@ -120,7 +121,7 @@ import pytest  # noqa: E402
 from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports  # noqa: E402
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc  # noqa: E402
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.postgres  # its processes share one PostgreSQL server
 
 
 @dataclass

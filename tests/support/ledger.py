@@ -18,7 +18,7 @@ from cg_ledger.admin import LedgerAdminServicer
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.reservations import Reservations
-from cg_ledger.servicer import LedgerServicer
+from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cglib.db import make_engine, migrate
 from cglib.grpc_client import insecure_channel
 from cglib.grpc_server import create_server
@@ -26,7 +26,6 @@ from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
 MIGRATIONS = Path(cg_ledger.__file__).parent / "migrations"
-CREDIT = 1_000_000
 INT64_MAX = 2**63 - 1
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 ADMIN = (("x-cg-admin-token", ADMIN_TOKEN),)
@@ -57,7 +56,7 @@ async def running_ledger(db_url: str, admin_token: str = ADMIN_TOKEN) -> AsyncIt
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
         ledger_pb2_grpc.add_LedgerAdminServiceServicer_to_server(admin, server)
 
-    server, port, _ = create_server("127.0.0.1:0", register, SERVICES)
+    server, port, _ = create_server("127.0.0.1:0", register, SERVICES, ERROR_CODES)
     await server.start()
     channel = insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -69,7 +69,8 @@ def type_of(value: Any) -> str:
         return "an integer"
     if isinstance(value, float):
         return "a decimal"
-    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "a value")
+    names: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "a value")
 
 
 def _one_of(options: Iterable[Any]) -> str:

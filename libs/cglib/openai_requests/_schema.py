@@ -29,6 +29,7 @@ accept exactly the same requests unless said otherwise:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -110,17 +111,17 @@ def _children(node: dict[str, Any]) -> Iterator[tuple[Callable[[Any], None], Any
     for key in _ONE:
         child = node.get(key)
         if isinstance(child, dict):
-            yield (lambda v, k=key: node.__setitem__(k, v)), child
+            yield functools.partial(node.__setitem__, key), child
         elif key == "items" and isinstance(child, list):
             for i, item in enumerate(child):
-                yield (lambda v, c=child, i=i: c.__setitem__(i, v)), item
+                yield functools.partial(child.__setitem__, i), item
     for key in _MANY:
         for i, item in enumerate(node.get(key) or ()):
-            yield (lambda v, c=node[key], i=i: c.__setitem__(i, v)), item
+            yield functools.partial(node[key].__setitem__, i), item
     for key in _MAP:
         for name, item in (node.get(key) or {}).items():
             if isinstance(item, dict):
-                yield (lambda v, c=node[key], n=name: c.__setitem__(n, v)), item
+                yield functools.partial(node[key].__setitem__, name), item
 
 
 def _transform(node: Any, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
@@ -170,7 +171,8 @@ class _Unions:
         for key in ("anyOf", "oneOf"):
             if key in node:
                 branches = [self.types(b) for b in node[key]]
-                return None if any(b is None for b in branches) else frozenset().union(*branches)
+                known = [b for b in branches if b is not None]
+                return None if len(known) < len(branches) else frozenset[str]().union(*known)
         if "allOf" in node:
             known = [t for t in (self.types(b) for b in node["allOf"]) if t is not None]
             return frozenset.intersection(*known) if known else None
@@ -238,18 +240,22 @@ class _Unions:
         if key == "anyOf" and {"type": "null"} in branches and len(branches) > 1:
             rest = [b for b in branches if b != {"type": "null"}]
             inner = self.union(key, rest) or (rest[0] if len(rest) == 1 else {key: rest})
-            kinds = self.types(inner)
-            if kinds is None:
+            inner_kinds = self.types(inner)
+            if inner_kinds is None:
                 return {"if": {"type": "null"}, "else": inner}
-            return _merge({"type": _type_list(kinds | {"null"})}, _chain([({"type": _type_list(kinds)}, inner)], False))
+            return _merge(
+                {"type": _type_list(inner_kinds | {"null"})},
+                _chain([({"type": _type_list(inner_kinds)}, inner)], False),
+            )
         if len(branches) == 1:
             return {"allOf": [branches[0]]}
-        kinds = [self.types(b) for b in branches]
-        if any(k is None for k in kinds):
+        maybe_kinds = [self.types(b) for b in branches]
+        kinds = [k for k in maybe_kinds if k is not None]
+        if len(kinds) < len(maybe_kinds):
             return None
         if key == "anyOf":  # any string, or one of these strings: any string
             for branch, kind in zip(branches, kinds, strict=True):
-                if set(branch) == {"type"} and all(k <= kind for k in kinds):  # type: ignore[operator]
+                if set(branch) == {"type"} and all(k <= kind for k in kinds):
                     return branch
         groups: dict[frozenset[str], list[Any]] = {}
         for kind, branch in zip(kinds, branches, strict=True):
@@ -307,7 +313,8 @@ def _json_type(value: Any) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names[type(value)]
 
 
 def _disjoint(kinds: list[frozenset[str]]) -> bool:

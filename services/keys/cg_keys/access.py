@@ -8,6 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys.errors import NotFound, PermissionDenied
 from cg_keys.models import Customer, Partner, VirtualKey
+from creditgate.keys.v1 import keys_pb2
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class Acting:
         return self.customer is None
 
 
-async def resolve(session: AsyncSession, actor) -> Acting:
+ActingOn = tuple[Acting, VirtualKey]  # the acting tenant and the key it acts on
+
+
+async def resolve(session: AsyncSession, actor: keys_pb2.Actor) -> Acting:
     """The actor's partner (and customer), or NOT_FOUND when they do not exist or the
     customer is not the partner's."""
     if not actor.partner_id:

@@ -31,6 +31,7 @@ from decimal import ROUND_CEILING
 
 from cg_keys.catalog import Catalog
 from cg_keys.models import VirtualKey
+from creditgate.ledger.v1 import ledger_pb2
 
 UCR_PER_TOKEN_AT_ONE_USD_PER_MTOK = 100  # $1 per 1M tokens = 10^8 ucr / 10^6 tokens
 
@@ -43,7 +44,7 @@ class Spend:
     settled_remaining_ucr: int
 
 
-def spend(key: VirtualKey, balance) -> Spend:
+def spend(key: VirtualKey, balance: ledger_pb2.Balance) -> Spend:
     """``balance``: the ledger's ``Balance`` of the key's account."""
     refunded = balance.refunded_ucr if balance.closed_to else key.refunded_ucr
     settled = balance.posted_ucr
@@ -53,6 +54,14 @@ def spend(key: VirtualKey, balance) -> Spend:
         remaining_ucr=balance.available_ucr,
         settled_remaining_ucr=settled,
     )
+
+
+def key_spend(key: VirtualKey, balance: ledger_pb2.Balance | None) -> Spend | None:
+    """A partner key's spend; None for a customer-created key (it has no budget of its
+    own) or when the ledger has no account for it."""
+    if balance is None or key.kind != "partner":
+        return None
+    return spend(key, balance)
 
 
 def min_request_ucr(catalog: Catalog, tier: str, model_ids: Iterable[str]) -> int:

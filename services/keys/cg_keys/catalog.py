@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from cg_keys.errors import FailedPrecondition
+
 # Cheapest first; also the order ``models_for_tier`` sorts by.
 CATEGORIES: tuple[str, ...] = ("budget", "mid", "premium")
 
@@ -68,6 +70,13 @@ class Catalog:
     def tier(self, name: str) -> Tier | None:
         return self.tiers.get(name)
 
+    def fee_rate(self, tier_name: str) -> Decimal:
+        """A tier's funding fee rate; a tier gone from the catalog is FAILED_PRECONDITION."""
+        t = self.tier(tier_name)
+        if t is None:
+            raise FailedPrecondition(f"the partner's tier {tier_name!r} is not in the catalog")
+        return t.fee_rate
+
     def models_for_tier(self, tier_name: str) -> list[CatalogModel]:
         """The models a tier may use, by category (budget, mid, premium) then id.
         An unknown tier may use nothing."""
@@ -76,6 +85,13 @@ class Catalog:
             return []
         allowed = [m for m in self.models.values() if m.category in t.categories]
         return sorted(allowed, key=lambda m: (CATEGORIES.index(m.category), m.id))
+
+    def by_category(self, tier_name: str) -> dict[str, list[CatalogModel]]:
+        """``models_for_tier`` grouped by category, in category order; empty ones left out."""
+        groups: dict[str, list[CatalogModel]] = {c: [] for c in CATEGORIES}
+        for m in self.models_for_tier(tier_name):
+            groups[m.category].append(m)
+        return {c: ms for c, ms in groups.items() if ms}
 
     def allowed(self, tier_name: str, model_id: str) -> bool:
         """Whether a partner on ``tier_name`` may use ``model_id`` (False if either is unknown)."""

@@ -20,52 +20,64 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys.models import VirtualKey
+from cg_keys.transitions import suspension_pb
 from cglib import natsx
+from cglib.retry import retrying
 from creditgate.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
 # Last used is kept to the second: a second's usage events make one UPDATE per key.
 LAST_USED_LINGER_S = 1.0
+# How long an event is retried before it is dropped (and logged as such): past that, the
+# proxies' cache TTL has long made it moot.
+PUBLISH_GIVE_UP_S = 270.0
 
 
 class KeyEvents:
     def __init__(self) -> None:
         self.nc: Client | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def publish(self, key: VirtualKey, change: str, stale_hashes: list[str] | None = None) -> None:
+    async def publish(
+        self, key: VirtualKey, change: events_pb2.KeyChange.ValueType, stale_hashes: list[str] | None = None
+    ) -> None:
         event = events_pb2.KeyChanged(
             key_id=key.id,
             partner_id=key.partner_id,
             change=change,
             status=key.status,
-            reason=key.status_reason,
+            suspension=suspension_pb(key.suspension),
             stale_key_hashes=stale_hashes or [],
             time_unix_ms=int(time.time() * 1000),
         )
         if self.nc is None:
             return
-        task = asyncio.create_task(self._send(event))
+        task = asyncio.create_task(self._send(self.nc, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, event: events_pb2.KeyChanged) -> None:
-        delay = 0.05
-        for _ in range(60):
-            try:
-                await self.nc.jetstream().publish(
-                    natsx.key_subject(event.partner_id, event.key_id), event.SerializeToString(), timeout=2
-                )
-                return
-            except Exception as e:  # nats raises several unrelated types
-                log.warning("key event not published yet", extra={"key_id": event.key_id, "error": repr(e)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-        log.error("key event dropped", extra={"key_id": event.key_id, "change": event.change})
+    async def _send(self, nc: Client, event: events_pb2.KeyChanged) -> None:
+        subject = natsx.key_subject(event.partner_id, event.key_id)
+
+        async def send() -> None:
+            await nc.jetstream().publish(subject, event.SerializeToString(), timeout=2)
+
+        try:
+            await retrying(
+                send,
+                what="key event publish",
+                give_up_after_s=PUBLISH_GIVE_UP_S,
+                first_delay_s=0.05,
+                extra={"key_id": event.key_id},
+            )
+        except Exception as e:  # nats raises several unrelated types
+            change = events_pb2.KeyChange.Name(event.change)
+            log.error("key event dropped", extra={"key_id": event.key_id, "change": change, "error": repr(e)})
 
     async def drain(self, timeout_s: float = 5) -> None:
         if self._tasks:
@@ -110,7 +122,7 @@ async def run_last_used(
                     for key_id, t in latest.items():
                         await session.exec(
                             update(VirtualKey)
-                            .where(VirtualKey.id == key_id, VirtualKey.last_used_at < t)
+                            .where(col(VirtualKey.id) == key_id, col(VirtualKey.last_used_at) < t)
                             .values(last_used_at=t)
                         )
                     await session.commit()

@@ -1,28 +1,58 @@
 """The keys service's side of money: ledger calls, each with an idempotency id derived
-from the key, so a retry after any crash is applied once by the ledger."""
+from the key, so a retry after any crash is applied once by the ledger; and the names of
+the ledger accounts a key's money lives in."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 
 from cg_keys.errors import FailedPrecondition, InvalidArgument, Unavailable
+from cglib.grpc_client import TRANSIENT
+from cglib.money import UCR_PER_CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
-UCR_PER_CREDIT = 1_000_000
-_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+Reply = TypeVar("Reply", bound=Message)
+
+
+def partner_account(partner_id: str) -> str:
+    return f"partner:{partner_id}"
+
+
+def key_account(key_id: str) -> str:
+    """A partner key's budget."""
+    return f"key:{key_id}"
+
+
+def deposit_account(key_id: str) -> str:
+    """Where a customer-created key's deposit is held."""
+    return f"keydeposit:{key_id}"
+
+
+def customer_account(customer_id: str) -> str:
+    """A customer's AI credits."""
+    return f"customer:{customer_id}"
+
+
+def revenue_account(partner_id: str) -> str:
+    """A partner's revenue from its customers' AI credits."""
+    return f"partnerrev:{partner_id}"
 
 
 class Funding:
-    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float) -> None:
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceAsyncStub, timeout_s: float) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
 
-    async def _call(self, method, request, what: str):
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Message, what: str) -> Reply:
         try:
             return await method(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:
-            if e.code() in _UNAVAILABLE:
+            if e.code() in TRANSIENT:
                 raise Unavailable(f"the ledger is unavailable ({what}); retry with the same idempotency key") from None
             if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                 raise FailedPrecondition(f"the partner's balance cannot cover {what}") from None
@@ -90,6 +120,6 @@ class Funding:
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            if e.code() in _UNAVAILABLE:
+            if e.code() in TRANSIENT:
                 raise Unavailable("the ledger is unavailable") from None
             raise

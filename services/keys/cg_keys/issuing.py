@@ -20,8 +20,9 @@ and a secret is shown once:
    key) in the same transaction as the new hash; a retry finds the record and answers
    ``replayed`` with no secret, rotating nothing.
 
-The reconciler activates ``provisioning`` rows nobody retried (``finish_provisioning``);
-their secret is never shown, so their owner regenerates.
+The ledger's side of a create (fund or hold, activate, and the reconciler that
+activates ``provisioning`` rows nobody retried, whose secret is never shown) is
+``money``'s.
 """
 
 from __future__ import annotations
@@ -29,24 +30,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from cg_keys import access, keyfields, transitions, validation, visibility
+from cg_keys import access, keyfields, validation, visibility
 from cg_keys.catalog import Catalog
 from cg_keys.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from cg_keys.events import KeyEvents
-from cg_keys.funding import UCR_PER_CREDIT, Funding
-from cg_keys.models import KeyFunding, KeyRotation, Partner, VirtualKey
-from cglib.faults import crash_point
+from cg_keys.funding import Funding, key_account, partner_account
+from cg_keys.models import KeyRotation, Partner, VirtualKey
+from cg_keys.money import KeyMoney
+from cg_keys.repository import KeyRepository
 from cglib.ids import new_id
 from cglib.keysecret import display_prefix, hash_secret, new_secret
+from cglib.money import UCR_PER_CREDIT
+from creditgate.events.v1 import events_pb2
+from creditgate.keys.v1 import keys_pb2
+from creditgate.ledger.v1 import ledger_pb2
 
 log = logging.getLogger(__name__)
-
-DEPOSIT_UCR = 1_000 * UCR_PER_CREDIT
 
 
 @dataclass
@@ -61,31 +60,34 @@ class Created:
 
 class KeyIssuer:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], catalog: Catalog, funding: Funding, events: KeyEvents
+        self, repo: KeyRepository, catalog: Catalog, funding: Funding, money: KeyMoney, events: KeyEvents
     ) -> None:
-        self.sessions = sessions
+        self.repo = repo
         self.catalog = catalog
         self.funding = funding
+        self.money = money
         self.events = events
 
-    async def quote(self, actor, budget_credits: int):
+    async def quote(self, actor: keys_pb2.Actor, budget_credits: int) -> tuple[ledger_pb2.FundKeyResponse, str]:
         budget = validation.credits(budget_credits, "budget_credits") * UCR_PER_CREDIT
-        async with self.sessions() as session:
+        async with self.repo.session() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
-        tier = self.catalog.tier(acting.partner.tier)
-        return await self.funding.quote(budget, str(tier.fee_rate)), str(tier.fee_rate)
+        fee_rate = str(self.catalog.fee_rate(acting.partner.tier))
+        return await self.funding.quote(budget, fee_rate), fee_rate
 
     # -- create ----------------------------------------------------------------------
 
-    async def create_partner_key(self, actor, idempotency_key: str, fields, budget_credits: int) -> Created:
+    async def create_partner_key(
+        self, actor: keys_pb2.Actor, idempotency_key: str, fields: keys_pb2.KeyFields, budget_credits: int
+    ) -> Created:
         budget = validation.credits(budget_credits, "budget_credits") * UCR_PER_CREDIT
         idem = "p:" + validation.idempotency_key(idempotency_key)
         secret = new_secret()
-        async with self.sessions() as session:
+        async with self.repo.session() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
-            key = await self._by_idempotency(session, acting.partner.id, idem)
+            key = await self.repo.by_idempotency(session, acting.partner.id, idem)
             if key is None:
                 key_id = new_id("key")
                 key = VirtualKey(
@@ -94,39 +96,32 @@ class KeyIssuer:
                     name="",
                     key_hash=hash_secret(secret),
                     prefix=display_prefix(secret),
-                    budget_account=f"key:{key_id}",
+                    budget_account=key_account(key_id),
                     kind="partner",
                     idempotency_key=idem,
                 )
                 await keyfields.apply(session, self.catalog, acting, key, fields, keyfields.EDITABLE)
-                key = await self._insert(session, key, acting.partner.id, idem)
+                key = await self.repo.insert(session, key)
             partner = acting.partner
         self._check_reusable(key, "partner")
-        tier = self.catalog.tier(partner.tier)
-        funding_id = f"fund:{key.id}:create"
-        try:
-            funded = await self.funding.fund(funding_id, partner.id, key.id, budget, str(tier.fee_rate))
-        except FailedPrecondition:
-            await transitions.set_status(self.sessions, key.id, "failed", "funding refused")
-            raise
-        crash_point("create:after_funding")
-        key, secret = await self._activate(key.id, funding_id, funded.budget_ucr, funded.fee_ucr, secret)
+        funded, funding_id = await self.money.fund_new_key(key, partner, budget)
+        key, secret = await self.money.activate(key.id, funding_id, funded, secret)
         if secret:
-            await self.events.publish(key, "created")
+            await self.events.publish(key, events_pb2.KEY_CHANGE_CREATED)
         return Created(key, partner, secret, funded.total_ucr, funded.fee_ucr, replayed=not secret)
 
     async def create_customer_key(
-        self, actor, idempotency_key: str, name: str, description: str, models: list[str]
+        self, actor: keys_pb2.Actor, idempotency_key: str, name: str, description: str, models: list[str]
     ) -> Created:
         idem = validation.idempotency_key(idempotency_key)
         secret = new_secret()
-        async with self.sessions() as session:
+        async with self.repo.session() as session:
             acting = await access.resolve(session, actor)
             if acting.customer is None:
                 raise PermissionDenied("customer keys are created by a customer")
             partner, customer = acting.partner, acting.customer
             idem = f"c:{customer.id}:{idem}"  # each owner has its own idempotency keys
-            key = await self._by_idempotency(session, partner.id, idem)
+            key = await self.repo.by_idempotency(session, partner.id, idem)
             if key is None:  # a retry converges on the first outcome even if a switch changed since
                 missing = visibility.missing(partner, customer)
                 if missing:
@@ -139,24 +134,20 @@ class KeyIssuer:
                     description=validation.description(description),
                     key_hash=hash_secret(secret),
                     prefix=display_prefix(secret),
-                    budget_account=f"partner:{partner.id}",
+                    budget_account=partner_account(partner.id),
                     kind="customer",
                     owner_customer_id=customer.id,
                     billing_customer_id=customer.id,
                     allowed_models=keyfields.allowed_models(self.catalog, partner, models),
                     idempotency_key=idem,
                 )
-                key = await self._insert(session, key, partner.id, idem)
+                key = await self.repo.insert(session, key)
         self._check_reusable(key, "customer")
-        try:
-            await self.funding.hold_deposit(f"deposit:{key.id}", partner.id, key.id, DEPOSIT_UCR)
-        except FailedPrecondition:
-            await transitions.set_status(self.sessions, key.id, "failed", "deposit refused")
-            raise
-        key, secret = await self._activate(key.id, None, 0, 0, secret)
+        held = await self.money.hold_deposit(key, partner)
+        key, secret = await self.money.activate(key.id, None, held, secret)
         if secret:
-            await self.events.publish(key, "created")
-        return Created(key, partner, secret, DEPOSIT_UCR, 0, replayed=not secret)
+            await self.events.publish(key, events_pb2.KEY_CHANGE_CREATED)
+        return Created(key, partner, secret, held.total_ucr, held.fee_ucr, replayed=not secret)
 
     @staticmethod
     def _check_reusable(key: VirtualKey, kind: str) -> None:
@@ -165,82 +156,19 @@ class KeyIssuer:
         if key.kind != kind:
             raise InvalidArgument("idempotency_key", "already used for another kind of key")
 
-    @staticmethod
-    async def _by_idempotency(session: AsyncSession, partner_id: str, idem: str) -> VirtualKey | None:
-        """Stored scoped by owner: ``p:<key>`` for the partner's creates, ``c:<customer>:<key>``
-        for each customer's."""
-        return (
-            await session.exec(
-                select(VirtualKey).where(VirtualKey.partner_id == partner_id, VirtualKey.idempotency_key == idem)
-            )
-        ).first()
-
-    async def _insert(self, session: AsyncSession, key: VirtualKey, partner_id: str, idem: str) -> VirtualKey:
-        session.add(key)
-        try:
-            await session.commit()
-            return key
-        except IntegrityError:  # the same idempotency key, concurrently
-            await session.rollback()
-            existing = await self._by_idempotency(session, partner_id, idem)
-            if existing is None:
-                raise
-            return existing
-
-    async def _activate(
-        self, key_id: str, funding_id: str | None, amount: int, fee: int, secret: str
-    ) -> tuple[VirtualKey, str]:
-        """provisioning -> active with ``secret`` (recording the funding once). A key past
-        provisioning was activated by an earlier call, whose answer carried its secret:
-        it is left as it is and no secret is returned ("")."""
-        async with self.sessions() as session:
-            key = await session.get(VirtualKey, key_id, with_for_update=True)
-            if funding_id is not None and await session.get(KeyFunding, funding_id) is None:
-                session.add(KeyFunding(idempotency_id=funding_id, key_id=key_id, amount_ucr=amount, fee_ucr=fee))
-                key.funded_ucr += amount
-            activated = key.status == "provisioning"
-            if activated:
-                key.key_hash, key.prefix = hash_secret(secret), display_prefix(secret)
-                key.status = "active"
-            session.add(key)
-            await session.commit()
-            return key, secret if activated else ""
-
-    async def finish_provisioning(self, key: VirtualKey) -> None:
-        """For the reconciler: a ``provisioning`` row no client retried is activated when
-        the ledger shows its funding (or deposit) happened, marked failed when it did not.
-        Its secret is never shown: the owner regenerates."""
-        account = f"key:{key.id}" if key.kind == "partner" else f"keydeposit:{key.id}"
-        balance = await self.funding.balance(account)
-        if balance is None:
-            await transitions.set_status(self.sessions, key.id, "failed", "funding never happened")
-            return
-        funding_id = f"fund:{key.id}:create" if key.kind == "partner" else None
-        _, shown = await self._activate(key.id, funding_id, balance.posted_ucr + balance.pending_ucr, 0, new_secret())
-        if shown:
-            log.warning(
-                "activated a key whose create was never retried; its secret must be regenerated",
-                extra={"key_id": key.id},
-            )
-
     # -- regenerate ------------------------------------------------------------------
 
-    async def regenerate(self, actor, key_id: str, idempotency_key: str) -> Created:
+    async def regenerate(self, actor: keys_pb2.Actor, key_id: str, idempotency_key: str) -> Created:
         idem = validation.idempotency_key(idempotency_key)
-        async with self.sessions() as session:
-            acting = await access.resolve(session, actor)
-            key = access.changeable_key(acting, await session.get(VirtualKey, key_id))
+        acting, key = await self.repo.changeable(actor, key_id)
         secret = new_secret()
-        async with self.sessions() as session:
-            row = await session.get(VirtualKey, key.id, with_for_update=True)
+        async with self.repo.locked(key.id) as (session, row):
             if await session.get(KeyRotation, (row.id, idem)) is not None:
                 return Created(row, acting.partner, "", 0, 0, replayed=True)
             if row.status == "revoked":
                 raise FailedPrecondition("a revoked key cannot be regenerated")
             stale = row.key_hash
             row.key_hash, row.prefix = hash_secret(secret), display_prefix(secret)
-            session.add(row)
             session.add(KeyRotation(key_id=row.id, idempotency_key=idem))
-            await session.commit()
-        await self.events.publish(row, "regenerated", stale_hashes=[stale])
+        await self.events.publish(row, events_pb2.KEY_CHANGE_REGENERATED, stale_hashes=[stale])
         return Created(row, acting.partner, secret, 0, 0)

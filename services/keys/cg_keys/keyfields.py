@@ -12,6 +12,7 @@ from cg_keys import access, validation
 from cg_keys.catalog import Catalog
 from cg_keys.errors import InvalidArgument
 from cg_keys.models import Customer, Partner, VirtualKey
+from creditgate.keys.v1 import keys_pb2
 
 EDITABLE = (
     "name",
@@ -42,7 +43,12 @@ def allowed_models(catalog: Catalog, partner: Partner, models: Iterable[str]) ->
 
 
 async def apply(
-    session: AsyncSession, catalog: Catalog, acting: access.Acting, key: VirtualKey, fields, names: Iterable[str]
+    session: AsyncSession,
+    catalog: Catalog,
+    acting: access.Acting,
+    key: VirtualKey,
+    fields: keys_pb2.KeyFields,
+    names: Iterable[str],
 ) -> None:
     """Validates and sets the named fields of ``fields`` on ``key``."""
     names = set(names)

@@ -53,6 +53,9 @@ class VirtualKey(SQLModel, table=True):
     prefix: str = Field(max_length=16)
     # provisioning -> active | failed; then suspended, exhausted, revoked (expired is derived)
     status: str = Field(default="provisioning", max_length=16)
+    # why a suspended key is suspended (transitions.Suspension: by_partner | deposit_line), "" otherwise
+    suspension: str = Field(default="", max_length=16)
+    # people's words about the status (a suspension's note, "budget spent", ...), for display
     status_reason: str = Field(default="", max_length=200)
     # partner (funded budget) | customer (pay-as-you-go, deposit held)
     kind: str = Field(default="partner", max_length=16)

@@ -1,4 +1,6 @@
-"""gRPC servicer: translates proto <-> the keys domain and ``KeysError`` -> status codes."""
+"""gRPC servicer: translates proto <-> the keys domain. Nothing is decided here: the
+rules live in the modules it calls, and ``ERROR_CODES`` says which status code each of
+the domain's errors is (applied by ``cglib.grpc_errors``'s interceptor)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,8 @@ import time
 
 import grpc
 
-from cg_keys import budget, visibility
-from cg_keys.billing import effective_terms
-from cg_keys.catalog import CATEGORIES, Catalog
+from cg_keys.billing import LedgerTerms, effective_terms
+from cg_keys.catalog import Catalog, CatalogModel
 from cg_keys.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -20,15 +21,18 @@ from cg_keys.errors import (
 from cg_keys.issuing import Created, KeyIssuer
 from cg_keys.keyops import KeyOps
 from cg_keys.models import Customer, Partner, VirtualKey
+from cg_keys.money import KeyMoney
+from cg_keys.reads import KeyRead, KeyReads
 from cg_keys.tenants import Tenants
-from cg_keys.transitions import effective_status
-from cglib.grpc_server import mapped_errors
+from cg_keys.transitions import effective_status, suspension_from_pb, suspension_pb
+from cg_keys.visibility import missing
+from cglib.grpc_errors import ErrorCodes
 from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_CODES = {
+ERROR_CODES: ErrorCodes = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
@@ -42,9 +46,6 @@ _STATUS = {
     "expired": pb.KEY_STATUS_EXPIRED,
     "revoked": pb.KEY_STATUS_REVOKED,
 }
-
-
-_mapped_errors = mapped_errors(_CODES)
 
 
 def partner_pb(p: Partner) -> pb.Partner:
@@ -64,16 +65,16 @@ def partner_pb(p: Partner) -> pb.Partner:
 
 
 def customer_pb(c: Customer, partner: Partner) -> pb.Customer:
-    missing = visibility.missing(partner, c)
+    hidden_by = missing(partner, c)
     return pb.Customer(
         id=c.id,
         partner_id=c.partner_id,
         name=c.name,
         ai_credits_enabled=c.ai_credits_enabled,
-        ai_gateway_visible=not missing,
+        ai_gateway_visible=not hidden_by,
         api_access_enabled=c.api_access_enabled,
         ai_gateway_menu_enabled=c.ai_gateway_menu_enabled,
-        ai_gateway_missing=missing,
+        ai_gateway_missing=hidden_by,
     )
 
 
@@ -115,14 +116,15 @@ def key_pb(k: VirtualKey, partner: Partner, now: float | None = None) -> pb.Key:
         funded_ucr=k.funded_ucr,
         last_used_unix=k.last_used_at,
         status_reason=k.status_reason,
+        suspension=suspension_pb(k.suspension),
     )
 
 
-def with_spend(out: pb.Key, k: VirtualKey, balance) -> pb.Key:
-    """Budget vs spend of a partner key, from its ledger balance (``budget.spend``)."""
-    if balance is not None and k.kind == "partner":
-        spent = budget.spend(k, balance)
-        out.spent_ucr, out.remaining_ucr = spent.spent_ucr, spent.remaining_ucr
+def read_pb(read: KeyRead, partner: Partner, now: float | None = None) -> pb.Key:
+    """``key_pb``, with what a partner key has spent and has left."""
+    out = key_pb(read.key, partner, now)
+    if read.spend is not None:
+        out.spent_ucr, out.remaining_ucr = read.spend.spent_ucr, read.spend.remaining_ucr
     return out
 
 
@@ -132,169 +134,172 @@ def _created_pb(c: Created) -> pb.CreateKeyResponse:
     )
 
 
+def _model_pb(m: CatalogModel) -> pb.CatalogModel:
+    return pb.CatalogModel(
+        id=m.id,
+        provider=m.provider,
+        category=m.category,
+        input_usd_per_mtok=str(m.input_usd_per_mtok),
+        output_usd_per_mtok=str(m.output_usd_per_mtok),
+        context_window=m.context_window,
+    )
+
+
+def _route_pb(m: CatalogModel, price_book_version: str) -> pb.ModelRoute:
+    return pb.ModelRoute(
+        id=m.id,
+        provider=m.provider,
+        upstream_model=m.upstream_model,
+        category=m.category,
+        input_usd_per_mtok=str(m.input_usd_per_mtok),
+        output_usd_per_mtok=str(m.output_usd_per_mtok),
+        context_window=m.context_window,
+        max_output_tokens=m.max_output_tokens,
+        price_book_version=price_book_version,
+    )
+
+
+def _ledger_billing_pb(t: LedgerTerms) -> pb.LedgerBilling:
+    out = pb.LedgerBilling(payer_account=t.payer_account)
+    if t.customer is not None:
+        out.customer_account, out.revenue_account = t.customer_account, t.revenue_account
+        out.profit_multiplier = t.customer.profit_multiplier
+        out.price_per_ai_credit_cents = t.customer.price_per_ai_credit_cents
+        out.floor_usd_per_mtok = t.customer.floor_usd_per_mtok
+    return out
+
+
 class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
-    def __init__(self, tenants: Tenants, issuer: KeyIssuer, keys: KeyOps, catalog: Catalog) -> None:
+    def __init__(
+        self, tenants: Tenants, issuer: KeyIssuer, keys: KeyOps, money: KeyMoney, reads: KeyReads, catalog: Catalog
+    ) -> None:
         self.tenants = tenants
         self.issuer = issuer
         self.keys = keys
+        self.money = money
+        self.reads = reads
         self.catalog = catalog
 
     # -- tenants ---------------------------------------------------------------------
 
-    @_mapped_errors
-    async def CreatePartner(self, request, context):
+    async def CreatePartner(self, request: pb.CreatePartnerRequest, context: grpc.aio.ServicerContext) -> pb.Partner:
         return partner_pb(await self.tenants.create_partner(request.name, request.tier, request.external_ref))
 
-    @_mapped_errors
-    async def GetPartner(self, request, context):
+    async def GetPartner(self, request: pb.GetPartnerRequest, context: grpc.aio.ServicerContext) -> pb.Partner:
         return partner_pb(await self.tenants.get_partner(request.actor))
 
-    @_mapped_errors
-    async def UpdateSelfService(self, request, context):
+    async def UpdateSelfService(
+        self, request: pb.UpdateSelfServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Partner:
         return partner_pb(
             await self.tenants.update_self_service(request.actor, request.settings, request.apply_to_existing_customers)
         )
 
-    @_mapped_errors
-    async def CreateCustomer(self, request, context):
+    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: grpc.aio.ServicerContext) -> pb.Customer:
         return customer_pb(*await self.tenants.create_customer(request.actor, request))
 
-    @_mapped_errors
-    async def UpdateCustomer(self, request, context):
+    async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: grpc.aio.ServicerContext) -> pb.Customer:
         return customer_pb(*await self.tenants.update_customer(request.actor, request))
 
-    @_mapped_errors
-    async def GetCustomer(self, request, context):
+    async def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.aio.ServicerContext) -> pb.Customer:
         return customer_pb(*await self.tenants.get_customer(request.actor, request.customer_id))
 
-    @_mapped_errors
-    async def ListCustomers(self, request, context):
+    async def ListCustomers(
+        self, request: pb.ListCustomersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCustomersResponse:
         customers, partner = await self.tenants.list_customers(request.actor)
         return pb.ListCustomersResponse(customers=[customer_pb(c, partner) for c in customers])
 
-    @_mapped_errors
-    async def ListModels(self, request, context):
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
         partner = await self.tenants.get_partner(request.actor)
-        by_category: dict[str, list] = {c: [] for c in CATEGORIES}
-        for m in self.catalog.models_for_tier(partner.tier):
-            by_category[m.category].append(
-                pb.CatalogModel(
-                    id=m.id,
-                    provider=m.provider,
-                    category=m.category,
-                    input_usd_per_mtok=str(m.input_usd_per_mtok),
-                    output_usd_per_mtok=str(m.output_usd_per_mtok),
-                    context_window=m.context_window,
-                )
-            )
         return pb.ListModelsResponse(
             tier=partner.tier,
             catalog_version=self.catalog.version,
-            categories=[pb.ModelCategory(category=c, models=ms) for c, ms in by_category.items() if ms],
+            categories=[
+                pb.ModelCategory(category=c, models=[_model_pb(m) for m in ms])
+                for c, ms in self.catalog.by_category(partner.tier).items()
+            ],
         )
 
     # -- keys ------------------------------------------------------------------------
 
-    @_mapped_errors
-    async def QuoteKey(self, request, context):
+    async def QuoteKey(self, request: pb.QuoteKeyRequest, context: grpc.aio.ServicerContext) -> pb.QuoteKeyResponse:
         quote, rate = await self.issuer.quote(request.actor, request.budget_credits)
         return pb.QuoteKeyResponse(
             budget_ucr=quote.budget_ucr, fee_ucr=quote.fee_ucr, total_ucr=quote.total_ucr, fee_rate=rate
         )
 
-    @_mapped_errors
-    async def CreateKey(self, request, context):
+    async def CreateKey(self, request: pb.CreateKeyRequest, context: grpc.aio.ServicerContext) -> pb.CreateKeyResponse:
         return _created_pb(
             await self.issuer.create_partner_key(
                 request.actor, request.idempotency_key, request.fields, request.budget_credits
             )
         )
 
-    @_mapped_errors
-    async def CreateCustomerKey(self, request, context):
+    async def CreateCustomerKey(
+        self, request: pb.CreateCustomerKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateKeyResponse:
         return _created_pb(
             await self.issuer.create_customer_key(
                 request.actor, request.idempotency_key, request.name, request.description, list(request.allowed_models)
             )
         )
 
-    @_mapped_errors
-    async def GetKey(self, request, context):
-        key, partner, balance = await self.keys.get(request.actor, request.key_id)
-        detail = pb.KeyDetail(
-            key=with_spend(key_pb(key, partner), key, balance), min_request_ucr=self.keys.min_request_ucr(key, partner)
-        )
-        if balance is not None:
-            spent = budget.spend(key, balance)
+    async def GetKey(self, request: pb.GetKeyRequest, context: grpc.aio.ServicerContext) -> pb.KeyDetail:
+        read, partner = await self.reads.get(request.actor, request.key_id)
+        detail = pb.KeyDetail(key=read_pb(read, partner), min_request_ucr=read.min_request_ucr)
+        if (spent := read.spend) is not None:
             detail.reserved_ucr, detail.used_ucr = spent.reserved_ucr, spent.spent_ucr
             detail.remaining_ucr, detail.settled_remaining_ucr = spent.remaining_ucr, spent.settled_remaining_ucr
         return detail
 
-    @_mapped_errors
-    async def ListKeys(self, request, context):
+    async def ListKeys(self, request: pb.ListKeysRequest, context: grpc.aio.ServicerContext) -> pb.ListKeysResponse:
         now = time.time()
-        partner, keys = await self.keys.list(request.actor, request.include_revoked)
-        return pb.ListKeysResponse(keys=[with_spend(key_pb(k, partner, now), k, balance) for k, balance in keys])
+        reads, partner = await self.reads.list(request.actor, request.include_revoked)
+        return pb.ListKeysResponse(keys=[read_pb(r, partner, now) for r in reads])
 
-    @_mapped_errors
-    async def UpdateKey(self, request, context):
+    async def UpdateKey(self, request: pb.UpdateKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:
         return key_pb(*await self.keys.update(request.actor, request.key_id, request.fields, list(request.update_mask)))
 
-    @_mapped_errors
-    async def RegenerateKey(self, request, context):
+    async def RegenerateKey(
+        self, request: pb.RegenerateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateKeyResponse:
         return _created_pb(await self.issuer.regenerate(request.actor, request.key_id, request.idempotency_key))
 
-    @_mapped_errors
-    async def RevokeKey(self, request, context):
+    async def RevokeKey(self, request: pb.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:
         return key_pb(*await self.keys.revoke(request.actor, request.key_id))
 
-    @_mapped_errors
-    async def SuspendKey(self, request, context):
-        return key_pb(*await self.keys.suspend(request.actor, request.key_id, request.reason))
+    async def SuspendKey(self, request: pb.SuspendKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:
+        suspension = suspension_from_pb(request.suspension, "suspension")
+        return key_pb(*await self.keys.suspend(request.actor, request.key_id, suspension, request.note))
 
-    @_mapped_errors
-    async def ResumeKey(self, request, context):
-        return key_pb(*await self.keys.resume(request.actor, request.key_id, request.only_if_reason))
+    async def ResumeKey(self, request: pb.ResumeKeyRequest, context: grpc.aio.ServicerContext) -> pb.Key:
+        only_if = suspension_from_pb(request.only_if, "only_if")
+        return key_pb(*await self.keys.resume(request.actor, request.key_id, only_if))
 
-    @_mapped_errors
-    async def TopUpKey(self, request, context):
-        key, partner, funded, replayed = await self.keys.top_up(
+    async def TopUpKey(self, request: pb.TopUpKeyRequest, context: grpc.aio.ServicerContext) -> pb.TopUpKeyResponse:
+        out = await self.money.top_up(
             request.actor, request.key_id, request.idempotency_key, request.amount_credits, request.automatic
         )
         return pb.TopUpKeyResponse(
-            key=key_pb(key, partner), amount_ucr=funded.budget_ucr, fee_ucr=funded.fee_ucr, replayed=replayed
+            key=key_pb(out.key, out.partner),
+            amount_ucr=out.funded.budget_ucr,
+            fee_ucr=out.funded.fee_ucr,
+            replayed=out.replayed,
         )
 
-    @_mapped_errors
-    async def MarkKeyExhausted(self, request, context):
+    async def MarkKeyExhausted(self, request: pb.MarkKeyExhaustedRequest, context: grpc.aio.ServicerContext) -> pb.Key:
         return key_pb(*await self.keys.mark_exhausted(request.actor, request.key_id))
 
-    @_mapped_errors
-    async def AuthenticateKey(self, request, context):
-        if len(request.key_hash) != 64:
-            raise InvalidArgument("key_hash", "expected 64 hex characters")
-        key, partner = await self.keys.authenticate(request.key_hash)
-        routes = [
-            pb.ModelRoute(
-                id=m.id,
-                provider=m.provider,
-                upstream_model=m.upstream_model,
-                category=m.category,
-                input_usd_per_mtok=str(m.input_usd_per_mtok),
-                output_usd_per_mtok=str(m.output_usd_per_mtok),
-                context_window=m.context_window,
-                max_output_tokens=m.max_output_tokens,
-                price_book_version=self.catalog.version,
-            )
-            for m in self.catalog.usable(partner.tier, key.allowed_models)
-        ]
-        billing = pb.LedgerBilling(payer_account=key.budget_account)
-        if (terms := effective_terms(key, partner)) is not None:  # the very terms reads show
-            billing.customer_account = f"customer:{terms.customer_id}"
-            billing.revenue_account = f"partnerrev:{key.partner_id}"
-            billing.profit_multiplier = terms.profit_multiplier
-            billing.price_per_ai_credit_cents = terms.price_per_ai_credit_cents
-            billing.floor_usd_per_mtok = terms.floor_usd_per_mtok
+    async def AuthenticateKey(
+        self, request: pb.AuthenticateKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthenticateKeyResponse:
+        found = await self.reads.authenticate(request.key_hash)
         return pb.AuthenticateKeyResponse(
-            key=key_pb(key, partner), models=routes, billing=billing, partner_status=partner.status
+            key=key_pb(found.key, found.partner),
+            models=[_route_pb(m, self.catalog.version) for m in found.models],
+            billing=_ledger_billing_pb(found.billing),
+            partner_status=found.partner.status,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys import access, validation
@@ -16,6 +16,7 @@ from cg_keys.catalog import Catalog
 from cg_keys.errors import InvalidArgument
 from cg_keys.models import Customer, Partner
 from cglib.ids import new_id
+from creditgate.keys.v1 import keys_pb2
 
 
 class Tenants:
@@ -47,11 +48,13 @@ class Tenants:
                 return existing
             return partner
 
-    async def get_partner(self, actor) -> Partner:
+    async def get_partner(self, actor: keys_pb2.Actor) -> Partner:
         async with self.sessions() as session:
             return (await access.resolve(session, actor)).partner
 
-    async def update_self_service(self, actor, settings, apply_to_existing: bool) -> Partner:
+    async def update_self_service(
+        self, actor: keys_pb2.Actor, settings: keys_pb2.SelfServiceSettings, apply_to_existing: bool
+    ) -> Partner:
         multiplier = validation.decimal(
             settings.default_profit_multiplier, "settings.default_profit_multiplier", positive=True
         )
@@ -69,13 +72,15 @@ class Tenants:
                 # one statement: every existing customer's AI Gateway menu toggle on (whether
                 # each then sees it also depends on its AI credits: see visibility)
                 await session.exec(
-                    update(Customer).where(Customer.partner_id == partner.id).values(ai_gateway_menu_enabled=True)
+                    update(Customer).where(col(Customer.partner_id) == partner.id).values(ai_gateway_menu_enabled=True)
                 )
             await session.commit()
             await session.refresh(partner)
             return partner
 
-    async def create_customer(self, actor, request) -> tuple[Customer, Partner]:
+    async def create_customer(
+        self, actor: keys_pb2.Actor, request: keys_pb2.CreateCustomerRequest
+    ) -> tuple[Customer, Partner]:
         """With an idempotency key, a retry returns the customer the first call made."""
         name = validation.name(request.name)
         idem = validation.idempotency_key(request.idempotency_key, required=False) or None
@@ -118,7 +123,9 @@ class Tenants:
             )
         ).first()
 
-    async def update_customer(self, actor, request) -> tuple[Customer, Partner]:
+    async def update_customer(
+        self, actor: keys_pb2.Actor, request: keys_pb2.UpdateCustomerRequest
+    ) -> tuple[Customer, Partner]:
         new_name = validation.name(request.name) if request.HasField("name") else None
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
@@ -133,16 +140,16 @@ class Tenants:
             await session.commit()
             return customer, acting.partner
 
-    async def get_customer(self, actor, customer_id: str) -> tuple[Customer, Partner]:
+    async def get_customer(self, actor: keys_pb2.Actor, customer_id: str) -> tuple[Customer, Partner]:
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
             return access.visible_customer(acting, await session.get(Customer, customer_id)), acting.partner
 
-    async def list_customers(self, actor) -> tuple[list[Customer], Partner]:
+    async def list_customers(self, actor: keys_pb2.Actor) -> tuple[list[Customer], Partner]:
         async with self.sessions() as session:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
             rows = await session.exec(
-                select(Customer).where(Customer.partner_id == acting.partner.id).order_by(Customer.created_at)
+                select(Customer).where(Customer.partner_id == acting.partner.id).order_by(col(Customer.created_at))
             )
             return list(rows.all()), acting.partner

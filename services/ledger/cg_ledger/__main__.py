@@ -7,12 +7,14 @@ import contextlib
 import logging
 from pathlib import Path
 
+import grpc
+
 from cg_ledger.admin import LedgerAdminServicer
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.events import BalanceEvents
 from cg_ledger.reservations import Reservations
-from cg_ledger.servicer import LedgerServicer
+from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cg_ledger.settings import Settings
 from cglib.db import make_engine, migrate
 from cglib.grpc_server import create_server, serve
@@ -52,11 +54,11 @@ async def main(settings: Settings) -> None:
     if not settings.admin_token.get_secret_value():
         log.info("admin service off: CG_LEDGER_ADMIN_TOKEN is not set")
 
-    def register(server) -> None:
+    def register(server: grpc.aio.Server) -> None:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
         ledger_pb2_grpc.add_LedgerAdminServiceServicer_to_server(admin, server)
 
-    server, port, health = create_server(f"{settings.host}:{settings.port}", register, SERVICE_NAMES)
+    server, port, health = create_server(f"{settings.host}:{settings.port}", register, SERVICE_NAMES, ERROR_CODES)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import functools
 import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 
 from cg_ledger.audit import Audit
-from cg_ledger.servicer import handled_errors
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 TOKEN_HEADER = "x-cg-admin-token"
 INT64 = (-(2**63), 2**63 - 1)
 
 
-def _int64(value) -> int:
+def _int64(value: Any) -> int:  # a raw SQL value: int, Decimal, or a broken book's anything
     """A counter as the proto's int64 (a broken book's value is clamped here; the audit
     reports it as it is)."""
     try:
@@ -30,9 +31,15 @@ def _int64(value) -> int:
     return min(max(number, INT64[0]), INT64[1])
 
 
-def _admin_only(handler):
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def _admin_only(
+    handler: Callable[[LedgerAdminServicer, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[LedgerAdminServicer, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
     @functools.wraps(handler)
-    async def wrapper(self: LedgerAdminServicer, request, context):
+    async def wrapper(self: LedgerAdminServicer, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         if not self._token:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "admin calls are off: the ledger has no CG_LEDGER_ADMIN_TOKEN"
@@ -69,14 +76,16 @@ class LedgerAdminServicer(ledger_pb2_grpc.LedgerAdminServiceServicer):
         self._token = admin_token.encode()
 
     @_admin_only
-    @handled_errors
-    async def ListAccounts(self, request, context):
+    async def ListAccounts(
+        self, request: ledger_pb2.ListAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ListAccountsResponse:
         rows, token = await self.audit.list_accounts(request.page_size, request.page_token, request.kind)
         return ledger_pb2.ListAccountsResponse(accounts=[_account_pb(r) for r in rows], next_page_token=token)
 
     @_admin_only
-    @handled_errors
-    async def AuditBooks(self, request, context):
+    async def AuditBooks(
+        self, request: ledger_pb2.AuditBooksRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.AuditBooksResponse:
         report = await self.audit.audit()
         return ledger_pb2.AuditBooksResponse(
             ok=report.ok,

@@ -110,7 +110,7 @@ class Audit:
 
     async def _snapshot(self) -> AsyncConnection:
         conn = await self.engine.connect()
-        options = dict(READ)
+        options: dict[str, object] = dict(READ)
         if conn.dialect.name == "postgresql":
             options["isolation_level"] = "REPEATABLE READ"
         await conn.execution_options(**options)

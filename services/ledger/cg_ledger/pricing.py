@@ -23,10 +23,10 @@ import decimal
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
-UCR_PER_CREDIT = 1_000_000
-CREDITS_PER_USD = 100
-UCR_PER_USD = UCR_PER_CREDIT * CREDITS_PER_USD
+from cglib.money import UAI_PER_AI_CREDIT, UCR_PER_USD
+
 TOKENS_PER_MTOK = 1_000_000
+CENTS_PER_USD = 100
 
 _CTX = decimal.Context(prec=60, rounding=ROUND_CEILING, Emax=40)
 
@@ -90,8 +90,8 @@ def customer_price_usd(provider_usd: Decimal, total_tokens: int, billing: Custom
 
 def ai_credits_uai(customer_usd: Decimal, billing: CustomerBilling) -> int:
     """Millionths of an AI credit for a customer price in USD, rounded up."""
-    usd_per_ai_credit = _CTX.divide(billing.price_per_ai_credit_cents, 100)
-    return round_up_ucr(_CTX.multiply(_CTX.divide(customer_usd, usd_per_ai_credit), UCR_PER_CREDIT))
+    usd_per_ai_credit = _CTX.divide(billing.price_per_ai_credit_cents, CENTS_PER_USD)
+    return round_up_ucr(_CTX.multiply(_CTX.divide(customer_usd, usd_per_ai_credit), UAI_PER_AI_CREDIT))
 
 
 def platform_fee_ucr(budget_ucr: int, fee_rate: Decimal) -> int:

@@ -1,4 +1,6 @@
-"""gRPC servicer: translates proto <-> the ledger's operations, ``LedgerError`` -> status codes."""
+"""gRPC servicer: translates proto <-> the ledger's operations. ``ERROR_CODES`` says which
+status code each ``LedgerError`` is (applied by ``cglib.grpc_errors``'s interceptor, and
+by ``SettleBatch`` to each of its outcomes)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import grpc
 
 from cg_ledger.balances import BalanceView
-from cg_ledger.book import Book
+from cg_ledger.book import Book, TransferOutcome
 from cg_ledger.charges import MAX_TOKENS, parse_billing
 from cg_ledger.errors import (
     AccountClosed,
@@ -25,12 +27,12 @@ from cg_ledger.limits import check_bound, decimal_or_invalid
 from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
 from cg_ledger.reservations import Reservations
-from cglib.grpc_server import mapped_errors
+from cglib.grpc_errors import INTERNAL_DETAILS, ErrorCodes, status_for
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_CODES: dict[type[LedgerError], grpc.StatusCode] = {
+ERROR_CODES: ErrorCodes = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     InsufficientFunds: grpc.StatusCode.FAILED_PRECONDITION,
@@ -43,12 +45,10 @@ _SOURCES = {
     ledger_pb2.USAGE_SOURCE_ESTIMATED: "estimated",
 }
 
-
-handled_errors = mapped_errors(_CODES)
 SETTLE_BATCH_MAX = 1000
 
 
-def _transfer_pb(t) -> ledger_pb2.TransferResult:
+def _transfer_pb(t: TransferOutcome) -> ledger_pb2.TransferResult:
     return ledger_pb2.TransferResult(
         transfer_id=str(t.transfer_id), idempotency_id=t.idempotency_id, amount_ucr=t.amount, replayed=t.replayed
     )
@@ -78,7 +78,9 @@ def _terms(b: ledger_pb2.CustomerBilling) -> CustomerBilling | None:
         raise InvalidArgument(f"billing.{e}") from e
 
 
-def _quote_pb(price: ledger_pb2.Price, input_tokens: int, output_tokens: int, terms) -> ledger_pb2.QuoteResponse:
+def _quote_pb(
+    price: ledger_pb2.Price, input_tokens: int, output_tokens: int, terms: CustomerBilling | None
+) -> ledger_pb2.QuoteResponse:
     for field, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
         if value < 0 or value > MAX_TOKENS:
             raise InvalidArgument(f"{field}: between 0 and {MAX_TOKENS}")
@@ -102,30 +104,34 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
         self.book = book
         self.reservations = reservations
 
-    @handled_errors
-    async def Deposit(self, request, context):
+    async def Deposit(
+        self, request: ledger_pb2.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(
             await self.book.deposit(request.idempotency_id, request.account, request.amount_ucr, request.memo)
         )
 
-    @handled_errors
-    async def GrantAiCredits(self, request, context):
+    async def GrantAiCredits(
+        self, request: ledger_pb2.GrantAiCreditsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(
             await self.book.grant_ai_credits(
                 request.idempotency_id, request.customer_account, request.amount_uai, request.memo
             )
         )
 
-    @handled_errors
-    async def Transfer(self, request, context):
+    async def Transfer(
+        self, request: ledger_pb2.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(
             await self.book.transfer(
                 request.idempotency_id, request.debit_account, request.credit_account, request.amount_ucr, request.memo
             )
         )
 
-    @handled_errors
-    async def FundKey(self, request, context):
+    async def FundKey(
+        self, request: ledger_pb2.FundKeyRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.FundKeyResponse:
         out = await self.book.fund_key(
             request.idempotency_id, request.partner_id, request.key_id, request.budget_ucr, request.fee_rate
         )
@@ -133,31 +139,36 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             budget_ucr=out.budget_ucr, fee_ucr=out.fee_ucr, total_ucr=out.total_ucr, replayed=out.replayed
         )
 
-    @handled_errors
-    async def QuoteKeyFunding(self, request, context):
+    async def QuoteKeyFunding(
+        self, request: ledger_pb2.QuoteKeyFundingRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.FundKeyResponse:
         budget, fee = self.book.quote_funding(request.budget_ucr, request.fee_rate)
         return ledger_pb2.FundKeyResponse(budget_ucr=budget, fee_ucr=fee, total_ucr=budget + fee)
 
-    @handled_errors
-    async def RefundKey(self, request, context):
+    async def RefundKey(
+        self, request: ledger_pb2.RefundKeyRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(await self.book.refund_key(request.idempotency_id, request.partner_id, request.key_id))
 
-    @handled_errors
-    async def HoldKeyDeposit(self, request, context):
+    async def HoldKeyDeposit(
+        self, request: ledger_pb2.KeyDepositRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(
             await self.book.hold_key_deposit(
                 request.idempotency_id, request.partner_id, request.key_id, request.amount_ucr
             )
         )
 
-    @handled_errors
-    async def ReleaseKeyDeposit(self, request, context):
+    async def ReleaseKeyDeposit(
+        self, request: ledger_pb2.KeyDepositRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
         return _transfer_pb(
             await self.book.release_key_deposit(request.idempotency_id, request.partner_id, request.key_id)
         )
 
-    @handled_errors
-    async def Reserve(self, request, context):
+    async def Reserve(
+        self, request: ledger_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ReserveResponse:
         billing = None
         if request.HasField("customer"):
             c = request.customer
@@ -209,12 +220,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             customer_unpaid_uai=out.customer_unpaid_uai,
         )
 
-    @handled_errors
-    async def Settle(self, request, context):
+    async def Settle(
+        self, request: ledger_pb2.SettleRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SettleResponse:
         return await self._settle(request)
 
-    @handled_errors
-    async def SettleBatch(self, request, context):
+    async def SettleBatch(
+        self, request: ledger_pb2.SettleBatchRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SettleBatchResponse:
         if len(request.settlements) > SETTLE_BATCH_MAX:
             raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
         # queued together, they commit together (txrunner's group commit), each on its own
@@ -224,37 +237,40 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             if isinstance(result, ledger_pb2.SettleResponse):
                 outcomes.append(ledger_pb2.SettleOutcome(settled=result))
                 continue
-            code = _CODES.get(type(result)) if isinstance(result, LedgerError) else None
+            code = status_for(result, ERROR_CODES) if isinstance(result, LedgerError) else None
             if code is None:
                 log.error("settlement failed", exc_info=result, extra={"request_id": settlement.request_id})
-                code, message = grpc.StatusCode.INTERNAL, "internal error"
+                code, message = grpc.StatusCode.INTERNAL, INTERNAL_DETAILS
             else:
                 message = str(result)
             outcomes.append(ledger_pb2.SettleOutcome(status_code=code.value[0], error=message))
         return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
 
-    @handled_errors
-    async def Void(self, request, context):
+    async def Void(self, request: ledger_pb2.VoidRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.VoidResponse:
         released, replayed = await self.reservations.void(request.request_id, request.reason)
         return ledger_pb2.VoidResponse(request_id=request.request_id, released_ucr=released, replayed=replayed)
 
-    @handled_errors
-    async def ExpireReservations(self, request, context):
+    async def ExpireReservations(
+        self, request: ledger_pb2.ExpireReservationsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ExpireReservationsResponse:
         count, released = await self.reservations.expire(request.now_unix_ms, request.limit or 500)
         return ledger_pb2.ExpireReservationsResponse(expired=count, released_ucr=released)
 
-    @handled_errors
-    async def GetBalance(self, request, context):
+    async def GetBalance(
+        self, request: ledger_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.Balance:
         return _balance_pb(await self.book.balance(request.account))
 
-    @handled_errors
-    async def GetBalances(self, request, context):
+    async def GetBalances(
+        self, request: ledger_pb2.GetBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.GetBalancesResponse:
         return ledger_pb2.GetBalancesResponse(
             balances=[_balance_pb(b) for b in await self.book.balances(list(request.accounts))]
         )
 
-    @handled_errors
-    async def ListTransfers(self, request, context):
+    async def ListTransfers(
+        self, request: ledger_pb2.ListTransfersRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.ListTransfersResponse:
         rows, token = await self.book.statement(request.account, request.page_size, request.page_token)
         return ledger_pb2.ListTransfersResponse(
             transfers=[
@@ -274,12 +290,14 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             next_page_token=token,
         )
 
-    @handled_errors
-    async def Quote(self, request, context):
+    async def Quote(
+        self, request: ledger_pb2.QuoteRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.QuoteResponse:
         return _quote_pb(request.price, request.input_tokens, request.output_tokens, _terms(request.billing))
 
-    @handled_errors
-    async def BillingPreview(self, request, context):
+    async def BillingPreview(
+        self, request: ledger_pb2.BillingPreviewRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.BillingPreviewResponse:
         if len(request.models) > 500:
             raise InvalidArgument("models: at most 500")
         terms = _terms(request.billing)

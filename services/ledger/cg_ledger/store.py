@@ -22,9 +22,10 @@ from cg_ledger.accounts import AccountId
 from cg_ledger.errors import NotFound
 from cg_ledger.models import Account, Reservation, Transfer
 
-A = Account.__table__
-T = Transfer.__table__
-R = Reservation.__table__
+# the tables behind the models (SQLModel's metadata holds them by name)
+A = Account.metadata.tables["accounts"]
+T = Transfer.metadata.tables["transfers"]
+R = Reservation.metadata.tables["reservations"]
 _TEXT = {name: text(statement) for name, statement in sql.STATEMENTS.items()}
 
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+from nats.aio.client import Client
+
 from cg_worker.consumer import run_consumer
 from cg_worker.handlers import Handlers
 from cg_worker.rules import Rules
@@ -14,7 +16,8 @@ from cglib import natsx
 from cglib.grpc_client import insecure_channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
-from creditgate.events.v1 import events_pb2
+from cglib.retry import Stopped, retrying
+from creditgate.events.v1 import events_pb2 as epb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -34,31 +37,56 @@ async def main(settings: Settings) -> None:
         settings.deposit_line_credits,
     )
     handlers = Handlers(rules)
-    nc = await natsx.connect(settings.nats_url, "worker")
-    js = nc.jetstream()
-    for ensure in (natsx.ensure_usage_stream, natsx.ensure_ledger_stream, natsx.ensure_keys_stream):
-        for attempt in range(20):
-            try:
+
+    async def connect() -> Client:
+        """NATS, with the three streams the worker consumes declared (idempotently)."""
+        nc = await natsx.connect(settings.nats_url, "worker")
+        try:
+            js = nc.jetstream()
+            for ensure in (natsx.ensure_usage_stream, natsx.ensure_ledger_stream, natsx.ensure_keys_stream):
                 await ensure(js)
-                break
-            except Exception as e:
-                log.warning("stream not declared yet", extra={"error": repr(e), "attempt": attempt})
-                await asyncio.sleep(0.5)
+        except BaseException:
+            await nc.close()
+            raise
+        return nc
+
+    try:  # nothing to do without the streams: wait for them (until stopped), saying so
+        nc = await retrying(connect, what="nats connect and stream declaration", stop=stop, first_delay_s=0.5)
+    except Stopped:
+        await keys_channel.close()
+        await ledger_channel.close()
+        return
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     log.info("worker started", extra={"metrics_port": metrics_port})
-    # usage events come one per request: they linger into batches; the others are rare
-    consumers = [
-        (natsx.USAGE_STREAM, "worker-usage", events_pb2.UsageEvent, handlers.usage, settings.linger_s),
-        (natsx.LEDGER_STREAM, "worker-balances", events_pb2.BalanceChanged, handlers.balances, 0.0),
-        (natsx.KEYS_STREAM, "worker-keys", events_pb2.KeyChanged, handlers.key_changes, 0.0),
-    ]
+    batch, ack_wait = settings.batch_size, settings.ack_wait_s
     try:
-        # each batch finishes (handled and acked) before its loop sees `stop`
+        # each batch finishes (handled and acked) before its loop sees `stop`; usage
+        # events come one per request: they linger into batches; the others are rare
         await asyncio.gather(
-            *(
-                run_consumer(nc, stream, durable, kind, handler, stop, settings.batch_size, settings.ack_wait_s, linger)
-                for stream, durable, kind, handler, linger in consumers
-            )
+            run_consumer(
+                nc,
+                natsx.USAGE_STREAM,
+                "worker-usage",
+                epb.UsageEvent,
+                handlers.usage,
+                stop,
+                batch,
+                ack_wait,
+                settings.linger_s,
+            ),
+            run_consumer(
+                nc,
+                natsx.LEDGER_STREAM,
+                "worker-balances",
+                epb.BalanceChanged,
+                handlers.balances,
+                stop,
+                batch,
+                ack_wait,
+            ),
+            run_consumer(
+                nc, natsx.KEYS_STREAM, "worker-keys", epb.KeyChanged, handlers.key_changes, stop, batch, ack_wait
+            ),
         )
     finally:
         await nc.drain()

@@ -12,10 +12,13 @@ from typing import TypeVar
 import nats.errors
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cg_worker.metrics import EVENTS, LAG
 from cglib import natsx
+from cglib.retry import Stopped, retrying
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,9 @@ class Transient(Exception):
     """A dependency is unavailable: redeliver the batch later."""
 
 
-async def _one_by_one(stream: str, msgs, events, handler) -> None:
+async def _one_by_one(
+    stream: str, msgs: list[Msg], events: list[M], handler: Callable[[list[M]], Awaitable[None]]
+) -> None:
     """Acks what succeeds, redelivers what meets an unavailable dependency, and
     terminates (and logs) an event that fails by itself: events are only triggers, so the
     next event about the same key or partner re-reads the state it would have acted on."""
@@ -61,27 +66,27 @@ async def run_consumer(
     linger_s: float = 0.0,
 ) -> None:
     js = nc.jetstream()
-    delay = 0.2
-    while True:  # declared idempotently; a slow or restarting server is waited out
-        try:
-            await js.add_consumer(
-                stream,
-                ConsumerConfig(
-                    durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
-                    deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=ack_wait_s,
-                    max_deliver=-1,
-                ),
-            )
-            sub = await js.pull_subscribe_bind(durable, stream=stream)
-            break
-        except Exception as e:
-            if stop.is_set():
-                return
-            log.warning("consumer not declared yet", extra={"stream": stream, "error": repr(e)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5)
+
+    async def declare() -> JetStreamContext.PullSubscription:
+        # idempotent: every replica declares the same consumer at every start
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s,
+                max_deliver=-1,
+            ),
+        )
+        return await js.pull_subscribe_bind(durable, stream=stream)
+
+    try:  # a slow or restarting server is waited out
+        sub = await retrying(
+            declare, what="consumer declaration", stop=stop, first_delay_s=0.2, extra={"stream": stream}
+        )
+    except Stopped:
+        return
     log.info("consuming", extra={"stream": stream, "durable": durable})
     try:
         while not stop.is_set():
@@ -94,7 +99,16 @@ async def run_consumer(
         await sub.unsubscribe()
 
 
-async def _one_round(stream, sub, js, durable, message_type, handler, batch: int, linger_s: float) -> None:
+async def _one_round(
+    stream: str,
+    sub: JetStreamContext.PullSubscription,
+    js: JetStreamContext,
+    durable: str,
+    message_type: type[M],
+    handler: Callable[[list[M]], Awaitable[None]],
+    batch: int,
+    linger_s: float,
+) -> None:
     """Fetch one batch, handle it, acknowledge it."""
     try:
         msgs = await natsx.fetch_batch(sub, batch, timeout=1, linger_s=linger_s)
@@ -104,7 +118,8 @@ async def _one_round(stream, sub, js, durable, message_type, handler, batch: int
         log.warning("fetch failed", extra={"stream": stream, "error": repr(e)})
         await asyncio.sleep(0.5)
         return
-    good, events = [], []
+    good: list[Msg] = []
+    events: list[M] = []
     for msg in msgs:
         try:
             events.append(message_type.FromString(msg.data))

@@ -4,19 +4,40 @@ and partners it names, so a burst of events costs one check each."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from cg_worker.metrics import CHARGED
 from cg_worker.rules import DEPOSIT_LINE, Rules
-from creditgate.events.v1 import events_pb2
+from creditgate.events.v1 import events_pb2 as epb
+from creditgate.ledger.v1 import ledger_pb2 as lpb
 
 log = logging.getLogger("cg_worker.usage")
+E = TypeVar("E", bound=int)  # a proto enum's values
+
+# a new customer key of a partner below the line is suspended at once (and a top-up
+# changes the partner's balance); the worker's own suspensions and resumptions need no
+# second look
+_DEPOSIT_LINE_CHANGES = frozenset({epb.KEY_CHANGE_CREATED, epb.KEY_CHANGE_TOPPED_UP})
+# a top-up may leave a key below its threshold still; a resumed partner key may still be
+# unable to pay for any request (exhausted again)
+_KEY_CHANGES = frozenset({epb.KEY_CHANGE_TOPPED_UP, epb.KEY_CHANGE_RESUMED})
+
+
+def _word(name: Callable[[E], str], number: E, prefix: str) -> str:
+    """An enum value as a log word (``USAGE_SOURCE_PROVIDER`` -> ``provider``); a number
+    this build does not know (a newer publisher's) as itself."""
+    try:
+        return name(number).removeprefix(prefix).lower()
+    except ValueError:
+        return str(number)
 
 
 class Handlers:
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
 
-    async def usage(self, events: list[events_pb2.UsageEvent]) -> None:
+    async def usage(self, events: list[epb.UsageEvent]) -> None:
         for e in events:
             CHARGED.inc(e.charged_ucr)
             log.info(
@@ -24,13 +45,14 @@ class Handlers:
                 extra={
                     "request_id": e.request_id,
                     "partner_id": e.partner_id,
+                    "customer_id": e.customer_id,
                     "key_id": e.key_id,
                     "model": e.model,
                     "input_tokens": e.input_tokens,
                     "output_tokens": e.output_tokens,
                     "charged_ucr": e.charged_ucr,
-                    "usage_source": e.usage_source,
-                    "status": e.status,
+                    "usage_source": _word(lpb.UsageSource.Name, e.source, "USAGE_SOURCE_"),
+                    "outcome": _word(epb.UsageOutcome.Name, e.outcome, "USAGE_OUTCOME_"),
                     "stream": e.stream,
                     "latency_ms": e.latency_ms,
                 },
@@ -40,18 +62,14 @@ class Handlers:
         for partner_id in dict.fromkeys(e.partner_id for e in events):
             await self.rules.check_deposit_line(partner_id)
 
-    async def balances(self, events: list[events_pb2.BalanceChanged]) -> None:
+    async def balances(self, events: list[epb.BalanceChanged]) -> None:
         for partner_id in dict.fromkeys(e.partner_id for e in events):
             await self.rules.check_deposit_line(partner_id)
 
-    async def key_changes(self, events: list[events_pb2.KeyChanged]) -> None:
-        # a new customer key of a partner below the line is suspended at once; the
-        # worker's own suspensions and resumptions need no second look
-        partners = [e.partner_id for e in events if e.change in ("created", "topped_up") and e.reason != DEPOSIT_LINE]
+    async def key_changes(self, events: list[epb.KeyChanged]) -> None:
+        partners = [e.partner_id for e in events if e.change in _DEPOSIT_LINE_CHANGES and e.suspension != DEPOSIT_LINE]
         for partner_id in dict.fromkeys(partners):
             await self.rules.check_deposit_line(partner_id)
-        # a top-up may leave a key below its threshold still; a resumed partner key may
-        # still be unable to pay for any request (exhausted again)
         for e in events:
-            if e.change in ("topped_up", "resumed"):
+            if e.change in _KEY_CHANGES:
                 await self.rules.check_key(e.partner_id, e.key_id)

@@ -16,20 +16,26 @@
   cannot afford right now is not a reason: the ledger refuses its reservation (429).
   A top-up revives the key.
 - **Deposit line**: a partner with less than the line available gets its active
-  customer-created keys suspended (reason ``deposit_line``); at or above the line,
-  exactly the keys suspended for that reason are resumed.
+  customer-created keys suspended (``SUSPENSION_REASON_DEPOSIT_LINE``); at or above the
+  line, exactly the keys suspended for that reason are resumed (a deliberate suspension
+  outranks it: keys keeps it, and the worker's resume does not lift it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from decimal import ROUND_CEILING, Decimal
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from cg_worker.consumer import Transient
 from cg_worker.metrics import EXHAUSTED, SUSPENSIONS, TOPUPS
 from cglib.faults import crash_point
+from cglib.grpc_client import TRANSIENT
+from cglib.money import CREDITS_PER_USD, UCR_PER_CREDIT, UCR_PER_USD
 from creditgate.keys.v1 import keys_pb2 as kpb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
@@ -37,22 +43,16 @@ from creditgate.ledger.v1 import ledger_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-UCR_PER_CREDIT = 1_000_000
-UCR_PER_USD = 100 * UCR_PER_CREDIT
-DEPOSIT_LINE = "deposit_line"
-_TRANSIENT = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
+DEPOSIT_LINE = kpb.SUSPENSION_REASON_DEPOSIT_LINE
+DEPOSIT_LINE_NOTE = "the partner's available balance is below the deposit line"
+Reply = TypeVar("Reply", bound=Message)
 
 
 class Rules:
     def __init__(
         self,
-        keys: keys_pb2_grpc.KeysServiceStub,
-        ledger: ledger_pb2_grpc.LedgerServiceStub,
+        keys: keys_pb2_grpc.KeysServiceAsyncStub,
+        ledger: ledger_pb2_grpc.LedgerServiceAsyncStub,
         timeout_s: float,
         deposit_line_credits: int,
     ) -> None:
@@ -61,11 +61,11 @@ class Rules:
         self.timeout_s = timeout_s
         self.line_ucr = deposit_line_credits * UCR_PER_CREDIT
 
-    async def _call(self, method, request):
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
         try:
             return await method(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:
-            if e.code() in _TRANSIENT:
+            if e.code() in TRANSIENT:
                 raise Transient(f"{e.code().name}: {e.details()}") from None
             raise
 
@@ -101,7 +101,7 @@ class Rules:
             )
 
     async def _auto_top_up(self, actor: kpb.Actor, key: kpb.Key, settled_remaining_ucr: int) -> bool:
-        credits = int((Decimal(key.auto_topup.amount_usd) * 100).to_integral_value(ROUND_CEILING))
+        credits = int((Decimal(key.auto_topup.amount_usd) * CREDITS_PER_USD).to_integral_value(ROUND_CEILING))
         request = kpb.TopUpKeyRequest(
             actor=actor,
             key_id=key.id,
@@ -147,7 +147,10 @@ class Rules:
                 if k.status == kpb.KEY_STATUS_ACTIVE:
                     try:
                         await self._call(
-                            self.keys.SuspendKey, kpb.SuspendKeyRequest(actor=actor, key_id=k.id, reason=DEPOSIT_LINE)
+                            self.keys.SuspendKey,
+                            kpb.SuspendKeyRequest(
+                                actor=actor, key_id=k.id, suspension=DEPOSIT_LINE, note=DEPOSIT_LINE_NOTE
+                            ),
                         )
                     except grpc.aio.AioRpcError as e:
                         if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
@@ -164,16 +167,14 @@ class Rules:
                 if await self._available(partner_id) >= self.line_ucr:
                     await self._resume(actor, partner_id, suspended)
         else:
-            ids = [
-                k.id for k in customer_keys if k.status == kpb.KEY_STATUS_SUSPENDED and k.status_reason == DEPOSIT_LINE
-            ]
+            ids = [k.id for k in customer_keys if k.status == kpb.KEY_STATUS_SUSPENDED and k.suspension == DEPOSIT_LINE]
             await self._resume(actor, partner_id, ids)
 
     async def _resume(self, actor: kpb.Actor, partner_id: str, key_ids: list[str]) -> None:
         for key_id in key_ids:
             try:
                 await self._call(
-                    self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id, only_if_reason=DEPOSIT_LINE)
+                    self.keys.ResumeKey, kpb.ResumeKeyRequest(actor=actor, key_id=key_id, only_if=DEPOSIT_LINE)
                 )
             except grpc.aio.AioRpcError as e:
                 if e.code() not in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
