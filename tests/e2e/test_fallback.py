@@ -25,7 +25,8 @@ import pytest
 import uvicorn
 
 from cg_devstack import Stack, StackConfig
-from cg_mock_upstream.app import REPLY, create_app
+from cg_mock_upstream.app import create_app
+from cg_mock_upstream.replies import REPLY
 from creditgate.ledger.v1 import ledger_pb2
 from helpers import client, eventually, expected_cost_ucr
 

@@ -14,11 +14,14 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from cg_proxy import errors, upstream
 from cg_proxy.providers import adapter_for, provider_error
-from cg_proxy.providers.anthropic import StreamTranslator, to_chat_completion, to_messages_request
+from cg_proxy.providers.anthropic import StreamTranslator, to_chat_completion
+from cg_proxy.providers.anthropic_request import to_messages_request
 from cg_proxy.providers.base import TranslatedStream, join_url
 from cg_proxy.relay import StreamRelay
 from cg_proxy.settings import Settings, Upstream
+from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2
+from creditgate.ledger.v1 import ledger_pb2
 
 ROUTE = keys_pb2.ModelRoute(
     id="claude-haiku-4-5", provider="anthropic", upstream_model="claude-haiku-4-5", max_output_tokens=64000
@@ -76,7 +79,7 @@ def test_request_system_turns_and_sampling():
         ({"max_tokens": 50}, 64000, 50),
         ({"max_completion_tokens": 70, "max_tokens": 50}, 64000, 70),
         ({"max_tokens": 10**6}, 64000, 64000),
-        ({}, 0, 4096),  # a route without a cap: the metering default
+        ({}, 0, 4096),  # a route without a cap: token_usage.DEFAULT_OUTPUT_CAP
     ],
 )
 def test_request_max_tokens_is_the_reserved_bound(fields, route_cap, expected):
@@ -556,8 +559,13 @@ async def test_translated_stream_through_the_relay_bills_provider_usage(client_w
     pump = asyncio.create_task(relay.pump())
     sent = b"".join([piece async for piece in relay.body()])
     await pump
-    ((usage, status),) = done
-    assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (472, 89, "provider", "ok")
+    ((usage, outcome),) = done
+    assert (usage.input_tokens, usage.output_tokens, usage.source, outcome) == (
+        472,
+        89,
+        ledger_pb2.USAGE_SOURCE_PROVIDER,
+        events_pb2.USAGE_OUTCOME_OK,
+    )
     assert (b'"usage"' in sent) == client_wants_usage and sent.endswith(b"data: [DONE]\n\n")
     assert fake.released
 
@@ -711,7 +719,8 @@ async def _open(provider, body=None, **upstream_fields):
     )
     await ups.start()
     try:
-        resp = await ups.open("/chat/completions", ROUTE, body or _req())
+        body = body or _req()
+        resp = await ups.open("/chat/completions", ROUTE, body, stream=body.get("stream") is True)
         data = await resp.read()
         resp.release()
         return resp, data
@@ -789,7 +798,7 @@ async def test_unreachable_provider_is_a_502_after_retries(fast_backoff):
     await ups.start()
     try:
         with pytest.raises(errors.APIError) as e:
-            await ups.open("/chat/completions", ROUTE, _req())
+            await ups.open("/chat/completions", ROUTE, _req(), stream=False)
     finally:
         await ups.close()
     assert (e.value.status, e.value.code) == (502, "upstream_unreachable")

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from types import SimpleNamespace
 
 import pytest
 
-from cg_proxy.metering import Usage
+from cg_proxy.collaborators import Finished
 from cg_proxy.outbox import Outbox
-from cg_proxy.usage import Finished, UsageRecorder
+from cg_proxy.token_usage import Usage
+from cg_proxy.usage_recorder import UsageRecorder
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2
@@ -145,27 +145,30 @@ async def test_entries_survive_a_reopen_and_are_relayed_by_the_next_run(tmp_path
 
 
 class FakeBus:
-    def __init__(self, publish: Publisher) -> None:
-        self.publish = publish
-        self.nc = SimpleNamespace(jetstream=lambda: SimpleNamespace(publish=self._js_publish))
+    """The recorder's side of ``EventBus``: publish and connected."""
 
-    async def _js_publish(self, subject: str, payload: bytes, timeout: float, headers: dict[str, str]) -> None:
-        await self.publish(subject, payload, headers["Nats-Msg-Id"])
+    def __init__(self, publish: Publisher) -> None:
+        self._publish = publish
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str, timeout_s: float) -> None:
+        await self._publish(subject, payload, msg_id)
 
     @property
     def connected(self) -> bool:
-        return self.publish.connected
+        return self._publish.connected
 
 
-class FakeMeter:
-    async def settle(self, request_id: str, usage: Usage) -> SimpleNamespace:
-        return SimpleNamespace(charged_ucr=42, price_book_version="v1")
+class FakeLedger:
+    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
+        return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=42, price_book_version="v1")
 
 
 def finished(request_id: str) -> Finished:
     key = keys_pb2.Key(id="key1", partner_id="p1")
     usage = Usage(3, 4, ledger_pb2.USAGE_SOURCE_PROVIDER)
-    return Finished(request_id, key, "gpt-4o-mini", usage, "ok", time.perf_counter(), False)
+    return Finished(
+        request_id, key, "cust1", "gpt-4o-mini", usage, events_pb2.USAGE_OUTCOME_OK, time.perf_counter(), False
+    )
 
 
 @pytest.mark.parametrize("case", ["healthy", "disconnected", "publish_fails", "hangs_at_shutdown"])
@@ -174,12 +177,14 @@ async def test_the_recorder_uses_the_outbox_only_when_publishing_fails(tmp_path,
     outbox = Outbox(path)
     publish = Publisher(fail_once=("req1",) if case == "publish_fails" else (), hang=case == "hangs_at_shutdown")
     publish.connected = case != "disconnected"
-    recorder = UsageRecorder(FakeMeter(), FakeBus(publish), outbox)  # type: ignore[arg-type]
+    recorder = UsageRecorder(FakeLedger(), FakeBus(publish), outbox)
     recorder.record(finished("req1"))
     await recorder.drain(0.2)  # a hanging publish is cancelled, and its event stored
     if case == "healthy":
         assert [(s, m) for s, _, m in publish.sent] == [("usage.p1.key1", "req1")]
-        assert events_pb2.UsageEvent.FromString(publish.sent[0][1]).charged_ucr == 42
+        event = events_pb2.UsageEvent.FromString(publish.sent[0][1])
+        assert (event.charged_ucr, event.customer_id, event.price_book_version) == (42, "cust1", "v1")
+        assert (event.outcome, event.source) == (events_pb2.USAGE_OUTCOME_OK, ledger_pb2.USAGE_SOURCE_PROVIDER)
         assert rows(path) == []
     else:
         assert publish.sent == [] and rows(path) == [("req1", 0)]

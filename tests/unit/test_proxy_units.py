@@ -8,10 +8,15 @@ from fastapi.testclient import TestClient
 
 from cg_proxy import errors
 from cg_proxy.auth import bearer_token
-from cg_proxy.metering import SettleBatcher, estimate, max_output_tokens, usage_from
+from cg_proxy.ledger_client import SettleBatcher
 from cg_proxy.relay import StreamRelay
+from cg_proxy.token_usage import estimate, max_output_tokens, usage_from
+from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2
+
+OK, CLIENT_DISCONNECTED = events_pb2.USAGE_OUTCOME_OK, events_pb2.USAGE_OUTCOME_CLIENT_DISCONNECTED
+PROVIDER, ESTIMATED = ledger_pb2.USAGE_SOURCE_PROVIDER, ledger_pb2.USAGE_SOURCE_ESTIMATED
 
 ROUTE = keys_pb2.ModelRoute(id="m", max_output_tokens=1000)
 
@@ -42,8 +47,9 @@ def test_usage_parsing():
     assert usage_from({"usage": None}) is None
     assert usage_from({"usage": {"prompt_tokens": -1, "completion_tokens": 4}}) is None
     assert usage_from(None) is None
+    assert usage_from([{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}]) is None  # a JSON array
     e = estimate(100, 9)
-    assert (e.input_tokens, e.output_tokens, e.source_name) == (100, 3, "estimated")
+    assert (e.input_tokens, e.output_tokens, e.source) == (100, 3, ESTIMATED)
 
 
 def test_bearer_token():
@@ -107,8 +113,8 @@ async def test_relay_finds_usage_and_hides_it_when_not_asked(split):
     relay = StreamRelay(FakeResp(pieces), False, 50, lambda u, s: done.append((u, s)))
     got = _events(await _run(relay))
     assert b"usage" not in b"".join(got) and got[-1] == b"data: [DONE]\n\n" and len(got) == 3
-    ((usage, status),) = done
-    assert (usage.input_tokens, usage.output_tokens, usage.source_name, status) == (5, 2, "provider", "ok")
+    ((usage, outcome),) = done
+    assert (usage.input_tokens, usage.output_tokens, usage.source, outcome) == (5, 2, PROVIDER, OK)
     assert relay.resp.released
 
 
@@ -122,8 +128,8 @@ async def test_relay_keeps_reading_after_client_disconnect():
     done = []
     relay = StreamRelay(FakeResp([SSE[:60], SSE[60:120], SSE[120:]]), False, 50, lambda u, s: done.append((u, s)))
     await _run(relay, take=1)
-    ((usage, status),) = done
-    assert (usage.input_tokens, usage.output_tokens, status) == (5, 2, "client_disconnected")
+    ((usage, outcome),) = done
+    assert (usage.input_tokens, usage.output_tokens, outcome) == (5, 2, CLIENT_DISCONNECTED)
 
 
 async def test_relay_estimates_without_usage():
@@ -131,8 +137,8 @@ async def test_relay_estimates_without_usage():
     sse = b'data: {"choices":[{"index":0,"delta":{"content":"abcdefgh"}}]}\n\ndata: [DONE]\n\n'
     relay = StreamRelay(FakeResp([sse]), False, 40, lambda u, s: done.append((u, s)))
     await _run(relay)
-    ((usage, status),) = done
-    assert (usage.input_tokens, usage.output_tokens, usage.source_name) == (40, 2, "estimated")
+    ((usage, outcome),) = done
+    assert (usage.input_tokens, usage.output_tokens, usage.source, outcome) == (40, 2, ESTIMATED, OK)
 
 
 def test_error_shape_for_every_failure_kind():

@@ -16,7 +16,7 @@ import tiktoken.load
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cg_proxy import tokens
+from cg_proxy import tokenizers, tokens
 from creditgate.keys.v1 import keys_pb2
 
 
@@ -28,8 +28,8 @@ def bound(body: dict, model: str = "gpt-4o", provider: str = "openai", endpoint:
     return tokens.prompt_tokens_bound(endpoint, body, json.dumps(body).encode(), route(model, provider))
 
 
-O200K = tokens.encoding("o200k_base")
-CL100K = tokens.encoding("cl100k_base")
+O200K = tokenizers.encoding("o200k_base")
+CL100K = tokenizers.encoding("cl100k_base")
 
 
 def cookbook_chat_count(enc: tiktoken.Encoding, messages: list[dict]) -> int:
@@ -116,7 +116,7 @@ def test_specs_match_the_installed_tiktoken(monkeypatch):
 
     monkeypatch.setattr(openai_public, "load_tiktoken_bpe", fake_load)
     for name, constructor in (("cl100k_base", openai_public.cl100k_base), ("o200k_base", openai_public.o200k_base)):
-        spec, theirs = tokens._SPECS[name], constructor()
+        spec, theirs = tokenizers._SPECS[name], constructor()
         assert (spec.pat_str, spec.special_tokens) == (theirs["pat_str"], theirs["special_tokens"])
         assert asked["hash"] == spec.sha256
         assert asked["url"].rsplit("/", 1)[1] + ".xz" == spec.file
@@ -133,22 +133,22 @@ def test_encodings_load_without_network(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(tiktoken.load, "read_file", no_network)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(tokens, "_loaded", {})
-    tokens.warm()
+    monkeypatch.setattr(tokenizers, "_loaded", {})
+    tokenizers.warm()
     for name in ("cl100k_base", "o200k_base"):
-        enc = tokens._loaded[name]
+        enc = tokenizers._loaded[name]
         assert enc is not None and enc.name == name
         assert enc.decode(enc.encode_ordinary("offline ✓")) == "offline ✓"
     assert not (tmp_path / "empty-cache").exists()
 
 
 def test_a_corrupt_file_is_refused_and_the_bound_falls_back(monkeypatch, caplog):
-    spec = tokens._SPECS["o200k_base"]
+    spec = tokenizers._SPECS["o200k_base"]
     monkeypatch.setitem(
-        tokens._SPECS, "o200k_base", tokens._Spec(spec.file, "0" * 64, spec.pat_str, spec.special_tokens)
+        tokenizers._SPECS, "o200k_base", tokenizers._Spec(spec.file, "0" * 64, spec.pat_str, spec.special_tokens)
     )
-    monkeypatch.setattr(tokens, "_loaded", {})
-    assert tokens.encoding("o200k_base") is None
+    monkeypatch.setattr(tokenizers, "_loaded", {})
+    assert tokenizers.encoding("o200k_base") is None
     assert "could not be loaded" in caplog.text
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     assert bound(body) == len(json.dumps(body).encode())
@@ -183,7 +183,7 @@ def test_a_corrupt_file_is_refused_and_the_bound_falls_back(monkeypatch, caplog)
     ],
 )
 def test_encoding_name_for(provider, model, expected):
-    assert tokens.encoding_name_for(provider, model) == expected
+    assert tokenizers.encoding_name_for(provider, model) == expected
 
 
 # -- the OpenAI chat rule ------------------------------------------------------------------------

@@ -222,11 +222,8 @@ async def _open(primary: Provider, backup: Provider, body=None, primary_fields=N
         ups = upstream.Upstreams(settings)
         await ups.start()
         try:
-            resp = await ups.open(
-                "/chat/completions",
-                ROUTE,
-                body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
-            )
+            body = body or {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+            resp = await ups.open("/chat/completions", ROUTE, body, stream=body.get("stream") is True)
             data = await resp.read()
             resp.release()
             return data
@@ -268,7 +265,7 @@ async def test_an_unreachable_primary_falls_back(fast_backoff):
         )
         await ups.start()
         try:
-            resp = await ups.open("/chat/completions", ROUTE, {"model": "gpt-4o-mini", "messages": []})
+            resp = await ups.open("/chat/completions", ROUTE, {"model": "gpt-4o-mini", "messages": []}, stream=False)
             assert json.loads(await resp.read())["choices"][0]["message"]["content"] == "from the backup"
         finally:
             await ups.close()

@@ -32,7 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cg_mock_upstream.app import REPLY_WORDS, count_prompt_tokens
+from cg_mock_upstream.replies import REPLY_WORDS, count_prompt_tokens
+from cglib import sse
 
 FAIL = re.compile(r"mock-fail-(\d{3}|midstream)(-once)?")
 ERROR_TYPES = {
@@ -47,7 +48,7 @@ ERROR_TYPES = {
 }
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
@@ -78,7 +79,7 @@ def input_tokens(body: dict[str, Any]) -> int:
 
 def _failure(request: Request, body: dict[str, Any]) -> str | None:
     """The failure asked for (``"429"``, ``"midstream"``...), if it applies to this attempt."""
-    last_user = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+    last_user: dict[str, Any] = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
     for source in (request.headers.get("x-mock-fail", ""), str(body.get("model", "")), _text(last_user.get("content"))):
         match = FAIL.search(source)
         if match:
@@ -103,31 +104,31 @@ def _tool_name(body: dict[str, Any]) -> str | None:
 
 async def messages(request: Request) -> Response:
     if not request.headers.get("anthropic-version"):
-        return _error(400, "anthropic-version: header is required")
+        return error(400, "anthropic-version: header is required")
     if not request.headers.get("x-api-key"):
-        return _error(401, "x-api-key header is required")
+        return error(401, "x-api-key header is required")
     try:
         body = json.loads(await request.body())
     except ValueError:
-        return _error(400, "body is not JSON")
+        return error(400, "body is not JSON")
     if (
         not isinstance(body, dict)
         or not body.get("model")
         or not isinstance(body.get("messages"), list)
         or not body["messages"]
     ):
-        return _error(400, "model and messages are required")
+        return error(400, "model and messages are required")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        return _error(400, "max_tokens: Field required")
+        return error(400, "max_tokens: Field required")
     for i, m in enumerate(body["messages"]):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            return _error(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
+            return error(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
 
     failure = _failure(request, body)
     if failure is not None and failure != "midstream":
         status = int(failure)
-        return _error(status, f"mock failure {status}", headers={"retry-after": "1"} if status == 429 else None)
+        return error(status, f"mock failure {status}", headers={"retry-after": "1"} if status == 429 else None)
 
     words = REPLY_WORDS[:max_tokens]
     text = " ".join(words)
@@ -162,10 +163,10 @@ async def messages(request: Request) -> Response:
 
     chunk_delay_s = getattr(request.app.state, "chunk_delay_ms", 0) / 1000
 
-    def event(name: str, data: dict[str, Any]) -> str:
-        return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return sse.frame(json.dumps(data), event=name)
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         yield event(
             "message_start",
             {

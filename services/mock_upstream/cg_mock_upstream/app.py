@@ -36,10 +36,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cg_mock_upstream import anthropic
+from cg_mock_upstream.replies import REPLY_WORDS, count_prompt_tokens
+from cglib import sse
 from cglib.openai_requests import RequestInvalid, RequestValidator, check_output_cap
 
-REPLY = "Hello from the Creditgate mock upstream. This reply is deterministic so usage can be priced exactly."
-REPLY_WORDS = REPLY.split()
 MODELS = [
     "gpt-4o-mini",
     "gpt-4o",
@@ -50,16 +51,6 @@ MODELS = [
 ]
 # OpenAI's documented output caps of the OpenAI models the mock plays (max_tokens above: 400).
 MAX_OUTPUT_TOKENS = {"gpt-4o-mini": 16384, "gpt-4o": 16384}
-
-
-def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    total = 3
-    for m in messages:
-        content = m.get("content") or ""
-        if isinstance(content, list):  # content parts
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-        total += 3 + len(str(content).split())
-    return total
 
 
 def reply_words(body: dict[str, Any]) -> list[str]:
@@ -132,7 +123,7 @@ async def chat_completions(request: Request) -> Response:
         )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None) -> str:
+    def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
         data = {
             "id": cid,
             "object": "chat.completion.chunk",
@@ -143,9 +134,9 @@ async def chat_completions(request: Request) -> Response:
         }
         if include_usage:
             data["usage"] = None
-        return f"data: {json.dumps(data)}\n\n"
+        return sse.frame(json.dumps(data))
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         yield chunk({"role": "assistant", "content": ""}, None)
         for i, w in enumerate(words):
             if chunk_delay_s:
@@ -162,8 +153,8 @@ async def chat_completions(request: Request) -> Response:
                 "choices": [],
                 "usage": usage,
             }
-            yield f"data: {json.dumps(data)}\n\n"
-        yield "data: [DONE]\n\n"
+            yield sse.frame(json.dumps(data))
+        yield sse.DONE
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -221,18 +212,18 @@ async def completions(request: Request) -> Response:
         return JSONResponse(response([choice(i, text, finish) for i in range(len(prompts))], usage=usage))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[bytes]:
         # Streamed chunks have the non-streamed shape; `finish_reason` is null until a
         # choice's last chunk, and only the final, choice-less chunk carries `usage`.
         for i in range(len(prompts)):
             for j, w in enumerate(words):
                 if chunk_delay_s:
                     await asyncio.sleep(chunk_delay_s)
-                yield f"data: {json.dumps(response([choice(i, w if j == 0 else ' ' + w, None)]))}\n\n"
-            yield f"data: {json.dumps(response([choice(i, '', finish)]))}\n\n"
+                yield sse.frame(json.dumps(response([choice(i, w if j == 0 else " " + w, None)])))
+            yield sse.frame(json.dumps(response([choice(i, "", finish)])))
         if include_usage:
-            yield f"data: {json.dumps(response([], usage=usage))}\n\n"
-        yield "data: [DONE]\n\n"
+            yield sse.frame(json.dumps(response([], usage=usage)))
+        yield sse.DONE
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -305,9 +296,7 @@ class FailureSwitch:
             status = int(fail)
             headers = {"retry-after": "1"} if status == 429 else None
             if scope["path"].startswith("/anthropic/"):
-                from cg_mock_upstream.anthropic import _error as anthropic_error
-
-                response: Response = anthropic_error(status, f"mock failure {status}", headers)
+                response: Response = anthropic.error(status, f"mock failure {status}", headers)
             else:
                 type_ = (
                     "rate_limit_error"
@@ -341,5 +330,5 @@ def create_app(chunk_delay_ms: int = 0, fail: str = "") -> Starlette:
     app.state.chunk_delay_ms = chunk_delay_ms
     app.state.fail = _check_fail(fail)
     app.state.validator = RequestValidator()
-    __import__("cg_mock_upstream.anthropic", fromlist=["mount"]).mount(app)  # POST /anthropic/v1/messages
+    anthropic.mount(app)  # POST /anthropic/v1/messages
     return app

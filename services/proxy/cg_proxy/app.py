@@ -1,4 +1,11 @@
-"""Composition root of the proxy: ``create_app(settings)`` wires clients once."""
+"""Composition root of the proxy: ``create_app(settings)`` wires its collaborators once.
+
+Each collaborator (``cg_proxy.collaborators``: the key authenticator, the ledger client,
+the upstreams, the usage recorder, the bus) is built from the settings at start-up
+unless one is given: tests hand in fakes and drive the real routes in-process. Given or
+built, the lifespan starts and stops them all; what it built (gRPC channels, the outbox
+file) it also closes.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +19,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cg_proxy import errors, openapi, routes, tokens
+from cg_proxy import errors, openapi, routes, tokenizers
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
-from cg_proxy.metering import Meter
+from cg_proxy.collaborators import Authenticator, EventBus, Ledger, Probe, Recorder, UpstreamPool
+from cg_proxy.ledger_client import LedgerClient
 from cg_proxy.middleware import RequestContext
 from cg_proxy.outbox import Outbox
 from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
-from cg_proxy.usage import UsageRecorder
+from cg_proxy.usage_recorder import UsageRecorder
 from cglib.grpc_client import insecure_channel
 from cglib.metrics import metrics_route
 from creditgate.keys.v1 import keys_pb2_grpc
@@ -30,47 +38,83 @@ from creditgate.ledger.v1 import ledger_pb2_grpc
 log = logging.getLogger("cg_proxy")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def _grpc_health(channel: grpc.aio.Channel) -> Probe:
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    async def probe() -> str:
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError as e:
+            return e.code().name.lower()
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)).lower()
+
+    return probe
+
+
+def create_app(
+    settings: Settings,
+    *,
+    auth: Authenticator | None = None,
+    ledger: Ledger | None = None,
+    upstreams: UpstreamPool | None = None,
+    recorder: Recorder | None = None,
+    bus: EventBus | None = None,
+) -> RequestContext:
+    """The proxy as an ASGI app: the FastAPI app (``.app``) inside the middleware that
+    gives every request its id. Collaborators not given are built from ``settings``."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        keys_channel = insecure_channel(settings.keys_addr)
-        ledger_channel = insecure_channel(settings.ledger_addr)
-        meter = Meter(
-            ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s, settings.reservation_ttl_s
-        )
-        bus = Bus(settings.nats_url)
-        outbox = Outbox(settings.outbox_path or f"var/proxy-outbox-{settings.port}.sqlite3")
-        auth = KeyAuthenticator(
-            keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
-        )
-        bus.on("keys.>", auth.on_key_changed)  # every lifecycle change drops the cached key
-        state = ProxyState(
-            settings=settings,
-            auth=auth,
-            meter=meter,
-            upstreams=Upstreams(settings),
-            recorder=UsageRecorder(meter, bus, outbox),
-            bus=bus,
-            keys_channel=keys_channel,
-            ledger_channel=ledger_channel,
-        )
-        await state.upstreams.start()
-        await asyncio.to_thread(tokens.warm, ("o200k_base",))  # ~0.4 s now, not on a first request
-        await bus.start()
-        state.recorder.start()  # relays the outbox once NATS is connected, a previous run's events too
-        app.state.proxy = state
-        log.info(
-            "proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr}
-        )
-        try:
+        # what is built here is closed in reverse order on the way out
+        async with contextlib.AsyncExitStack() as built:
+            probes: dict[str, Probe] = {}
+            the_auth, the_ledger = auth, ledger
+            if the_auth is None:
+                keys_channel = insecure_channel(settings.keys_addr)
+                built.push_async_callback(keys_channel.close)
+                the_auth = KeyAuthenticator(
+                    keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
+                )
+                probes["keys"] = _grpc_health(keys_channel)
+            if the_ledger is None:
+                ledger_channel = insecure_channel(settings.ledger_addr)
+                built.push_async_callback(ledger_channel.close)
+                the_ledger = LedgerClient(
+                    ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
+                    settings.rpc_timeout_s,
+                    settings.reservation_ttl_s,
+                )
+                probes["ledger"] = _grpc_health(ledger_channel)
+            the_bus: EventBus = bus if bus is not None else Bus(settings.nats_url)
+            the_recorder = recorder
+            if the_recorder is None:
+                outbox = Outbox(settings.outbox_path or f"var/proxy-outbox-{settings.port}.sqlite3")
+                built.callback(outbox.close)
+                the_recorder = UsageRecorder(the_ledger, the_bus, outbox)
+            the_upstreams: UpstreamPool = upstreams if upstreams is not None else Upstreams(settings)
+            the_bus.on("keys.>", the_auth.on_key_changed)  # every lifecycle change drops the cached key
+
+            await the_upstreams.start()
+            built.push_async_callback(the_upstreams.close)
+            await asyncio.to_thread(tokenizers.warm, ("o200k_base",))  # now, not on a first request
+            await the_bus.start()
+            built.push_async_callback(the_bus.close)
+            the_recorder.start()  # relays the outbox once NATS is connected, a previous run's events too
+            # on the way out, first: what is not yet sent goes to the outbox
+            built.push_async_callback(the_recorder.drain, settings.shutdown_grace_s)
+            app.state.proxy = ProxyState(
+                settings=settings,
+                auth=the_auth,
+                ledger=the_ledger,
+                upstreams=the_upstreams,
+                recorder=the_recorder,
+                bus=the_bus,
+                probes=probes,
+            )
+            log.info(
+                "proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr}
+            )
             yield
-        finally:
-            await state.recorder.drain(settings.shutdown_grace_s)  # what is not yet sent goes to the outbox
-            await bus.close()
-            outbox.close()
-            await state.upstreams.close()
-            await keys_channel.close()
-            await ledger_channel.close()
 
     app = FastAPI(title="Creditgate proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     errors.install_handlers(app)
@@ -88,17 +132,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
         st: ProxyState = request.app.state.proxy
-        checks = {}
-        for name, channel in (("keys", st.keys_channel), ("ledger", st.ledger_channel)):
-            try:
-                resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                checks[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status).lower()
-            except grpc.aio.AioRpcError as e:
-                checks[name] = e.code().name.lower()
+        checks = {name: await probe() for name, probe in st.probes.items()}
         checks["nats"] = "serving" if st.bus.connected else "not_connected"
         ok = all(v == "serving" for v in checks.values())
         return JSONResponse(
             {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
         )
 
-    return RequestContext(app)  # type: ignore[return-value]
+    return RequestContext(app)

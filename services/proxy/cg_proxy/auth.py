@@ -3,17 +3,22 @@ service. Only the SHA-256 of the presented secret leaves this module."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from cg_proxy import errors
 from cg_proxy.policy import check_domain
+from cglib.grpc_client import TRANSIENT
 from cglib.keysecret import hash_secret, looks_like_key
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 _STATUS_NAMES = {
     keys_pb2.KEY_STATUS_SUSPENDED: "suspended",
@@ -21,7 +26,7 @@ _STATUS_NAMES = {
     keys_pb2.KEY_STATUS_EXPIRED: "expired",
     keys_pb2.KEY_STATUS_REVOKED: "revoked",
 }
-_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+_CUSTOMER_ACCOUNT = "customer:"
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,13 @@ class AuthedKey:
     key: keys_pb2.Key
     models: dict[str, keys_pb2.ModelRoute]
     billing: keys_pb2.LedgerBilling
+
+    @property
+    def customer_id(self) -> str:
+        """The customer whose AI credits the key's requests are billed to ("" for none)."""
+        if self.billing.customer_account:
+            return self.billing.customer_account.removeprefix(_CUSTOMER_ACCOUNT)
+        return self.key.billing.customer_id
 
 
 def expired(key: keys_pb2.Key, now_unix: float) -> bool:
@@ -50,7 +62,7 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class KeyAuthenticator:
-    def __init__(self, stub: keys_pb2_grpc.KeysServiceStub, ttl_s: float, timeout_s: float) -> None:
+    def __init__(self, stub: keys_pb2_grpc.KeysServiceAsyncStub, ttl_s: float, timeout_s: float) -> None:
         self.stub = stub
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
@@ -62,10 +74,12 @@ class KeyAuthenticator:
         for key_hash in {*self._hashes_by_key.pop(key_id, ()), *stale_hashes}:
             self._cache.pop(key_hash, None)
 
-    async def on_key_changed(self, msg) -> None:
+    async def on_key_changed(self, payload: bytes) -> None:
+        """A ``KeyChanged`` event from the bus: the key's cached entries go."""
         try:
-            event = events_pb2.KeyChanged.FromString(msg.data)
-        except Exception:
+            event = events_pb2.KeyChanged.FromString(payload)
+        except DecodeError:
+            log.warning("unreadable key change event ignored")
             return
         self.invalidate_key(event.key_id, event.stale_key_hashes)
 
@@ -104,7 +118,7 @@ class KeyAuthenticator:
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 raise errors.invalid_key(secret) from None
-            if e.code() in _UNAVAILABLE:
+            if e.code() in TRANSIENT:
                 raise errors.service_unavailable("keys") from None
             raise
         return AuthedKey(key=resp.key, models={m.id: m for m in resp.models}, billing=resp.billing)

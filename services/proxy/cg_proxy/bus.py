@@ -1,20 +1,26 @@
 """The proxy's NATS connection: made in the background (the proxy serves without it and
-keeps retrying), shared by usage publication and key-change subscriptions."""
+keeps retrying, with ``cglib.retry``), shared by usage publication and key-change
+subscriptions."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from cg_proxy.collaborators import Handler
 from cglib import natsx
+from cglib.retry import retrying
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Msg], Awaitable[None]]
+# The first pause after a failed connection, doubling up to the longest.
+CONNECT_FIRST_DELAY_S = 0.2
+CONNECT_MAX_DELAY_S = 5.0
 
 
 class Bus:
@@ -23,36 +29,49 @@ class Bus:
         self.nc: NatsClient | None = None
         self.ready = asyncio.Event()
         self._subscriptions: list[tuple[str, Handler]] = []
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def on(self, subject: str, handler: Handler) -> None:
-        """Subscribes ``handler`` to ``subject`` once connected (call before ``start``)."""
+        """Subscribes ``handler`` (given each message's payload) to ``subject`` once connected
+        (call before ``start``)."""
         self._subscriptions.append((subject, handler))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect())
 
     async def _connect(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                nc = await natsx.connect(self.url, "proxy")
-                js = nc.jetstream()
-                await natsx.ensure_usage_stream(js)
-                await natsx.ensure_keys_stream(js)
-                for subject, handler in self._subscriptions:
-                    await nc.subscribe(subject, cb=handler)
-                self.nc = nc
-                self.ready.set()
-                return
-            except Exception as e:
-                log.warning("nats not reachable yet", extra={"error": repr(e)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # until it works: the proxy serves meanwhile, its usage events waiting in the outbox
+        self.nc = await retrying(
+            self._connect_once,
+            what="nats connect",
+            first_delay_s=CONNECT_FIRST_DELAY_S,
+            max_delay_s=CONNECT_MAX_DELAY_S,
+        )
+        self.ready.set()
+
+    async def _connect_once(self) -> NatsClient:
+        nc = await natsx.connect(self.url, "proxy")
+        try:
+            js = nc.jetstream()
+            await natsx.ensure_usage_stream(js)
+            await natsx.ensure_keys_stream(js)
+            for subject, handler in self._subscriptions:
+                await nc.subscribe(subject, cb=_payload_to(handler))
+        except Exception:
+            with contextlib.suppress(Exception):  # the next attempt makes a new connection
+                await nc.close()
+            raise
+        return nc
 
     @property
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str, timeout_s: float) -> None:
+        nc = self.nc
+        if nc is None:
+            raise ConnectionError("nats not connected")
+        await nc.jetstream().publish(subject, payload, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
 
     async def close(self) -> None:
         if self._task is not None:
@@ -60,3 +79,12 @@ class Bus:
         if self.nc is not None and not self.nc.is_closed:
             # drain() refuses a connection that is reconnecting (NATS down): just close it
             await (self.nc.drain() if self.nc.is_connected else self.nc.close())
+
+
+def _payload_to(handler: Handler) -> Callable[[Msg], Awaitable[None]]:
+    """The subscription callback nats calls with each message: its payload to ``handler``."""
+
+    async def deliver(msg: Msg) -> None:
+        await handler(msg.data)
+
+    return deliver

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import time
 
+from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
+from starlette.types import Message, Receive, Scope, Send
 
 from cglib.ids import new_id
 
@@ -31,10 +33,13 @@ _KNOWN_PATHS = {
 
 
 class RequestContext:
-    def __init__(self, app) -> None:
+    """The outermost layer of the proxy's ASGI app (outside FastAPI's own error handling,
+    so its 500s carry the request id too); ``app`` is the FastAPI app inside."""
+
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = new_id("req", 24)
@@ -42,7 +47,7 @@ class RequestContext:
         start = time.perf_counter()
         status_holder = [500]
 
-        async def send_with_id(message) -> None:
+        async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])

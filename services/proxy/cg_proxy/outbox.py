@@ -20,6 +20,7 @@ a worker thread; the healthy hot path never touches the file.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import threading
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import Gauge
+
+from cglib.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,8 @@ class Outbox:
         self, publish: Publish, connected: Callable[[], bool], poll_s: float = 0.5, max_backoff_s: float = 5.0
     ) -> None:
         """Publishes entries oldest first whenever ``connected()``, deleting each after its
-        ack; on a failure, retries the same entry with backoff. Runs until cancelled."""
-        backoff = poll_s
+        ack; a failed publish is retried (``cglib.retry``, from ``poll_s`` doubling up to
+        ``max_backoff_s``) while connected, its attempts counted in the file. Runs until cancelled."""
         while True:
             await self._wake.wait()
             if not connected():
@@ -128,34 +131,36 @@ class Outbox:
                 continue
             for e in entries:
                 try:
-                    await publish(e.subject, e.payload, e.request_id)
-                except Exception as err:  # nats errors have no common base worth naming
-                    await asyncio.to_thread(
-                        self._exec, "UPDATE outbox SET attempts = attempts + 1 WHERE request_id = ?", (e.request_id,)
+                    await retrying(
+                        functools.partial(self._send, publish, e),
+                        what="outbox publish",
+                        retry_on=lambda _: connected(),  # disconnected: wait for NATS above
+                        first_delay_s=poll_s,
+                        max_delay_s=max_backoff_s,
+                        extra={"request_id": e.request_id},
                     )
-                    log.warning(
-                        "outbox publish failed, retrying",
-                        extra={
-                            "request_id": e.request_id,
-                            "attempts": e.attempts + 1,
-                            "error": repr(err),
-                            "delay_s": backoff,
-                        },
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, max_backoff_s)
+                except Exception:
                     break
                 try:
                     await self.delete(e.request_id)
                 except Exception:  # sent but still stored: it goes again (JetStream drops the duplicate)
                     log.exception("outbox delete failed", extra={"request_id": e.request_id})
-                    await asyncio.sleep(backoff)
+                    await asyncio.sleep(poll_s)
                     break
-                backoff = poll_s
             if entries:
                 self._wake.set()  # there may be more; the next read tells
                 if not self.depth:
                     log.info("outbox emptied")
+
+    async def _send(self, publish: Publish, e: Entry) -> None:
+        """One attempt at publishing ``e``; a failure is counted on its row."""
+        try:
+            await publish(e.subject, e.payload, e.request_id)
+        except Exception:
+            await asyncio.to_thread(
+                self._exec, "UPDATE outbox SET attempts = attempts + 1 WHERE request_id = ?", (e.request_id,)
+            )
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -21,17 +21,19 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
-from cg_proxy.metering import Usage, estimate, usage_from
+from cg_proxy.providers.base import UpstreamResponse
+from cg_proxy.token_usage import Usage, estimate, usage_from
+from cglib import sse
+from creditgate.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-OnDone = Callable[[Usage, str], None]
+# Called once, when the provider's stream has ended: the usage to bill and how it ended.
+OnDone = Callable[[Usage, events_pb2.UsageOutcome.ValueType], None]
 
 
 class StreamRelay:
-    def __init__(
-        self, resp: aiohttp.ClientResponse, client_wants_usage: bool, prompt_bound: int, on_done: OnDone
-    ) -> None:
+    def __init__(self, resp: UpstreamResponse, client_wants_usage: bool, prompt_bound: int, on_done: OnDone) -> None:
         self.resp = resp
         self.client_wants_usage = client_wants_usage
         self.prompt_bound = prompt_bound
@@ -63,10 +65,10 @@ class StreamRelay:
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Returns the event to forward (or None to drop it), noting usage and output."""
-        data = event.strip()
-        if not data.startswith(b"data:"):
+        data = sse.data(event)
+        if data is None:
             return event  # comments, keep-alives
-        payload = data[5:].strip()
+        payload = data.strip()
         if payload == b"[DONE]":
             return event
         if b'"usage"' not in payload or b'"usage":null' in payload or b'"usage": null' in payload:
@@ -89,28 +91,27 @@ class StreamRelay:
         return event
 
     async def pump(self) -> None:
-        status = "ok"
-        buffer = b""
+        outcome = events_pb2.USAGE_OUTCOME_OK
+        splitter = sse.Splitter()
         try:
             async for piece in self.resp.content.iter_any():
-                buffer += piece.replace(b"\r\n", b"\n")
-                *events, buffer = buffer.split(b"\n\n")
-                self._forward(events)
-            if buffer.strip():
-                self._forward([buffer])
+                self._forward(splitter.feed(piece))
+            rest = splitter.rest()
+            if rest:
+                self._forward([rest])
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
-            status = "upstream_error"
+            outcome = events_pb2.USAGE_OUTCOME_UPSTREAM_ERROR
             log.warning("upstream stream broke", extra={"error": repr(e)})
         finally:
             self.resp.release()
             self.queue.put_nowait(None)
-            if self.client_gone and status == "ok":
-                status = "client_disconnected"
-            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars()), status)
+            if self.client_gone and outcome == events_pb2.USAGE_OUTCOME_OK:
+                outcome = events_pb2.USAGE_OUTCOME_CLIENT_DISCONNECTED
+            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars()), outcome)
             self._unparsed.clear()
 
     def _forward(self, events: list[bytes]) -> None:
-        out = [e + b"\n\n" for e in map(self._inspect, events) if e is not None]
+        out = [sse.end(e) for e in map(self._inspect, events) if e is not None]
         if out and not self.client_gone:
             self.queue.put_nowait(b"".join(out))
 

@@ -6,7 +6,12 @@ path, ``_metered``: authenticate, read the body (bounded in size and time), vali
 the key allows, reserve an upper bound, forward, and record the usage once the client
 has its answer (or void the hold when the provider fails before any output). What
 differs per endpoint is an ``_Endpoint``: its output bound, and how to read usage and
-output from the provider's reply.
+output from the provider's reply. Whether the answer is a stream is decided once, from
+the validated body (``_Reply.of``), and the upstreams are told.
+
+The collaborators (``ProxyState``: authenticator, ledger, upstreams, recorder) are
+interfaces (``cg_proxy.collaborators``); ``tests/unit/proxy`` runs these routes in-process
+with fakes of them, through every refusal and failure of ``_metered``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from starlette.requests import ClientDisconnect
 
 from cg_proxy import errors, limits, request_checks, tokens
 from cg_proxy.auth import AuthedKey
-from cg_proxy.metering import Usage, estimate, max_output_tokens, usage_from
+from cg_proxy.collaborators import Finished
+from cg_proxy.providers.base import UpstreamResponse
 from cg_proxy.relay import StreamRelay
 from cg_proxy.state import ProxyState
-from cg_proxy.usage import Finished
+from cg_proxy.token_usage import Usage, estimate, max_output_tokens, usage_from
+from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,8 @@ router = APIRouter(lifespan=_compile_checks)
 
 
 def _state(request: Request) -> ProxyState:
-    return request.app.state.proxy
+    state: ProxyState = request.app.state.proxy
+    return state
 
 
 def _refuse_declared_size(request: Request, limit: int) -> None:
@@ -181,9 +189,31 @@ async def embeddings(request: Request) -> Response:
     return await _metered(request, EMBEDDINGS)
 
 
-def _stream_params(body: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-    # validated: `stream` a boolean or null, `stream_options` an object or null
-    return body.get("stream") is True, body.get("stream_options")
+@dataclass(frozen=True)
+class _Reply:
+    """How the client gets its answer, decided once from the validated body."""
+
+    stream: bool  # SSE; else one JSON reply
+    client_wants_usage: bool = False  # the usage chunk passed on (the proxy always asks for it)
+
+    @staticmethod
+    def of(ep: _Endpoint, body: dict[str, Any]) -> _Reply:
+        # validated: `stream` a boolean or null, `stream_options` an object or null
+        if not ep.streams or body.get("stream") is not True:
+            return _Reply(stream=False)
+        return _Reply(stream=True, client_wants_usage=bool((body.get("stream_options") or {}).get("include_usage")))
+
+
+def _upstream_body(body: dict[str, Any], route: keys_pb2.ModelRoute, reply: _Reply) -> dict[str, Any]:
+    """What the provider is asked: the route's upstream model, and the usage chunk of a stream."""
+    upstream_body = {**body, "model": route.upstream_model}
+    if reply.stream:
+        upstream_body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return upstream_body
+
+
+_UPSTREAM_FAILED = "The gateway could not forward this request to the provider."
+_REPLY_CUT_OFF = "The upstream provider's reply was cut off."
 
 
 async def _metered(request: Request, ep: _Endpoint) -> Response:
@@ -197,7 +227,7 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     raw = await _read_body(request, limit, st.settings.body_read_timeout_s)
     body = request_checks.parsed(ep.name, raw)
     model: str = body["model"]
-    stream, stream_options = _stream_params(body) if ep.streams else (False, None)
+    reply = _Reply.of(ep, body)
     route = authed.models.get(model)
     if route is None:
         raise errors.model_not_found(model)
@@ -208,7 +238,7 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     else:
         prompt_bound = await asyncio.to_thread(tokens.prompt_tokens_bound, ep.name, body, raw, route)
     max_out = ep.max_output(body, route)
-    reserved = await st.meter.reserve(
+    reserved = await st.ledger.reserve(
         request_id, authed.billing, route, prompt_bound, max_out, limits.rate_limit_of(authed.key)
     )
     rate_headers: dict[str, str] = {}
@@ -217,47 +247,32 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
             raise limits.refused(reserved.rate_limit, model)
         rate_headers = limits.headers(reserved.rate_limit)
 
-    upstream_body = dict(body)
-    upstream_body["model"] = route.upstream_model
-    if stream:
-        upstream_body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    # from here on the hold exists: every way out settles or voids it
     try:
-        resp = await st.upstreams.open(ep.upstream_path, route, upstream_body)
+        resp = await st.upstreams.open(ep.upstream_path, route, _upstream_body(body, route, reply), stream=reply.stream)
     except errors.APIError:
         st.recorder.void(request_id, "upstream_error")
         raise
     except Exception:  # a fault of ours or of a provider adapter: the hold must not linger
         log.exception("forwarding failed", extra={"request_id": request_id, "model": model})
         st.recorder.void(request_id, "upstream_error")
-        raise errors.APIError(
-            502,
-            "The gateway could not forward this request to the provider.",
-            type="server_error",
-            code="upstream_error",
-        ) from None
+        raise errors.APIError(502, _UPSTREAM_FAILED, type="server_error", code="upstream_error") from None
     except BaseException:  # cancelled: nobody waits for the answer
         st.recorder.void(request_id, "cancelled")
         raise
 
-    def finish(usage: Usage, status: str) -> None:
-        st.recorder.record(Finished(request_id, authed.key, model, usage, status, started, stream))
+    def finish(usage: Usage, outcome: events_pb2.UsageOutcome.ValueType) -> None:
+        st.recorder.record(
+            Finished(request_id, authed.key, authed.customer_id, model, usage, outcome, started, reply.stream)
+        )
 
-    if stream:
-        relay = StreamRelay(resp, bool((stream_options or {}).get("include_usage")), prompt_bound, finish)
+    if reply.stream:
+        relay = StreamRelay(resp, reply.client_wants_usage, prompt_bound, finish)
         st.recorder.track(relay.pump())
         return StreamingResponse(
             relay.body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **rate_headers}
         )
-
-    try:
-        data = await resp.read()
-    except Exception:
-        resp.release()
-        st.recorder.void(request_id, "upstream_read_failed")
-        raise errors.APIError(
-            502, "The upstream provider's reply was cut off.", type="server_error", code="upstream_error"
-        ) from None
-    resp.release()
+    data = await _read_reply(resp, lambda: st.recorder.void(request_id, "upstream_read_failed"))
     try:
         payload = json.loads(data)
     except ValueError:
@@ -265,5 +280,17 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     usage = ep.usage(payload)
     if usage is None:
         usage = estimate(prompt_bound, ep.output_chars(payload, data))
-    finish(usage, "ok")
+    finish(usage, events_pb2.USAGE_OUTCOME_OK)
     return Response(data, media_type="application/json", headers=rate_headers)
+
+
+async def _read_reply(resp: UpstreamResponse, void: Callable[[], None]) -> bytes:
+    """A JSON reply's bytes; when they cannot be read, ``void`` and a 502."""
+    try:
+        data = await resp.read()
+    except Exception:
+        void()
+        raise errors.APIError(502, _REPLY_CUT_OFF, type="server_error", code="upstream_error") from None
+    finally:
+        resp.release()
+    return data

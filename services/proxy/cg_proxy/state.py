@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import grpc
-
-from cg_proxy.auth import KeyAuthenticator
-from cg_proxy.bus import Bus
-from cg_proxy.metering import Meter
+from cg_proxy.collaborators import Authenticator, EventBus, Ledger, Probe, Recorder, UpstreamPool
 from cg_proxy.settings import Settings
-from cg_proxy.upstream import Upstreams
-from cg_proxy.usage import UsageRecorder
 
 
 @dataclass
 class ProxyState:
     settings: Settings
-    auth: KeyAuthenticator
-    meter: Meter
-    upstreams: Upstreams
-    recorder: UsageRecorder
-    bus: Bus
-    keys_channel: grpc.aio.Channel
-    ledger_channel: grpc.aio.Channel
+    auth: Authenticator
+    ledger: Ledger
+    upstreams: UpstreamPool
+    recorder: Recorder
+    bus: EventBus
+    # /readyz's checks besides NATS, by dependency ("keys", "ledger" over gRPC health)
+    probes: dict[str, Probe] = field(default_factory=dict)

@@ -176,12 +176,14 @@ class Upstreams:
             first, fallbacks = self.settings.default_upstream, self.fallbacks[DEFAULT_UPSTREAM]
         return [(route.provider, first), *((name, upstreams[name]) for name in fallbacks)]
 
-    async def open(self, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any]) -> UpstreamResponse:
-        """Sends the request and returns the open response (2xx only), in OpenAI's format.
-        A provider error becomes an OpenAI-shaped ``APIError`` (after the retries and the
-        fallbacks: the last upstream's error)."""
+    async def open(
+        self, path: str, route: keys_pb2.ModelRoute, body: dict[str, Any], *, stream: bool
+    ) -> UpstreamResponse:
+        """Sends the request and returns the open response (2xx only), in OpenAI's format:
+        an SSE stream when ``stream`` (the routes decided it), else the whole JSON reply,
+        read. A provider error becomes an OpenAI-shaped ``APIError`` (after the retries and
+        the fallbacks: the last upstream's error)."""
         assert self.session is not None
-        stream = body.get("stream") is True
         failed: tuple[str, _Transient] | None = None  # the upstream that failed last, and how
         for name, upstream in self.chain(route):
             adapter = adapter_for(upstream.api)
@@ -217,7 +219,12 @@ class Upstreams:
     async def _retrying(
         self, name: str, upstream: Upstream, adapter: Adapter, request: ProviderRequest, stream: bool
     ) -> UpstreamResponse:
-        """One upstream with its retries; raises the last ``_Transient`` when they are over."""
+        """One upstream with its retries; raises the last ``_Transient`` when they are over.
+
+        Not ``cglib.retry.retrying``: that waits out a dependency until it is back, while
+        this is one request's retry policy: a count (``max_retries``), the provider's own
+        ``Retry-After`` honoured up to a cap, a window after which no retry starts, and the
+        retries of each upstream counted by reason."""
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=upstream.timeout_s or self.settings.upstream_timeout_s
         )

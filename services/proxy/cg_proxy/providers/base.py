@@ -31,8 +31,11 @@ class Content(Protocol):
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    content: Content
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def content(self) -> Content: ...
 
     async def read(self) -> bytes: ...
 

@@ -1,13 +1,16 @@
 """After the reply: settle the real usage in the ledger, then publish the usage event.
 
-Both run off the client's critical path as background tasks. Settlement is retried
-with backoff until acknowledged (the ledger dedups by request id). The event gets one
-short publish attempt when NATS is connected; if NATS is down or the publish fails, it
-goes to the durable local outbox (``outbox.py``), whose relay sends it, deduplicated by
-``Nats-Msg-Id`` = request id, once NATS is back, in this run or the next. On shutdown
-pending work is awaited (bounded), and events not yet acknowledged are written to the
-outbox. What a process killed outright still holds in memory is lost: an unsettled
-request is bounded by the reservation's expiry, a settled one only misses its event.
+Both run off the client's critical path as background tasks. Settlement (and a void)
+is retried with backoff (``cglib.retry``) until acknowledged, the ledger deduplicating
+by request id; after ``GIVE_UP_AFTER_S`` it is given up and logged as an error, never
+silently. The event (``usage_event``: the outcome, the token source and the customer
+billed, in the proto's enums) gets one short publish attempt when NATS is connected; if
+NATS is down or the publish fails, it goes to the durable local outbox (``outbox.py``),
+whose relay sends it, deduplicated by ``Nats-Msg-Id`` = request id, once NATS is back,
+in this run or the next. On shutdown pending work is awaited (bounded), and events not
+yet acknowledged are written to the outbox. What a process killed outright still holds
+in memory is lost: an unsettled request is bounded by the reservation's expiry, a
+settled one only misses its event.
 """
 
 from __future__ import annotations
@@ -15,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import Counter, Gauge
 
-from cg_proxy.bus import Bus
-from cg_proxy.metering import RETRYABLE, Meter, Usage
+from cg_proxy.collaborators import EventBus, Finished, Ledger
 from cg_proxy.outbox import Outbox
 from cglib import natsx
+from cglib.grpc_client import TRANSIENT
+from cglib.retry import retrying
 from creditgate.events.v1 import events_pb2
-from creditgate.keys.v1 import keys_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SETTLED = Counter("cg_proxy_settlements_total", "Settlements by outcome", ["outcome"])
 PUBLISHED = Counter("cg_proxy_usage_events_total", "Usage events by outcome (ok, outbox, failed)", ["outcome"])
@@ -38,69 +42,85 @@ CHARGED = Counter("cg_proxy_charged_ucr_total", "Micro-credits charged")
 PUBLISH_TIMEOUT_S = 2.0
 # On shutdown, how long the settlements of streams cut off by the grace period may take.
 LATE_SETTLEMENT_S = 2.0
+# A settlement (or void) is retried this long, then given up and logged as an error (the
+# ledger still posts a settlement that comes after its hold expired; a void is moot by then).
+GIVE_UP_AFTER_S = 3600.0
+# Settle and void are idempotent by request id and must not be lost, so beyond the
+# transient codes INTERNAL and UNKNOWN are retried too: the ledger answers them for a
+# failure of its own (a database error, a crash mid-call) and ``SettleBatcher`` for a
+# reply it cannot match up, none of them a decision about the request.
+RETRIED_CODES = TRANSIENT | {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+# The first pause after a failed call, doubling up to the longest.
+RETRY_FIRST_DELAY_S = 0.1
+RETRY_MAX_DELAY_S = 5.0
 
 
-@dataclass
-class Finished:
-    request_id: str
-    key: keys_pb2.Key
-    model: str
-    usage: Usage
-    status: str
-    started: float
-    stream: bool
+def worth_retrying(error: BaseException) -> bool:
+    """A ledger call's failure that the same call (same request id) may get past."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in RETRIED_CODES
+    return True  # no answer from the ledger at all (a closed channel, a timeout): try again
 
 
-async def _retry(what: str, request_id: str, call: Callable[[], Awaitable], give_up_after_s: float = 3600) -> object:
-    delay, deadline = 0.1, time.monotonic() + give_up_after_s
-    while True:
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as e:
-            if e.code() not in RETRYABLE or time.monotonic() > deadline:
-                raise
-            err = e.code().name
-        except (TimeoutError, OSError, ConnectionError) as e:
-            if time.monotonic() > deadline:
-                raise
-            err = type(e).__name__
-        except Exception as e:  # nats errors have no common base worth naming
-            if time.monotonic() > deadline:
-                raise
-            err = repr(e)
-        log.warning(f"{what} failed, retrying", extra={"request_id": request_id, "error": err, "delay_s": delay})
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+async def _until_acknowledged(what: str, request_id: str, call: Callable[[], Awaitable[T]]) -> T:
+    return await retrying(
+        call,
+        what=what,
+        retry_on=worth_retrying,
+        give_up_after_s=GIVE_UP_AFTER_S,
+        first_delay_s=RETRY_FIRST_DELAY_S,
+        max_delay_s=RETRY_MAX_DELAY_S,
+        extra={"request_id": request_id},
+    )
+
+
+def usage_event(f: Finished, charged_ucr: int, price_book_version: str) -> events_pb2.UsageEvent:
+    return events_pb2.UsageEvent(
+        request_id=f.request_id,
+        key_id=f.key.id,
+        partner_id=f.key.partner_id,
+        customer_id=f.customer_id,
+        model=f.model,
+        input_tokens=f.usage.input_tokens,
+        output_tokens=f.usage.output_tokens,
+        charged_ucr=charged_ucr,
+        outcome=f.outcome,
+        source=f.usage.source,
+        latency_ms=int((time.perf_counter() - f.started) * 1000),
+        time_unix_ms=int(time.time() * 1000),
+        stream=f.stream,
+        price_book_version=price_book_version,
+    )
 
 
 class UsageRecorder:
-    def __init__(self, meter: Meter, bus: Bus, outbox: Outbox) -> None:
-        self.meter = meter
+    def __init__(self, ledger: Ledger, bus: EventBus, outbox: Outbox) -> None:
+        self.ledger = ledger
         self.bus = bus
         self.outbox = outbox
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         # events built but neither acknowledged nor in the outbox: request id -> (subject, payload)
         self._unsent: dict[str, tuple[str, bytes]] = {}
-        self._relay: asyncio.Task | None = None
+        self._relay: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Starts relaying the outbox, events left by an earlier run included."""
         self._relay = asyncio.create_task(self.outbox.relay(self._publish, lambda: self.bus.connected))
 
-    def _spawn(self, coro: Awaitable) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         PENDING.set(len(self._tasks))
 
-        def done(t: asyncio.Task) -> None:
+        def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             PENDING.set(len(self._tasks))
 
         task.add_done_callback(done)
 
-    def track(self, coro: Awaitable) -> None:
+    def track(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs work that must finish before shutdown (e.g. a stream's reader)."""
-        self._spawn(coro)
+        self._spawn(work)
 
     def record(self, finished: Finished) -> None:
         self._spawn(self._record(finished))
@@ -110,34 +130,22 @@ class UsageRecorder:
 
     async def _void(self, request_id: str, reason: str) -> None:
         try:
-            await _retry("void", request_id, lambda: self.meter.void(request_id, reason))
+            await _until_acknowledged("void", request_id, lambda: self.ledger.void(request_id, reason))
         except Exception:
             log.exception("void failed for good; the reservation will expire", extra={"request_id": request_id})
 
     async def _record(self, f: Finished) -> None:
         try:
-            settled = await _retry("settle", f.request_id, lambda: self.meter.settle(f.request_id, f.usage))
+            settled = await _until_acknowledged(
+                "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage)
+            )
             SETTLED.labels("ok").inc()
             CHARGED.inc(settled.charged_ucr)
         except Exception:
             SETTLED.labels("failed").inc()
             log.exception("settlement failed for good", extra={"request_id": f.request_id})
             return
-        event = events_pb2.UsageEvent(
-            request_id=f.request_id,
-            key_id=f.key.id,
-            partner_id=f.key.partner_id,
-            model=f.model,
-            input_tokens=f.usage.input_tokens,
-            output_tokens=f.usage.output_tokens,
-            charged_ucr=settled.charged_ucr,
-            status=f.status,
-            usage_source=f.usage.source_name,
-            latency_ms=int((time.perf_counter() - f.started) * 1000),
-            time_unix_ms=int(time.time() * 1000),
-            stream=f.stream,
-            price_book_version=settled.price_book_version,
-        )
+        event = usage_event(f, settled.charged_ucr, settled.price_book_version)
         await self._deliver(f.request_id, natsx.usage_subject(f.key.partner_id, f.key.id), event.SerializeToString())
 
     async def _deliver(self, request_id: str, subject: str, payload: bytes) -> None:
@@ -165,10 +173,7 @@ class UsageRecorder:
             log.exception("usage event lost: the outbox refused it", extra={"request_id": request_id})
 
     async def _publish(self, subject: str, payload: bytes, request_id: str) -> None:
-        nc = self.bus.nc
-        if nc is None:
-            raise ConnectionError("nats not connected")
-        await nc.jetstream().publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers={"Nats-Msg-Id": request_id})
+        await self.bus.publish(subject, payload, request_id, PUBLISH_TIMEOUT_S)
 
     async def drain(self, timeout_s: float) -> None:
         """Waits (bounded) for pending settlements and events, stops what is left, and

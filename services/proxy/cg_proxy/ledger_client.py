@@ -1,76 +1,40 @@
-"""Metering: the reservation before forwarding, and the token counts settled after.
+"""The proxy's ledger client: reserve before forwarding, then settle or void.
 
-The hold is an upper bound: the prompt's tokens as ``cg_proxy.tokens`` bounds them
-(tiktoken for OpenAI models, the body's bytes for others), and the reply no more than
-``max_tokens`` (or the model's output cap) for each of its ``n`` choices.
+``reserve`` holds an upper bound of the request's cost (``cg_proxy.tokens`` bounds the
+prompt, ``cg_proxy.token_usage`` the output) and turns the ledger's refusals into the
+client's answer (``refusal``). ``settle`` goes through ``SettleBatcher``: settlements
+leave a few milliseconds' worth at a time, in one ``SettleBatch`` call. The usage
+recorder (``cg_proxy.usage_recorder``) calls ``settle`` and ``void`` off the request
+path, and retries them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
 from cg_proxy import errors
+from cg_proxy.token_usage import Usage
+from cglib.grpc_client import TRANSIENT
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-# Transient failures worth retrying for a settlement that must not be lost.
-RETRYABLE = _UNAVAILABLE + (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
-
-@dataclass
-class Usage:
-    input_tokens: int
-    output_tokens: int
-    source: int  # ledger_pb2.UsageSource
-
-    @property
-    def source_name(self) -> str:
-        return "provider" if self.source == ledger_pb2.USAGE_SOURCE_PROVIDER else "estimated"
-
-
-# The output bound of a request that names none, for a model whose catalog entry has no cap.
-DEFAULT_OUTPUT_CAP = 4096
-
-
-def max_output_tokens(body: dict[str, Any], route: keys_pb2.ModelRoute) -> int:
-    """The request's output bound (``max_completion_tokens``, else ``max_tokens``), at
-    most the model's cap. A request through the routes was validated before
-    (``cg_proxy.request_checks``: a positive 64-bit integer, not above the cap); the
-    check here stays for other callers, such as a provider adapter's own tests."""
-    cap = route.max_output_tokens
-    for field in ("max_completion_tokens", "max_tokens"):
-        value = body.get(field)
-        if value is None:
-            continue
-        if isinstance(value, float) and value.is_integer():  # JSON's 100.0 is 100
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise errors.bad_request(f"`{field}` must be a positive integer.", param=field)
-        # a model without a known cap holds what was asked for: the provider may produce it
-        return min(value, cap) if cap else value
-    return cap or DEFAULT_OUTPUT_CAP
-
-
-def usage_from(payload: dict[str, Any] | None) -> Usage | None:
-    """The provider-reported usage block, if it is well formed."""
-    usage = (payload or {}).get("usage")
-    if not isinstance(usage, dict):
-        return None
-    pt, ct = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not isinstance(pt, int) or not isinstance(ct, int) or pt < 0 or ct < 0:
-        return None
-    return Usage(pt, ct, ledger_pb2.USAGE_SOURCE_PROVIDER)
-
-
-def estimate(prompt_bound: int, output_chars: int) -> Usage:
-    """A marked estimate when the provider never reported usage: the prompt bound we
-    reserved with, and ~4 characters per output token, rounded up."""
-    return Usage(prompt_bound, (output_chars + 3) // 4, ledger_pb2.USAGE_SOURCE_ESTIMATED)
+def refusal(code: grpc.StatusCode) -> errors.APIError | None:
+    """The client's answer when the ledger refuses a reservation with ``code``; None for a
+    code that is not one of these (the caller re-raises it: an unexpected 500)."""
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+        return errors.insufficient_quota()
+    if code == grpc.StatusCode.OUT_OF_RANGE:  # the hold passes the ledger's bound on one amount
+        return errors.bad_request(
+            "This request could cost more than the gateway holds for a single request: lower "
+            "`max_tokens` (or `n`) or send a shorter prompt.",
+            param="max_tokens",
+        )
+    if code in TRANSIENT:
+        return errors.service_unavailable("ledger")
+    return None
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -88,17 +52,21 @@ class SettleBatcher:
     settlement, never a reply."""
 
     def __init__(
-        self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, linger_s: float = 0.002, max_batch: int = 256
+        self,
+        stub: ledger_pb2_grpc.LedgerServiceAsyncStub,
+        timeout_s: float,
+        linger_s: float = 0.002,
+        max_batch: int = 256,
     ) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.linger_s = linger_s
         self.max_batch = max_batch
-        self._queue: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._queue: list[tuple[ledger_pb2.SettleRequest, asyncio.Future[ledger_pb2.SettleResponse]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def settle(self, request: ledger_pb2.SettleRequest) -> ledger_pb2.SettleResponse:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ledger_pb2.SettleResponse] = asyncio.get_running_loop().create_future()
         self._queue.append((request, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -114,7 +82,10 @@ class SettleBatcher:
                 sends.append(self._send(batch))
             await asyncio.gather(*sends)
 
-    async def _send(self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future]]) -> None:
+    async def _send(
+        self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future[ledger_pb2.SettleResponse]]]
+    ) -> None:
+        outcomes: list[ledger_pb2.SettleResponse | grpc.aio.AioRpcError]
         try:
             resp = await self.stub.SettleBatch(
                 ledger_pb2.SettleBatchRequest(settlements=[req for req, _ in batch]), timeout=self.timeout_s
@@ -141,8 +112,10 @@ class SettleBatcher:
                 fut.set_result(outcome)
 
 
-class Meter:
-    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceStub, timeout_s: float, ttl_s: int) -> None:
+class LedgerClient:
+    """Reserve, settle and void over the ledger's gRPC stub, each with the RPC deadline."""
+
+    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceAsyncStub, timeout_s: float, ttl_s: int) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
@@ -157,6 +130,7 @@ class Meter:
         max_output: int,
         rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse:
+        """The hold, or the ``APIError`` the client gets for a refusal (``refusal``)."""
         req = ledger_pb2.ReserveRequest(
             request_id=request_id,
             account=billing.payer_account,
@@ -184,17 +158,10 @@ class Meter:
         try:
             return await self.stub.Reserve(req, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-                raise errors.insufficient_quota() from None
-            if e.code() == grpc.StatusCode.OUT_OF_RANGE:  # the hold passes the ledger's bound on one amount
-                raise errors.bad_request(
-                    "This request could cost more than the gateway holds for a single request: lower "
-                    "`max_tokens` (or `n`) or send a shorter prompt.",
-                    param="max_tokens",
-                ) from None
-            if e.code() in _UNAVAILABLE:
-                raise errors.service_unavailable("ledger") from None
-            raise
+            refused = refusal(e.code())
+            if refused is None:
+                raise
+            raise refused from None
 
     async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
         return await self.settlements.settle(
