@@ -93,8 +93,8 @@ def make_engine(dsn: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         _sqlite_file(url)
         # One connection: SQLite runs one writer at a time anyway, and connections
-        # competing for its lock by sleep-and-retry starve each other (the ledger
-        # benchmark saw p99 fall from 1.7 s to 0.17 s at concurrency 8 with one).
+        # competing for its lock by sleep-and-retry starve each other (the tail latency
+        # this cut: docs/benchmarks.md, "One SQLite connection per engine").
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
         _sqlite_pragmas(engine.sync_engine)
         return engine

@@ -471,7 +471,7 @@ def parse_args(argv: list[str] | None = None):
         p.error("--concurrency, --keys and --channels must be positive")
     if args.uvloop:
         try:
-            import uvloop  # noqa: F401
+            import uvloop  # noqa: F401  (only whether it is installed)
         except ImportError:
             args.uvloop = False
     return args

@@ -59,7 +59,10 @@ async def test_a_request_over_the_size_limit_is_refused(channel):
 
 async def test_a_second_server_cannot_take_a_port_in_use():
     servicer = ledger_pb2_grpc.LedgerServiceServicer()
-    register = lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s)  # noqa: E731
+
+    def register(s: grpc.aio.Server) -> None:
+        ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s)
+
     first, port, _ = create_server("127.0.0.1:0", register, [SERVICE])
     await first.start()
     try:

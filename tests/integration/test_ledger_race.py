@@ -115,11 +115,11 @@ if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
 
 # -- the tests -----------------------------------------------------------------------
 
-import grpc  # noqa: E402
-import pytest  # noqa: E402
+import grpc
+import pytest
 
-from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports  # noqa: E402
-from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc  # noqa: E402
+from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 pytestmark = pytest.mark.postgres  # its processes share one PostgreSQL server
 

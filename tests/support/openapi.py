@@ -68,7 +68,7 @@ def _without_nullable(node: Any) -> Any:
     return out
 
 
-class _JSONLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+class _JSONLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # a base chosen at run time
     """YAML as JSON sees it: an unquoted date stays a string (as in openapi.json)."""
 
 

@@ -7,7 +7,15 @@ from decimal import Decimal
 import pytest
 
 from cg_ledger.limits import MAX_AMOUNT
-from cg_ledger.pricing import parse_price, provider_cost_ucr, round_up_ucr, usd_to_ucr
+from cg_ledger.pricing import (
+    CustomerBilling,
+    parse_price,
+    platform_fee_ucr,
+    provider_cost_ucr,
+    quote,
+    round_up_ucr,
+    usd_to_ucr,
+)
 
 D = Decimal
 
@@ -73,9 +81,6 @@ def test_bad_prices_are_refused(raw):
 def test_negative_tokens_are_refused():
     with pytest.raises(ValueError):
         provider_cost_ucr(-1, 0, D("1"), D("1"))
-
-
-from cg_ledger.pricing import CustomerBilling, platform_fee_ucr, quote  # noqa: E402
 
 
 def test_customer_price_multiplier_floor_and_ai_credits():

@@ -204,8 +204,9 @@ class _Unions:
         most one may, or the union would refuse it as ambiguous), else to the branch of
         strings, which is then also where an item of no listed type is reported."""
         resolved = [self.resolve(b) for b in branches]
-        kinds = [self.types(b.get("items")) if isinstance(b.get("items"), dict) else None for b in resolved]
-        if any(k is None for k in kinds) or not _disjoint(kinds):  # type: ignore[arg-type]
+        maybe = [self.types(b.get("items")) if isinstance(b.get("items"), dict) else None for b in resolved]
+        kinds = [k for k in maybe if k is not None]
+        if len(kinds) != len(maybe) or not _disjoint(kinds):
             return None
         open_ended = [i for i, b in enumerate(resolved) if b.get("minItems", 0) < 1]
         if len(open_ended) > 1:
@@ -213,7 +214,7 @@ class _Unions:
         strings = [i for i, k in enumerate(kinds) if k == {"string"}]
         default = (open_ended or strings or [len(branches) - 1])[0]
         cases = [
-            ({"minItems": 1, "items": [{"type": _type_list(kinds[i])}]}, branches[i])  # type: ignore[arg-type]
+            ({"minItems": 1, "items": [{"type": _type_list(kinds[i])}]}, branches[i])
             for i in range(len(branches))
             if i != default
         ]

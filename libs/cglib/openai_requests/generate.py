@@ -63,7 +63,7 @@ def _source_bytes() -> bytes:
 def _load_yaml(raw: bytes) -> dict[str, Any]:
     import yaml  # only here: the proxy never parses YAML
 
-    class JSONLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    class JSONLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # a base chosen at run time
         """YAML as JSON sees it: an unquoted date stays a string."""
 
     JSONLoader.yaml_implicit_resolvers = {

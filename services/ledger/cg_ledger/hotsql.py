@@ -3,11 +3,10 @@
 ``Reservations`` runs each reserve, settle and void as ONE synchronous transaction in a
 worker thread. Through the async drivers a reservation cost a thread hop (aiosqlite)
 or a round trip scheduled by a busy event loop (asyncpg) per statement, while holding
-SQLite's single write lock: the gateway benchmark measured ~13 ms of ledger CPU and a
-~80 req/s ceiling per reserve+settle. The statements run on the driver's own cursor:
-SQLAlchemy's execution layer cost more per statement than SQLite itself (an in-process
-reserve + settle pair fell from 1.09 to 0.72 ms of CPU without it; ``txrunner`` then
-shares the commit). The statements themselves, and the money rules in them, are
+SQLite's single write lock, which capped a reserve+settle pair far below what the proxy
+needs. The statements run on the driver's own cursor: SQLAlchemy's execution layer cost
+more per statement than SQLite itself; ``txrunner`` then shares the commit. (The figures
+before and after: docs/benchmarks.md, "The hot path on plain SQL in a writer thread".) The statements themselves, and the money rules in them, are
 ``sql``'s, the same texts ``store`` runs for the rest of the book. Row locks (``FOR
 UPDATE``) are added on PostgreSQL only; SQLite serializes writers with ``BEGIN IMMEDIATE``.
 """

@@ -1,7 +1,9 @@
 """Tables of the ledger database.
 
-Accounts keep TigerBeetle's four counters. ``posted balance = credits_posted -
-debits_posted``; ``available = posted balance - debits_pending``. An account with
+Accounts have TigerBeetle's four counters, of which three are used: holds are pending
+debits only (a hold credits nothing until it is posted), so ``credits_pending`` stays 0
+(the audit checks it). ``posted balance = credits_posted - debits_posted``;
+``available = posted balance - debits_pending``. An account with
 ``debits_must_not_exceed_credits`` can never have ``debits_pending + debits_posted >
 credits_posted``. Every counter and amount is an integer within int64 (a CHECK on
 SQLite, BIGINT on PostgreSQL: migration 0004). A closed account (a revoked key) names in

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     # Where to publish partner balance changes (the worker needs them); empty: off.
     nats_url: str = ""
     # SQLite only: FULL syncs every (group) commit to disk before answering; NORMAL leaves
-    # it to WAL checkpoints (~0.2 ms less per commit here; survives a process crash, but a
+    # it to WAL checkpoints (less time per commit, docs/benchmarks.md; survives a process crash, but a
     # power loss may lose the last commits). PostgreSQL is the production database.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"

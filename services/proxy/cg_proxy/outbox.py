@@ -13,7 +13,7 @@ never happened is bounded by the reservation's expiry. Commits use WAL with
 ``synchronous=NORMAL``: they survive a process crash, not a power cut.
 
 One file per process: two proxies sharing a file would both relay it (harmless, wasteful).
-Writes are tiny (~15 µs) but a WAL checkpoint can stall for milliseconds, so they run in
+Writes are tiny but a WAL checkpoint can stall for milliseconds, so they run in
 a worker thread; the healthy hot path never touches the file.
 """
 

@@ -34,9 +34,8 @@ tokens (``_OTHER_TOOLS_TOKENS``).
 
 The encodings are ``cg_proxy.tokenizers``'s (shipped files, never the network).
 
-Cost (this 2-core machine): ~30-60 µs for a 200-token chat, ~2.5-6 ms for a 20k-token
-prompt (~35-75 ns per character of English or Markdown, up to ~200 ns on adversarial
-text, linear: see ``count_text``); the byte rule ~1 µs. tiktoken
+Cost: linear in the prompt's characters (see ``count_text``; figures in
+docs/benchmarks.md, "Prompt-token bounds"), the byte rule next to nothing. tiktoken
 releases the GIL while it encodes, so a caller may run a large body's bound in a thread
 (``asyncio.to_thread``) to keep the event loop free.
 """
