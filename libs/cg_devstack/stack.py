@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sysconfig
@@ -32,6 +33,7 @@ DEFAULT_PORTS = {
     "mock": 8099,
     "proxy": 8080,
     "bff": 8090,
+    "bff_grpc": 50053,
 }
 ORDER = ("nats", "keys", "ledger", "mock", "proxy", "worker", "bff")
 # How long a fixed-port stack waits for its ports, e.g. right after a previous run stopped.
@@ -50,6 +52,7 @@ class StackConfig:
     var_dir: Path
     keys_db: str = ""  # default: SQLite file under var_dir
     ledger_db: str = ""
+    bff_db: str = ""
     fixed_ports: bool = False
     # Added to every fixed port: a second stack beside the first (CG_DEVSTACK_PORT_OFFSET).
     port_offset: int = 0
@@ -83,6 +86,23 @@ class Stack:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
+
+    @property
+    def bff_admin(self) -> dict[str, str]:
+        """The platform admin the BFF creates at its first start (email, password): made
+        once per var/ and kept there (owner-only), like the ledger's admin token."""
+        path = self.var / "bff-admin.json"
+        if not path.exists():
+            self.var.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"email": "admin@creditgate.local", "password": secrets.token_urlsafe(18)}, f)
+        data = json.loads(path.read_text())
+        return {"email": str(data["email"]), "password": str(data["password"])}
+
+    @property
+    def bff_grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['bff_grpc']}"
 
     # -- addresses --------------------------------------------------------------
 
@@ -199,7 +219,22 @@ class Stack:
                 echo=cfg.echo,
             )
         if name == "bff":
-            env = {"CG_BFF_PORT": str(p["bff"]), "CG_BFF_PROXY_PUBLIC_URL": f"{self.proxy_url}/v1"}
+            admin = self.bff_admin
+            env = {
+                "CG_BFF_PORT": str(p["bff"]),
+                "CG_BFF_GRPC_PORT": str(p["bff_grpc"]),
+                "CG_BFF_PROXY_PUBLIC_URL": f"{self.proxy_url}/v1",
+                "CG_BFF_PUBLIC_URL": self.bff_url,
+                "CG_BFF_DATABASE_URL": cfg.bff_db or f"sqlite:///{var / 'bff.db'}",
+                "CG_BFF_KEYS_ADDR": self.keys_addr,
+                "CG_BFF_LEDGER_ADDR": self.ledger_addr,
+                "CG_BFF_NATS_URL": self.nats_url,
+                "CG_BFF_LEDGER_ADMIN_TOKEN": self.ledger_admin_token,
+                "CG_BFF_BOOTSTRAP_ADMIN_EMAIL": admin["email"],
+                "CG_BFF_BOOTSTRAP_ADMIN_PASSWORD": admin["password"],
+                # a development stack: webhooks may point at local test servers
+                "CG_BFF_WEBHOOKS_ALLOW_PRIVATE": "true",
+            }
             return Proc.python_module(
                 "bff", "cg_bff", {**env, **extra}, logs / "bff.log", http_ok(f"{self.bff_url}/healthz"), echo=cfg.echo
             )
@@ -232,7 +267,7 @@ class Stack:
         "mock": ("mock",),
         "proxy": ("proxy",),
         "worker": ("worker_metrics",),
-        "bff": ("bff",),
+        "bff": ("bff", "bff_grpc"),
     }
 
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:

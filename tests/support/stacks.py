@@ -18,11 +18,14 @@ def stack_on(request, services: tuple[str, ...] = ORDER, env: dict | None = None
     """For a fixture parametrized with ``params=["sqlite", "postgres"]``: starts these
     services on that database kind, stops them, then drops the databases."""
     with tempfile.TemporaryDirectory(prefix="cg-stack-") as var, contextlib.ExitStack() as dbs:
-        keys_db = ledger_db = ""
+        keys_db = ledger_db = bff_db = ""
         if request.param == "postgres":
             pg = request.getfixturevalue("pg_server")
             keys_db = dbs.enter_context(pg.database("keys"))
             ledger_db = dbs.enter_context(pg.database("ledger"))
-        config = StackConfig(var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, services=services, env=env or {})
+            bff_db = dbs.enter_context(pg.database("bff"))
+        config = StackConfig(
+            var_dir=Path(var), keys_db=keys_db, ledger_db=ledger_db, bff_db=bff_db, services=services, env=env or {}
+        )
         with Stack(config) as stack:
             yield stack

@@ -1,0 +1,46 @@
+"""The BFF's settings (``CG_BFF_*``), read once at the entry point."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CG_BFF_")
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    # The gRPC port of the BFF's internal service (webhook endpoints for the worker).
+    grpc_port: int = 50053
+    database_url: str = "sqlite:///var/bff.db"
+    keys_addr: str = "127.0.0.1:50051"
+    ledger_addr: str = "127.0.0.1:50052"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # What the portal's quick start shows developers as the gateway's base URL.
+    proxy_public_url: str = "http://127.0.0.1:8080/v1"
+    # The public URL of the BFF itself (invite links); its scheme decides Secure cookies
+    # unless cookie_secure says otherwise.
+    public_url: str = "http://127.0.0.1:8090"
+    # Secure on the session cookie: None follows the request's scheme (https -> Secure).
+    cookie_secure: bool | None = None
+    # Sessions end after this long without a request, and at the latest after max_age.
+    session_idle_s: int = 12 * 3600
+    session_max_age_s: int = 7 * 86400
+    # Sign-in throttling: failures allowed per account and per client address in the window.
+    signin_window_s: int = 900
+    signin_max_failures_per_account: int = 5
+    signin_max_failures_per_address: int = 20
+    invite_ttl_s: int = 7 * 86400
+    # The first platform admin, created at start if no admin exists (empty: none).
+    bootstrap_admin_email: str = ""
+    bootstrap_admin_password: SecretStr = SecretStr("")
+    # Usage read model: how long request-log rows and hourly aggregates are kept.
+    usage_retention_days: int = 90
+    # Webhook URLs to loopback, private or link-local addresses are refused unless this is
+    # on (development only: make run and the tests point webhooks at local servers).
+    webhooks_allow_private: bool = False
+    # The ledger's admin token, for the platform admin's audit view (empty: none).
+    ledger_admin_token: SecretStr = SecretStr("")
+    rpc_timeout_s: float = 5.0
+    log_level: str = "INFO"
