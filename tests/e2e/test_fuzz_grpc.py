@@ -14,28 +14,28 @@ same cases every time; raise the count (and set ``CG_FUZZ_RANDOM=1``) for a long
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cg_devstack import Stack, StackConfig
+from cg_devstack import Stack
 from cg_devstack.seed import Seeder
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from support.protofuzz import Known, request_strategy
+from support.stacks import stack_on
 
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 EXAMPLES = int(os.environ.get("CG_FUZZ_EXAMPLES", "200"))
 RANDOM = os.environ.get("CG_FUZZ_RANDOM") == "1"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    var = tmp_path_factory.mktemp("fuzz-grpc")
-    with Stack(StackConfig(var_dir=Path(var), services=("nats", "ledger", "keys"))) as stack:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def world(request):
+    """On both databases: PostgreSQL refuses what SQLite stores (a NUL in a string)."""
+    with stack_on(request, services=("nats", "ledger", "keys")) as stack:
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)
         try:
             yield stack, seeder, _seed(seeder)

@@ -91,7 +91,7 @@ async def main(settings: Settings) -> None:
     issuer = KeyIssuer(repo, catalog, funding, money, events)
     keys = KeyOps(repo, catalog, funding, money, events)
     reads = KeyReads(repo, catalog, funding)
-    servicer = KeysServicer(Tenants(sessions, catalog), issuer, keys, money, reads, catalog)
+    servicer = KeysServicer(Tenants(sessions, catalog, events), issuer, keys, money, reads, catalog)
     server, port, health = create_server(
         f"{settings.host}:{settings.port}",
         lambda s: keys_pb2_grpc.add_KeysServiceServicer_to_server(servicer, s),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,17 +25,34 @@ class Acting:
 ActingOn = tuple[Acting, VirtualKey]  # the acting tenant and the key it acts on
 
 
+M = TypeVar("M")
+
+
+def could_be_id(value: str) -> bool:
+    """Whether a caller's string could be one of our ids: at most 64 printable characters.
+    Anything else (PostgreSQL refuses NUL in text, so it would fail as a query) is simply
+    not found, like an id that does not exist."""
+    return 0 < len(value) <= 64 and value.isprintable()
+
+
+async def lookup(session: AsyncSession, model: type[M], value: str, *, lock: bool = False) -> M | None:
+    """The row with this caller-given id, or None (also for a string that cannot be an id)."""
+    if not could_be_id(value):
+        return None
+    return await session.get(model, value, with_for_update=lock)
+
+
 async def resolve(session: AsyncSession, actor: keys_pb2.Actor) -> Acting:
     """The actor's partner (and customer), or NOT_FOUND when they do not exist or the
     customer is not the partner's."""
     if not actor.partner_id:
         raise PermissionDenied("actor.partner_id: required")
-    partner = await session.get(Partner, actor.partner_id)
+    partner = await lookup(session, Partner, actor.partner_id)
     if partner is None:
         raise NotFound("partner not found")
     customer = None
     if actor.customer_id:
-        customer = await session.get(Customer, actor.customer_id)
+        customer = await lookup(session, Customer, actor.customer_id)
         if customer is None or customer.partner_id != partner.id:
             raise NotFound("customer not found")
     return Acting(partner, customer)

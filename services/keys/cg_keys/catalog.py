@@ -86,10 +86,12 @@ class Catalog:
         allowed = [m for m in self.models.values() if m.category in t.categories]
         return sorted(allowed, key=lambda m: (CATEGORIES.index(m.category), m.id))
 
-    def by_category(self, tier_name: str) -> dict[str, list[CatalogModel]]:
-        """``models_for_tier`` grouped by category, in category order; empty ones left out."""
+    def by_category(self, tier_name: str | None) -> dict[str, list[CatalogModel]]:
+        """``models_for_tier`` grouped by category, in category order; empty ones left out.
+        No tier (None): every model of the catalog."""
         groups: dict[str, list[CatalogModel]] = {c: [] for c in CATEGORIES}
-        for m in self.models_for_tier(tier_name):
+        every = sorted(self.models.values(), key=lambda m: (CATEGORIES.index(m.category), m.id))
+        for m in every if tier_name is None else self.models_for_tier(tier_name):
             groups[m.category].append(m)
         return {c: ms for c, ms in groups.items() if ms}
 

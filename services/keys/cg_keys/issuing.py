@@ -36,7 +36,7 @@ from cg_keys.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from cg_keys.events import KeyEvents
 from cg_keys.funding import Funding, key_account, partner_account
 from cg_keys.models import KeyRotation, Partner, VirtualKey
-from cg_keys.money import KeyMoney
+from cg_keys.money import SUSPENDED_PARTNER, KeyMoney
 from cg_keys.repository import KeyRepository
 from cglib.ids import new_id
 from cglib.keysecret import display_prefix, hash_secret, new_secret
@@ -88,6 +88,8 @@ class KeyIssuer:
             acting = await access.resolve(session, actor)
             access.require_partner(acting)
             key = await self.repo.by_idempotency(session, acting.partner.id, idem)
+            if key is None and acting.partner.status == "suspended":
+                raise FailedPrecondition(SUSPENDED_PARTNER)
             if key is None:
                 key_id = new_id("key")
                 key = VirtualKey(
@@ -122,6 +124,8 @@ class KeyIssuer:
             partner, customer = acting.partner, acting.customer
             idem = f"c:{customer.id}:{idem}"  # each owner has its own idempotency keys
             key = await self.repo.by_idempotency(session, partner.id, idem)
+            if key is None and partner.status == "suspended":
+                raise FailedPrecondition(SUSPENDED_PARTNER)
             if key is None:  # a retry converges on the first outcome even if a switch changed since
                 missing = visibility.missing(partner, customer)
                 if missing:

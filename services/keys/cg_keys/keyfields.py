@@ -69,7 +69,7 @@ async def apply(
     if "billing" in names:
         b = fields.billing
         if b.customer_id:
-            customer = await session.get(Customer, b.customer_id)
+            customer = await access.lookup(session, Customer, b.customer_id)
             if customer is None or customer.partner_id != acting.partner.id:
                 raise InvalidArgument("billing.customer_id", "not one of your customers")
             key.billing_customer_id = customer.id

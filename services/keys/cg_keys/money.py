@@ -50,6 +50,12 @@ DEPOSIT_UCR = KEY_DEPOSIT_CREDITS * UCR_PER_CREDIT
 DAY_S = 86_400
 
 
+# Money does not move for a suspended partner (its keys are refused at the proxy anyway):
+# no new keys, no top-ups, until the platform resumes it. A retry of what happened before
+# the suspension still converges.
+SUSPENDED_PARTNER = "the partner is suspended: no new keys or top-ups until it is resumed"
+
+
 @dataclass(frozen=True)
 class Funded:
     """A funding the ledger made: what the key got, and the fee on top."""
@@ -153,6 +159,8 @@ class KeyMoney:
         done = await self.repo.funding_recorded(funding_id)
         if key.status == "revoked" and not done:  # a retry of a top-up made before the revoke converges
             raise FailedPrecondition("the key is revoked")
+        if acting.partner.status == "suspended" and not done:
+            raise FailedPrecondition(SUSPENDED_PARTNER)
         try:
             if automatic:
                 await self._check_daily_ceiling(key.id, funding_id)

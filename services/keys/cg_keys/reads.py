@@ -42,7 +42,7 @@ class KeyReads:
     async def get(self, actor: keys_pb2.Actor, key_id: str) -> tuple[KeyRead, Partner]:
         async with self.repo.session() as session:
             acting = await access.resolve(session, actor)
-            key = access.visible_key(acting, await session.get(VirtualKey, key_id))
+            key = access.visible_key(acting, await access.lookup(session, VirtualKey, key_id))
         # a customer-created key has no account of its own (it draws on its partner's)
         balance = await self.funding.balance(key.budget_account) if key.kind == "partner" else None
         need = budget.min_request_ucr(self.catalog, acting.partner.tier, key.allowed_models)

@@ -41,7 +41,7 @@ class KeyRepository:
         """``async with repo.locked(key_id) as (session, key):`` change ``key`` (and add
         rows to ``session``); committed when the block ends."""
         async with self.sessions() as session:
-            key = await session.get(VirtualKey, key_id, with_for_update=True)
+            key = await access.lookup(session, VirtualKey, key_id, lock=True)
             if key is None:
                 raise NotFound("key not found")
             yield session, key
@@ -54,7 +54,7 @@ class KeyRepository:
             acting = await access.resolve(session, actor)
             if partner_only:
                 access.require_partner(acting)
-            return acting, access.changeable_key(acting, await session.get(VirtualKey, key_id))
+            return acting, access.changeable_key(acting, await access.lookup(session, VirtualKey, key_id))
 
     # -- creating a key row ------------------------------------------------------------
 

@@ -48,7 +48,11 @@ _STATUS = {
 }
 
 
-def partner_pb(p: Partner) -> pb.Partner:
+_PARTNER_STATE = {"active": pb.PARTNER_STATUS_ACTIVE, "suspended": pb.PARTNER_STATUS_SUSPENDED}
+
+
+def partner_pb(p: Partner, catalog: Catalog | None = None) -> pb.Partner:
+    tier = catalog.tier(p.tier) if catalog is not None else None
     return pb.Partner(
         id=p.id,
         name=p.name,
@@ -61,6 +65,9 @@ def partner_pb(p: Partner) -> pb.Partner:
             default_profit_multiplier=p.ss_profit_multiplier,
             ai_credit_price_cents=p.ss_ai_credit_cents,
         ),
+        fee_rate=str(tier.fee_rate) if tier is not None else "",
+        created_at_unix=p.created_at,
+        state=_PARTNER_STATE.get(p.status, pb.PARTNER_STATUS_UNSPECIFIED),
     )
 
 
@@ -183,16 +190,29 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     # -- tenants ---------------------------------------------------------------------
 
     async def CreatePartner(self, request: pb.CreatePartnerRequest, context: grpc.aio.ServicerContext) -> pb.Partner:
-        return partner_pb(await self.tenants.create_partner(request.name, request.tier, request.external_ref))
+        partner = await self.tenants.create_partner(request.name, request.tier, request.external_ref)
+        return partner_pb(partner, self.catalog)
 
     async def GetPartner(self, request: pb.GetPartnerRequest, context: grpc.aio.ServicerContext) -> pb.Partner:
-        return partner_pb(await self.tenants.get_partner(request.actor))
+        return partner_pb(await self.tenants.get_partner(request.actor), self.catalog)
+
+    async def ListPartners(
+        self, request: pb.ListPartnersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPartnersResponse:
+        partners, token = await self.tenants.list_partners(request)
+        return pb.ListPartnersResponse(partners=[partner_pb(p, self.catalog) for p in partners], next_page_token=token)
+
+    async def UpdatePartner(self, request: pb.UpdatePartnerRequest, context: grpc.aio.ServicerContext) -> pb.Partner:
+        return partner_pb(await self.tenants.update_partner(request), self.catalog)
 
     async def UpdateSelfService(
         self, request: pb.UpdateSelfServiceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Partner:
         return partner_pb(
-            await self.tenants.update_self_service(request.actor, request.settings, request.apply_to_existing_customers)
+            await self.tenants.update_self_service(
+                request.actor, request.settings, request.apply_to_existing_customers
+            ),
+            self.catalog,
         )
 
     async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: grpc.aio.ServicerContext) -> pb.Customer:
@@ -213,13 +233,15 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        partner = await self.tenants.get_partner(request.actor)
+        # no actor at all: the whole catalog, every tier's models (the operators' read-only view)
+        actor = request.actor
+        tier = (await self.tenants.get_partner(actor)).tier if actor.partner_id or actor.customer_id else ""
         return pb.ListModelsResponse(
-            tier=partner.tier,
+            tier=tier,
             catalog_version=self.catalog.version,
             categories=[
                 pb.ModelCategory(category=c, models=[_model_pb(m) for m in ms])
-                for c, ms in self.catalog.by_category(partner.tier).items()
+                for c, ms in self.catalog.by_category(tier or None).items()
             ],
         )
 
@@ -302,4 +324,5 @@ class KeysServicer(keys_pb2_grpc.KeysServiceServicer):
             models=[_route_pb(m, self.catalog.version) for m in found.models],
             billing=_ledger_billing_pb(found.billing),
             partner_status=found.partner.status,
+            partner_state=_PARTNER_STATE.get(found.partner.status, pb.PARTNER_STATUS_UNSPECIFIED),
         )

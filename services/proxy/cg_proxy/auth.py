@@ -34,6 +34,8 @@ class AuthedKey:
     key: keys_pb2.Key
     models: dict[str, keys_pb2.ModelRoute]
     billing: keys_pb2.LedgerBilling
+    # The platform suspended the key's partner: every key of it is refused until resumed.
+    partner_suspended: bool = False
 
     @property
     def customer_id(self) -> str:
@@ -103,9 +105,11 @@ class KeyAuthenticator:
         status = authed.key.status
         if status == keys_pb2.KEY_STATUS_ACTIVE and expired(authed.key, time.time()):
             status = keys_pb2.KEY_STATUS_EXPIRED
+        if status == keys_pb2.KEY_STATUS_REVOKED:
+            raise errors.invalid_key(secret)
+        if authed.partner_suspended:
+            raise errors.partner_suspended()
         if status != keys_pb2.KEY_STATUS_ACTIVE:
-            if status == keys_pb2.KEY_STATUS_REVOKED:
-                raise errors.invalid_key(secret)
             raise errors.key_not_usable(_STATUS_NAMES.get(status, "inactive"))
         check_domain(list(authed.key.allowed_domains), headers)
         return authed
@@ -121,4 +125,9 @@ class KeyAuthenticator:
             if e.code() in TRANSIENT:
                 raise errors.service_unavailable("keys") from None
             raise
-        return AuthedKey(key=resp.key, models={m.id: m for m in resp.models}, billing=resp.billing)
+        return AuthedKey(
+            key=resp.key,
+            models={m.id: m for m in resp.models},
+            billing=resp.billing,
+            partner_suspended=resp.partner_state == keys_pb2.PARTNER_STATUS_SUSPENDED,
+        )

@@ -61,6 +61,15 @@ def key_not_usable(status: str) -> APIError:
     return APIError(403, f"This API key is {status} and cannot be used.", type="permission_error", code=f"key_{status}")
 
 
+def partner_suspended() -> APIError:
+    return APIError(
+        403,
+        "The account this API key belongs to is suspended; its keys cannot be used until it is resumed.",
+        type="permission_error",
+        code="partner_suspended",
+    )
+
+
 def model_not_found(model: str) -> APIError:
     return APIError(
         404,
