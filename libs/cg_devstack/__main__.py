@@ -1,4 +1,5 @@
-"""``make run``: the whole stack on its embedded default, a demo key, and how to use it."""
+"""``make run``: the whole stack on its embedded default, a demo key, the demo users who
+sign in to the portal, and how to use them."""
 
 from __future__ import annotations
 
@@ -8,27 +9,32 @@ import sys
 import threading
 from pathlib import Path
 
-from cg_devstack.seed import Seeder, ensure_demo
+from cg_devstack.seed import DemoUsers, Seeder, ensure_demo, ensure_demo_users
 from cg_devstack.stack import Stack, StackConfig
 
 
-def banner(stack: Stack, key) -> str:
+def banner(stack: Stack, key, users: DemoUsers) -> str:
     base = f"{stack.proxy_url}/v1"
     models = ", ".join(key.models)
+    admin = stack.bff_admin
     return f"""
 ================================ Creditgate is running ================================
 export OPENAI_BASE_URL={base}
 export OPENAI_API_KEY={key.secret}
 
 demo key models: {models}
-portal:          {stack.bff_url}/
+portal:          {stack.bff_url}/   (management API: {stack.bff_url}/api/v1/docs)
+  sign in as     email / password
+  partner owner  {users.partner_email} / {users.partner_password}
+  customer user  {users.customer_email} / {users.customer_password}
+  platform admin {admin["email"]} / {admin["password"]}
 metrics:         {stack.proxy_url}/metrics
 logs:            {stack.var / "logs"}
 balance:         .venv/bin/python -m cg_devstack.balance
 
 curl -s {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-Ctrl-C stops everything; `make run` again reuses var/ (the same demo key keeps working).
+Ctrl-C stops everything; `make run` again reuses var/ (the same demo key, users and passwords keep working).
 ========================================================================================
 """
 
@@ -45,9 +51,10 @@ def main() -> int:
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)
         try:
             key = ensure_demo(seeder, stack.var)
+            users = ensure_demo_users(seeder, stack.var, stack.bff_url, stack.bff_admin, key.partner_id)
         finally:
             seeder.close()
-        print(banner(stack, key), flush=True)
+        print(banner(stack, key, users), flush=True)
         while not stop.is_set():
             for name, proc in stack.procs.items():
                 if not proc.running:

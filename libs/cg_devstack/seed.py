@@ -1,21 +1,27 @@
-"""Demo data and small factories: a partner with credits and a funded virtual key.
+"""Demo data and small factories: a partner with credits and a funded virtual key, a demo
+customer, and the demo users who sign in to the portal.
 
-Everything is idempotent: the partner by external reference, money moves by
-idempotency id, and the demo key's secret is kept in ``var/demo-key.json`` (it is
-shown once by the keys service, so this development-only file is how a second
-``make run`` keeps the same working key).
+Everything is idempotent: the partner by external reference, the customer by idempotency
+key, money moves by idempotency id, and the demo key's secret is kept in
+``var/demo-key.json`` (it is shown once by the keys service, so this development-only
+file is how a second ``make run`` keeps the same working key). The demo users' passwords
+are made once and kept in ``var/demo-users.json`` the same way; the users themselves are
+made through the BFF's management API, as the platform admin and then the partner's
+owner would (only the BFF knows users), and only when they do not exist yet.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from cg_devstack.bff import BffClient, invite_and_accept
 from cglib.keysecret import hash_secret
 from cglib.money import UCR_PER_CREDIT
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
@@ -76,6 +82,32 @@ class Seeder:
         )
         return FundedKey(partner_id, created.key.id, created.secret, created.key.budget_account, list(models))
 
+    def customer(
+        self, partner_id: str, name: str, ref: str, *, ai_credits: bool = True, menu: bool = True
+    ) -> keys_pb2.Customer:
+        """The partner's customer made with idempotency key ``ref`` (the same one again on a rerun)."""
+        return self.keys.CreateCustomer(
+            keys_pb2.CreateCustomerRequest(
+                actor=keys_pb2.Actor(partner_id=partner_id),
+                name=name,
+                ai_credits_enabled=ai_credits,
+                ai_gateway_menu_enabled=menu,
+                idempotency_key=ref,
+            ),
+            timeout=TIMEOUT,
+        )
+
+    def self_service_on(self, partner_id: str) -> None:
+        """Turns the partner's customer self-service on, keeping its other settings."""
+        actor = keys_pb2.Actor(partner_id=partner_id)
+        partner = self.keys.GetPartner(keys_pb2.GetPartnerRequest(actor=actor), timeout=TIMEOUT)
+        if partner.self_service.enabled:
+            return
+        settings = keys_pb2.SelfServiceSettings()
+        settings.CopyFrom(partner.self_service)
+        settings.enabled = True
+        self.keys.UpdateSelfService(keys_pb2.UpdateSelfServiceRequest(actor=actor, settings=settings), timeout=TIMEOUT)
+
     def balance_ucr(self, account: str) -> int:
         return self.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=TIMEOUT).posted_ucr
 
@@ -102,3 +134,67 @@ def ensure_demo(seeder: Seeder, var_dir: Path) -> FundedKey:
     with os.fdopen(fd, "w") as f:
         json.dump(key.__dict__, f)
     return key
+
+
+@dataclass
+class DemoUsers:
+    partner_email: str
+    partner_password: str
+    customer_email: str
+    customer_password: str
+    customer_id: str
+
+
+DEMO_PARTNER_EMAIL = "partner@demo.creditgate.local"
+DEMO_CUSTOMER_EMAIL = "customer@demo.creditgate.local"
+
+
+def _demo_passwords(var_dir: Path) -> dict[str, str]:
+    """The demo users' passwords, made once per var/ (owner-only, like the admin's)."""
+    path = var_dir / "demo-users.json"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"partner": secrets.token_urlsafe(12), "customer": secrets.token_urlsafe(12)}, f)
+    data = json.loads(path.read_text())
+    return {"partner": str(data["partner"]), "customer": str(data["customer"])}
+
+
+def _has_user(client: BffClient, path: str, email: str) -> bool:
+    cursor = None
+    while True:
+        page = client.ok("GET", path, params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+        if any(u["email"] == email for u in page["data"]):
+            return True
+        cursor = page["next_cursor"]
+        if not cursor:
+            return False
+
+
+def ensure_demo_users(seeder: Seeder, var_dir: Path, bff_url: str, admin: dict[str, str], partner_id: str) -> DemoUsers:
+    """The demo partner's owner and a user of its demo customer (AI credits and the AI
+    Gateway menu on, the partner's self-service on: the customer sees AI Gateway)."""
+    passwords = _demo_passwords(var_dir)
+    customer = seeder.customer(partner_id, "Demo Customer", "demo-customer")
+    seeder.self_service_on(partner_id)
+    with BffClient(bff_url).sign_in(admin["email"], admin["password"]) as as_admin:
+        if not _has_user(as_admin, f"/admin/partners/{partner_id}/users", DEMO_PARTNER_EMAIL):
+            invite_and_accept(
+                as_admin,
+                f"/admin/partners/{partner_id}/invites",
+                {"email": DEMO_PARTNER_EMAIL, "role": "owner"},
+                passwords["partner"],
+                "Demo Partner Owner",
+            ).close()
+    with BffClient(bff_url).sign_in(DEMO_PARTNER_EMAIL, passwords["partner"]) as owner:
+        if not _has_user(owner, f"/partner/customers/{customer.id}/users", DEMO_CUSTOMER_EMAIL):
+            invite_and_accept(
+                owner,
+                f"/partner/customers/{customer.id}/invites",
+                {"email": DEMO_CUSTOMER_EMAIL},
+                passwords["customer"],
+                "Demo Customer User",
+            ).close()
+    with BffClient(bff_url).sign_in(DEMO_CUSTOMER_EMAIL, passwords["customer"]):
+        pass  # the password printed is the one that works
+    return DemoUsers(DEMO_PARTNER_EMAIL, passwords["partner"], DEMO_CUSTOMER_EMAIL, passwords["customer"], customer.id)

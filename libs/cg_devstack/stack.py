@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -35,7 +37,8 @@ DEFAULT_PORTS = {
     "bff": 8090,
     "bff_grpc": 50053,
 }
-ORDER = ("nats", "keys", "ledger", "mock", "proxy", "worker", "bff")
+# the worker after the bff: it is given the bff's (internal gRPC) address
+ORDER = ("nats", "keys", "ledger", "mock", "proxy", "bff", "worker")
 # How long a fixed-port stack waits for its ports, e.g. right after a previous run stopped.
 PORT_WAIT_S = 10.0
 
@@ -75,17 +78,31 @@ class Stack:
             self.ports = {name: free_port() for name in DEFAULT_PORTS}
         self.procs: dict[str, Proc] = {}
 
-    @property
-    def ledger_admin_token(self) -> str:
-        """The token of the ledger's admin calls (audit, list accounts): made once per
-        var/ and kept there (readable by its owner only), like the databases beside it."""
-        path = self.var / "ledger-admin-token"
+    def _var_secret(self, name: str, make: Callable[[], str]) -> str:
+        """A secret made once per var/ and kept there (readable by its owner only), like
+        the databases beside it, so a second `make run` finds the same one."""
+        path = self.var / name
         if not path.exists():
             self.var.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(32))
+                f.write(make())
         return path.read_text().strip()
+
+    @property
+    def ledger_admin_token(self) -> str:
+        """The token of the ledger's admin calls (audit, list accounts)."""
+        return self._var_secret("ledger-admin-token", lambda: secrets.token_urlsafe(32))
+
+    @property
+    def bff_internal_token(self) -> str:
+        """The token the worker shows the BFF's internal gRPC service (webhook deliveries)."""
+        return self._var_secret("bff-internal-token", lambda: secrets.token_urlsafe(32))
+
+    @property
+    def bff_webhook_key(self) -> str:
+        """The key that seals partners' webhook signing secrets in the BFF's database."""
+        return self._var_secret("bff-webhook-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
     @property
     def bff_admin(self) -> dict[str, str]:
@@ -209,6 +226,11 @@ class Stack:
                 "CG_WORKER_METRICS_PORT": str(p["worker_metrics"]),
                 "CG_WORKER_KEYS_ADDR": self.keys_addr,
                 "CG_WORKER_LEDGER_ADDR": self.ledger_addr,
+                # webhook deliveries: the BFF's internal gRPC service; a development stack
+                # may deliver to local test servers
+                "CG_WORKER_BFF_ADDR": self.bff_grpc_addr,
+                "CG_WORKER_BFF_TOKEN": self.bff_internal_token,
+                "CG_WORKER_WEBHOOKS_ALLOW_PRIVATE": "true",
             }
             return Proc.python_module(
                 "worker",
@@ -230,6 +252,8 @@ class Stack:
                 "CG_BFF_LEDGER_ADDR": self.ledger_addr,
                 "CG_BFF_NATS_URL": self.nats_url,
                 "CG_BFF_LEDGER_ADMIN_TOKEN": self.ledger_admin_token,
+                "CG_BFF_INTERNAL_TOKEN": self.bff_internal_token,
+                "CG_BFF_WEBHOOK_SECRET_KEYS": self.bff_webhook_key,
                 "CG_BFF_BOOTSTRAP_ADMIN_EMAIL": admin["email"],
                 "CG_BFF_BOOTSTRAP_ADMIN_PASSWORD": admin["password"],
                 # a development stack: webhooks may point at local test servers

@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
             yield
         finally:
             stop.set()
+            tasks[0].cancel()  # a NATS connect in progress does not watch `stop`: nothing to wait for
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
             for task in tasks:

@@ -39,9 +39,10 @@ def _fields(details: str) -> dict[str, str]:
 
 @dataclass
 class Backends:
-    keys: keys_pb2_grpc.KeysServiceStub
-    ledger: ledger_pb2_grpc.LedgerServiceStub
-    ledger_admin: ledger_pb2_grpc.LedgerAdminServiceStub
+    # the asyncio channel's stubs (their calls are awaitable)
+    keys: keys_pb2_grpc.KeysServiceAsyncStub
+    ledger: ledger_pb2_grpc.LedgerServiceAsyncStub
+    ledger_admin: ledger_pb2_grpc.LedgerAdminServiceAsyncStub
     timeout_s: float = 5.0
     ledger_admin_token: str = ""
 
