@@ -74,7 +74,14 @@ async def _until_acknowledged(what: str, request_id: str, call: Callable[[], Awa
     )
 
 
-def usage_event(f: Finished, charged_ucr: int, price_book_version: str) -> events_pb2.UsageEvent:
+def usage_event(
+    f: Finished, charged_ucr: int, price_book_version: str, customer_charged_uai: int = 0
+) -> events_pb2.UsageEvent:
+    """The event of a settled request. A request billed to a customer also carries the AI
+    credits the ledger charged it and the price per AI credit it was billed at (the key's
+    terms, which ``AuthenticateKey`` gave with the very billing the hold was made with),
+    so a read model values each request at its own rate."""
+    billed = bool(f.customer_id)
     return events_pb2.UsageEvent(
         request_id=f.request_id,
         key_id=f.key.id,
@@ -90,6 +97,8 @@ def usage_event(f: Finished, charged_ucr: int, price_book_version: str) -> event
         time_unix_ms=int(time.time() * 1000),
         stream=f.stream,
         price_book_version=price_book_version,
+        customer_charged_uai=customer_charged_uai if billed else 0,
+        price_per_ai_credit_cents=f.key.billing.price_per_ai_credit_cents if billed else "",
     )
 
 
@@ -145,7 +154,7 @@ class UsageRecorder:
             SETTLED.labels("failed").inc()
             log.exception("settlement failed for good", extra={"request_id": f.request_id})
             return
-        event = usage_event(f, settled.charged_ucr, settled.price_book_version)
+        event = usage_event(f, settled.charged_ucr, settled.price_book_version, settled.customer_charged_uai)
         await self._deliver(f.request_id, natsx.usage_subject(f.key.partner_id, f.key.id), event.SerializeToString())
 
     async def _deliver(self, request_id: str, subject: str, payload: bytes) -> None:

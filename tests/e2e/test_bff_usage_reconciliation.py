@@ -1,0 +1,162 @@
+"""Reconciliation, through the whole stack on SQLite and PostgreSQL: after real requests
+through the proxy (the openai SDK), duplicated events and a BFF killed between its commit
+and its acks, the usage read model's cost of every request equals what the ledger
+posted for it (the key account's statement: ListTransfers, kind "post"), to the µcr, and
+the customer's AI credits equal the customer account's posts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from decimal import ROUND_FLOOR, Decimal
+
+import grpc
+
+from cg_devstack import Stack
+from cg_devstack.bff import BffClient
+from cglib import natsx
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from helpers import client, eventually
+from support.bff_usage import partner_with_billed_key
+
+CENTS = "1.25"
+
+
+def ledger_posts(stack: Stack, account: str) -> dict[str, int]:
+    """request id -> amount, of the posts that debited ``account`` (its statement)."""
+    posts: dict[str, int] = {}
+    with grpc.insecure_channel(stack.ledger_addr) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        token = ""
+        while True:
+            page = ledger.ListTransfers(
+                ledger_pb2.ListTransfersRequest(account=account, page_size=500, page_token=token), timeout=5
+            )
+            for t in page.transfers:
+                if t.kind == "post" and t.debit_account == account:
+                    assert t.request_id not in posts, f"two posts for {t.request_id}"
+                    posts[t.request_id] = t.amount
+            if not (token := page.next_page_token):
+                return posts
+
+
+def read_model(owner: BffClient, key_id: str) -> dict[str, dict]:
+    """request id -> row, every page of the request log for the key."""
+    rows: dict[str, dict] = {}
+    cursor = None
+    while True:
+        params = {"key_id": key_id, "limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = owner.ok("GET", "/partner/usage/requests", params=params)
+        for r in page["data"]:
+            assert r["request_id"] not in rows
+            rows[r["request_id"]] = r
+        if not (cursor := page["next_cursor"]):
+            return rows
+
+
+def call(stack: Stack, secret: str, model: str, n: int, stream: bool = False) -> None:
+    ai = client(stack, secret)
+    for i in range(n):
+        messages = [{"role": "user", "content": f"count to {i + 3}, please"}]
+        if stream:
+            chunks = ai.chat.completions.create(
+                model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+            for _ in chunks:
+                pass
+        else:
+            ai.chat.completions.create(model=model, messages=messages)
+
+
+async def _republish_without_dedup(url: str, subject: str) -> int:
+    """Every stored message of ``subject`` published again, without Nats-Msg-Id: stored
+    again, so the BFF's consumer gets each event a second time."""
+    nc = await natsx.connect(url, "test-duplicator")
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(subject, ordered_consumer=True)
+        payloads = []
+        while True:
+            try:
+                payloads.append((await sub.next_msg(timeout=1.0)).data)
+            except TimeoutError:
+                break
+        await sub.unsubscribe()
+        for data in payloads:
+            await js.publish(subject, data)
+        return len(payloads)
+    finally:
+        await nc.close()
+
+
+async def _consumer_drained(url: str) -> bool:
+    nc = await natsx.connect(url, "test-probe")
+    try:
+        info = await nc.jetstream().consumer_info(natsx.USAGE_STREAM, "bff-usage")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    finally:
+        await nc.close()
+
+
+def _if_len(d: dict, n: int) -> dict | None:
+    return d if len(d) == n else None
+
+
+def test_the_read_model_reconciles_with_the_ledger(stack: Stack) -> None:
+    k = partner_with_billed_key(stack, "recon", cents=CENTS)
+    owner, key_account = k.owner, f"key:{k.key_id}"
+
+    # one call: in the request log and the series within 2 s, at the ledger's exact cost
+    call(stack, k.secret, k.model, 1)
+    done = time.monotonic()
+    first = eventually(lambda: read_model(owner, k.key_id), timeout_s=2.0, what="the call in the request log")
+    elapsed = time.monotonic() - done
+    series = owner.ok("GET", "/partner/usage/series", params={"by": "key", "id": k.key_id})
+    assert elapsed < 2.0 and sum(p["requests"] for p in series["points"]) == 1
+    ((rid, row),) = first.items()
+    posts = eventually(lambda: ledger_posts(stack, key_account), what="the settlement")
+    assert posts == {rid: row["cost_ucr"]} and sum(p["cost_ucr"] for p in series["points"]) == row["cost_ucr"]
+
+    call(stack, k.secret, k.model, 5)
+    call(stack, k.secret, k.model, 3, stream=True)
+    eventually(lambda: len(read_model(owner, k.key_id)) == 9, what="nine requests in the read model")
+
+    # duplicates: every event of the key once more, as new stream messages
+    assert asyncio.run(_republish_without_dedup(stack.nats_url, natsx.usage_subject(k.partner_id, k.key_id))) == 9
+
+    # a BFF killed between its commit and its acks: the events it stored come back to it
+    stack.stop_service("bff")
+    call(stack, k.secret, k.model, 4)  # wait in the stream meanwhile
+    stack.config.env["bff"] = {"CG_CRASH_AT": "usage:after_commit"}
+    with contextlib.suppress(RuntimeError):  # it may die before it is ready
+        stack.start_service("bff")
+    crashed = stack.procs["bff"]
+    eventually(lambda: not crashed.running, what="the BFF to crash after its commit")
+    assert crashed.popen is not None and crashed.popen.returncode == 137, crashed.tail()
+    stack.config.env["bff"] = {}
+    stack.start_service("bff")
+
+    # the dead replica's unacknowledged events come back after the consumer's ack_wait (30 s)
+    eventually(lambda: asyncio.run(_consumer_drained(stack.nats_url)), timeout_s=60, what="every event acknowledged")
+    posts = eventually(lambda: _if_len(ledger_posts(stack, key_account), 13), what="13 settlements")
+    rows = read_model(owner, k.key_id)
+    assert len(rows) == 13
+    assert {rid: r["cost_ucr"] for rid, r in rows.items()} == posts  # request by request, to the µcr
+    total_ucr = sum(posts.values())
+
+    day = owner.ok("GET", "/partner/usage/series", params={"by": "key", "id": k.key_id, "granularity": "day"})
+    assert sum(p["cost_ucr"] for p in day["points"]) == total_ucr
+    assert sum(p["requests"] for p in day["points"]) == 13
+
+    # the customer's AI credits: the customer account's posts, and the revenue at 1.25 cents
+    customer_posts = ledger_posts(stack, f"customer:{k.customer_id}")
+    assert {rid: r["ai_credits_uai"] for rid, r in rows.items()} == customer_posts
+    uai = sum(customer_posts.values())
+    assert all(r["ai_credit_price_cents"] == CENTS for r in rows.values())
+    profit = owner.ok("GET", "/partner/usage/profit", params={"by": "key"})
+    (p,) = profit["rows"]
+    revenue = int((Decimal(uai) * Decimal(CENTS)).to_integral_value(ROUND_FLOOR))
+    assert (p["id"], p["requests"], p["ai_credits_uai"], p["cost_ucr"]) == (k.key_id, 13, uai, total_ucr)
+    assert (p["revenue_ucr"], p["margin_ucr"]) == (revenue, revenue - total_ucr)
+    owner.close()
