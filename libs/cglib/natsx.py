@@ -22,6 +22,11 @@ KEYS_SUBJECTS = ["keys.>"]
 # Partner balance changes, for the worker.
 LEDGER_STREAM = "LEDGER"
 LEDGER_SUBJECTS = ["ledger.>"]
+# Webhooks (creditgate.bff.v1): events the worker publishes, delivery jobs the BFF publishes.
+WEBHOOKS_STREAM = "WEBHOOKS"
+WEBHOOKS_SUBJECTS = ["webhooks.>"]
+WEBHOOK_EVENTS_FILTER = "webhooks.events.>"
+WEBHOOK_JOBS_FILTER = "webhooks.jobs.>"
 
 
 def usage_subject(partner_id: str, key_id: str) -> str:
@@ -34,6 +39,14 @@ def key_subject(partner_id: str, key_id: str) -> str:
 
 def balance_subject(partner_id: str) -> str:
     return f"ledger.balance.{partner_id}"
+
+
+def webhook_event_subject(partner_id: str) -> str:
+    return f"webhooks.events.{partner_id}"
+
+
+def webhook_job_subject(partner_id: str) -> str:
+    return f"webhooks.jobs.{partner_id}"
 
 
 async def connect(url: str, name: str) -> Client:
@@ -61,6 +74,10 @@ async def ensure_keys_stream(js: JetStreamContext) -> None:
 
 async def ensure_ledger_stream(js: JetStreamContext) -> None:
     await ensure_stream(js, LEDGER_STREAM, LEDGER_SUBJECTS)
+
+
+async def ensure_webhooks_stream(js: JetStreamContext) -> None:
+    await ensure_stream(js, WEBHOOKS_STREAM, WEBHOOKS_SUBJECTS)
 
 
 async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> None:

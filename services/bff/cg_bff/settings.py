@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cg_bff.webhooks.secretbox import parse_keys
 
 
 class Settings(BaseSettings):
@@ -44,3 +46,21 @@ class Settings(BaseSettings):
     ledger_admin_token: SecretStr = SecretStr("")
     rpc_timeout_s: float = 5.0
     log_level: str = "INFO"
+    # Identity: the shortest password accepted (a password equal to the email is refused too).
+    password_min_length: int = 12
+    # Webhooks: the token the worker must send on the internal gRPC port (its answers hold
+    # signing secrets; empty: none asked, so keep that port private).
+    internal_token: SecretStr = SecretStr("")
+    # Webhooks: the key ring that seals signing secrets in the database (comma-separated
+    # base64 keys of 32 bytes, the first seals; empty: kept unsealed, development only).
+    webhook_secret_keys: SecretStr = SecretStr("")
+    # Webhooks: endpoints a partner may register.
+    webhooks_max_endpoints: int = 20
+    # Webhooks: how long events, deliveries and their attempts are kept (0: for ever).
+    webhooks_retention_days: int = 30
+
+    @field_validator("webhook_secret_keys")
+    @classmethod
+    def _webhook_keys(cls, value: SecretStr) -> SecretStr:
+        parse_keys(value.get_secret_value())  # a wrong key stops the BFF at start, saying how to fix it
+        return value

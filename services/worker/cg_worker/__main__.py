@@ -12,11 +12,14 @@ from cg_worker.consumer import run_consumer
 from cg_worker.handlers import Handlers
 from cg_worker.rules import Rules
 from cg_worker.settings import Settings
+from cg_worker.webhook_delivery import Deliverer
+from cg_worker.webhook_events import WebhookEvents
 from cglib import natsx
 from cglib.grpc_client import insecure_channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
 from cglib.retry import Stopped, retrying
+from creditgate.bff.v1 import bff_pb2_grpc
 from creditgate.events.v1 import events_pb2 as epb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
@@ -30,20 +33,31 @@ async def main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
-    rules = Rules(
-        keys_pb2_grpc.KeysServiceStub(keys_channel),
-        ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
+    bff_channel = insecure_channel(settings.bff_addr)
+    keys, ledger = keys_pb2_grpc.KeysServiceStub(keys_channel), ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
+    webhooks = WebhookEvents(
+        keys,
+        ledger,
         settings.rpc_timeout_s,
+        settings.low_budget_percent,
+        settings.balance_low_credits,
         settings.deposit_line_credits,
     )
-    handlers = Handlers(rules)
+    rules = Rules(keys, ledger, settings.rpc_timeout_s, settings.deposit_line_credits, webhooks)
+    handlers = Handlers(rules, webhooks)
+    deliverer = Deliverer(settings, bff_pb2_grpc.WebhookServiceStub(bff_channel))
 
     async def connect() -> Client:
-        """NATS, with the three streams the worker consumes declared (idempotently)."""
+        """NATS, with the streams the worker consumes and publishes to declared (idempotently)."""
         nc = await natsx.connect(settings.nats_url, "worker")
         try:
             js = nc.jetstream()
-            for ensure in (natsx.ensure_usage_stream, natsx.ensure_ledger_stream, natsx.ensure_keys_stream):
+            for ensure in (
+                natsx.ensure_usage_stream,
+                natsx.ensure_ledger_stream,
+                natsx.ensure_keys_stream,
+                natsx.ensure_webhooks_stream,
+            ):
                 await ensure(js)
         except BaseException:
             await nc.close()
@@ -55,7 +69,9 @@ async def main(settings: Settings) -> None:
     except Stopped:
         await keys_channel.close()
         await ledger_channel.close()
+        await bff_channel.close()
         return
+    webhooks.attach(nc)
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     log.info("worker started", extra={"metrics_port": metrics_port})
     batch, ack_wait = settings.batch_size, settings.ack_wait_s
@@ -87,11 +103,14 @@ async def main(settings: Settings) -> None:
             run_consumer(
                 nc, natsx.KEYS_STREAM, "worker-keys", epb.KeyChanged, handlers.key_changes, stop, batch, ack_wait
             ),
+            deliverer.run(nc, stop),
         )
     finally:
         await nc.drain()
+        await deliverer.close()
         await keys_channel.close()
         await ledger_channel.close()
+        await bff_channel.close()
         log.info("worker stopped")
 
 

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from cg_worker.metrics import CHARGED
 from cg_worker.rules import DEPOSIT_LINE, Rules
+from cg_worker.webhook_events import WebhookEvents
 from creditgate.events.v1 import events_pb2 as epb
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 
@@ -34,8 +35,9 @@ def _word(name: Callable[[E], str], number: E, prefix: str) -> str:
 
 
 class Handlers:
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, webhooks: WebhookEvents | None = None) -> None:
         self.rules = rules
+        self.webhooks = webhooks  # partner.balance_low, key.* and customer_key.* (cg_worker.webhook_events)
 
     async def usage(self, events: list[epb.UsageEvent]) -> None:
         for e in events:
@@ -65,6 +67,8 @@ class Handlers:
     async def balances(self, events: list[epb.BalanceChanged]) -> None:
         for partner_id in dict.fromkeys(e.partner_id for e in events):
             await self.rules.check_deposit_line(partner_id)
+            if self.webhooks is not None:
+                await self.webhooks.balance(partner_id)
 
     async def key_changes(self, events: list[epb.KeyChanged]) -> None:
         partners = [e.partner_id for e in events if e.change in _DEPOSIT_LINE_CHANGES and e.suspension != DEPOSIT_LINE]
@@ -73,3 +77,5 @@ class Handlers:
         for e in events:
             if e.change in _KEY_CHANGES:
                 await self.rules.check_key(e.partner_id, e.key_id)
+        if self.webhooks is not None:
+            await self.webhooks.key_changes(events)

@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 
 from cg_worker.consumer import Transient
 from cg_worker.metrics import EXHAUSTED, SUSPENSIONS, TOPUPS
+from cg_worker.webhook_events import WebhookEvents
 from cglib.faults import crash_point
 from cglib.grpc_client import TRANSIENT
 from cglib.money import CREDITS_PER_USD, UCR_PER_CREDIT, UCR_PER_USD
@@ -55,11 +56,13 @@ class Rules:
         ledger: ledger_pb2_grpc.LedgerServiceAsyncStub,
         timeout_s: float,
         deposit_line_credits: int,
+        webhooks: WebhookEvents | None = None,
     ) -> None:
         self.keys = keys
         self.ledger = ledger
         self.timeout_s = timeout_s
         self.line_ucr = deposit_line_credits * UCR_PER_CREDIT
+        self.webhooks = webhooks  # key.low_budget and auto_topup.* (cg_worker.webhook_events)
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Message) -> Reply:
         try:
@@ -87,6 +90,8 @@ class Rules:
         below = topup.enabled and settled < Decimal(topup.threshold_usd) * UCR_PER_USD
         if below and await self._auto_top_up(actor, key, settled):
             return
+        if self.webhooks is not None and key.status == kpb.KEY_STATUS_ACTIVE:
+            await self.webhooks.low_budget(detail)
         if settled < detail.min_request_ucr and key.status == kpb.KEY_STATUS_ACTIVE:
             try:
                 await self._call(self.keys.MarkKeyExhausted, kpb.MarkKeyExhaustedRequest(actor=actor, key_id=key.id))
@@ -116,9 +121,13 @@ class Rules:
             if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 TOPUPS.labels("failed").inc()
                 log.warning("auto top-up refused", extra={"key_id": key.id, "reason": e.details()})
+                if self.webhooks is not None:
+                    await self.webhooks.auto_topup(key, False, credits, settled_remaining_ucr, e.details() or "")
                 return False  # recorded on the key by the keys service
             raise
         crash_point("topup:after_ledger")
+        if self.webhooks is not None:  # this crossing's top-up is made (by this call or an earlier one)
+            await self.webhooks.auto_topup(key, True, credits, settled_remaining_ucr)
         if out.replayed:  # another replica (or an earlier delivery) made this crossing's top-up
             TOPUPS.labels("replayed").inc()
             return True

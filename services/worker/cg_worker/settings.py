@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,3 +23,30 @@ class Settings(BaseSettings):
     # Below this many available credits, a partner's customer-created keys are suspended.
     deposit_line_credits: int = 1_000
     log_level: str = "INFO"
+    # -- webhooks (cg_worker.webhook_events, cg_worker.webhook_delivery) ------------------
+    # The BFF's internal gRPC service (delivery claims, attempt reports) and its token
+    # (the BFF's CG_BFF_INTERNAL_TOKEN; empty when it asks none).
+    bff_addr: str = "127.0.0.1:50053"
+    bff_token: SecretStr = SecretStr("")
+    # Deliver to loopback / private / link-local addresses too, over http as well
+    # (development only: the devstack and the tests point webhooks at local servers).
+    webhooks_allow_private: bool = False
+    # One attempt's HTTP timeout (the whole request: connect, send, first bytes of the answer).
+    webhook_timeout_s: float = 10.0
+    # Attempts before a delivery is dead-lettered, and the exponential backoff between them:
+    # first delay, then x factor, at most max (with 10% jitter): 10 s, 40 s, 160 s, ~11 min,
+    # ~43 min, 2 h, 2 h: 8 attempts over about 5 hours.
+    webhook_max_attempts: int = 8
+    webhook_retry_first_s: float = 10.0
+    webhook_retry_factor: float = 4.0
+    webhook_retry_max_s: float = 7200.0
+    # Deliveries attempted at once by this replica.
+    webhook_concurrency: int = 32
+    # Deliveries waiting for a retry at once (the job consumer's max_ack_pending): past it,
+    # new jobs wait until some retries end.
+    webhook_max_waiting: int = 50_000
+    # key.low_budget: a partner key's settled remaining budget below this share of its funded total.
+    low_budget_percent: int = 10
+    # partner.balance_low: a partner's settled balance below this many credits (twice the
+    # deposit line by default: the warning comes before customer keys are suspended).
+    balance_low_credits: int = 2_000
