@@ -120,6 +120,9 @@ def test_an_endpoint_is_made_with_a_secret_shown_once_and_kept_sealed(bff):
     again = create(bff, key="create-1", description="billing")
     assert again.status_code == 200 and again.json()["secret"] is None and again.json()["replayed"] is True
     assert again.json()["endpoint"]["id"] == ep["id"]
+    # the same key for another request is refused, and makes nothing
+    other = create(bff, key="create-1", description="something else")
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
     # reads never show it
     assert "secret" not in call(bff, "a-viewer", "GET", f"/{ep['id']}").json()
     assert [e["id"] for e in call(bff, "a-read-token", "GET", "").json()["data"]] == [ep["id"]]
@@ -196,8 +199,11 @@ def test_rotation_shows_a_new_secret_once_and_keeps_the_old_one_signing_for_a_wh
     second = r.json()["secret"]
     assert second.startswith("whsec_") and second != first
     assert r.json()["endpoint"]["previous_secret_expires_at"] is not None
-    replay = call(bff, "a-owner", "POST", f"/{ep['id']}/rotate-secret", headers={"Idempotency-Key": "rot-1"})
+    replay = call(bff, "a-owner", "POST", f"/{ep['id']}/rotate-secret", json={"keep_previous_s": 3600},
+                  headers={"Idempotency-Key": "rot-1"})  # fmt: skip
     assert replay.json()["secret"] is None and replay.json()["replayed"] is True
+    reused = call(bff, "a-owner", "POST", f"/{ep['id']}/rotate-secret", headers={"Idempotency-Key": "rot-1"})
+    assert reused.status_code == 409 and reused.json()["error"]["code"] == "idempotency_key_reused"
     r = call(bff, "a-owner", "POST", f"/{ep['id']}/rotate-secret", json={"keep_previous_s": 0},
              headers={"Idempotency-Key": "rot-2"})  # fmt: skip
     assert r.json()["secret"] not in (first, second) and r.json()["endpoint"]["previous_secret_expires_at"] is None

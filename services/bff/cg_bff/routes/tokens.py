@@ -42,8 +42,9 @@ async def list_tokens(
 
 @router.post("", response_model=TokenCreated, status_code=201)
 async def create_token(body: TokenCreate, principal: PartnerManager, request: Request) -> TokenCreated:
-    """Makes a token with scope ``read`` (GET routes only) or ``write`` (what an admin user
-    may do, but manage users and tokens). Its ``secret`` is shown this once."""
+    """Makes a token with scope ``read`` (reads only: GET routes, and the quote and the
+    billing preview, which move nothing) or ``write`` (what an admin user may do, but
+    manage users and tokens). Its ``secret`` is shown this once."""
     name = body.name.strip()
     if not name:
         raise errors.invalid("A token needs a name.", {"name": "not only spaces"})

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from cg_bff import errors
 from cg_bff.principal import PartnerReader, PartnerWriter
 from cg_bff.requests import Cursor, IdempotencyKey, Limit, Page, decode_cursor, encode_cursor
+from cg_bff.tenant.idempotency import idempotent
 from cg_bff.webhooks import service
 from cg_bff.webhooks.schemas import (
     DeliveryStateName,
@@ -93,15 +94,13 @@ async def create_endpoint(
     """Registers an endpoint for the event types named. Its signing secret (``whsec_...``)
     is in this answer only; a retry with the same Idempotency-Key answers the same
     endpoint (200, ``replayed``) without it."""
-    with _api_errors():
-        made = await _hooks(request).create(
-            principal.partner_id or "",
-            idempotency_key,
-            body.url,
-            body.description,
-            list(body.event_types),
-            body.enabled,
-        )
+    partner_id = principal.partner_id or ""
+    scope = f"partner:{partner_id}"  # the same key with another body: 409 idempotency_key_reused
+    async with idempotent(request.app.state.bff, scope, idempotency_key, "webhook.create", {}, body):
+        with _api_errors():
+            made = await _hooks(request).create(
+                partner_id, idempotency_key, body.url, body.description, list(body.event_types), body.enabled
+            )
     if made.secret is None:
         response.status_code = 200
     return WebhookEndpointCreated(
@@ -150,8 +149,11 @@ async def rotate_secret(
     """A new signing secret, shown this once; the current one keeps signing beside it for
     ``keep_previous_s`` (a retry with the same Idempotency-Key rotates nothing: ``replayed``)."""
     keep_s = (body or WebhookSecretRotate()).keep_previous_s
-    with _api_errors():
-        made = await _hooks(request).rotate(principal.partner_id or "", endpoint_id, idempotency_key, keep_s)
+    partner_id = principal.partner_id or ""
+    ids = {"endpoint_id": endpoint_id}
+    async with idempotent(request.app.state.bff, f"partner:{partner_id}", idempotency_key, "webhook.rotate", ids, body):
+        with _api_errors():
+            made = await _hooks(request).rotate(partner_id, endpoint_id, idempotency_key, keep_s)
     return WebhookEndpointCreated(
         endpoint=WebhookEndpointPublic.of(made.endpoint, now_ms()), secret=made.secret, replayed=made.secret is None
     )
