@@ -112,7 +112,7 @@ async def _one_round(
     """Fetch one batch, handle it, acknowledge it."""
     try:
         msgs = await natsx.fetch_batch(sub, batch, timeout=1, linger_s=linger_s)
-    except nats.errors.TimeoutError:
+    except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when a fetch finds nothing
         return
     except nats.errors.Error as e:
         log.warning("fetch failed", extra={"stream": stream, "error": repr(e)})
