@@ -3,3 +3,4 @@
 -- service creates its tables itself (Alembic at start-up).
 CREATE DATABASE keys;
 CREATE DATABASE ledger;
+CREATE DATABASE bff;

@@ -1,14 +1,17 @@
 """The deploy files, checked offline (no container engine here).
 
 docker-compose.yml against the compose-spec schema, then against the code: build
-targets exist in deploy/Dockerfile and run importable modules, every CG_* variable is a
-real Settings field of its service, and the ports in addresses, URLs, health checks
-and published ports agree with the ports the services listen on. Last, the health
-check CLI the images use, against real servers started here.
+targets exist in deploy/Dockerfile, run importable modules and expose the ports their
+service listens on, every CG_* variable is a real Settings field of its service, secrets
+come from the shell (compose interpolation, done here as compose does it) and never from
+the file, and the ports in addresses, URLs, health checks and published ports agree with
+the ports the services listen on. Last, the health check CLI the images use, against real
+servers started here.
 """
 
 from __future__ import annotations
 
+import base64
 import http.server
 import importlib
 import importlib.util
@@ -21,7 +24,7 @@ import sys
 import sysconfig
 import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,8 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -49,6 +53,55 @@ APPS = {
 }
 NATS_CLIENT_PORT = 4222  # nats-server default; the compose command does not change it
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# The Settings field of a service's gRPC port, where it is not `port` (an `*_ADDR` names it).
+GRPC_PORT_FIELD = {"bff": "grpc_port"}
+# The services that own a PostgreSQL database (compose service -> database name).
+DATABASES = {"keys": "keys", "ledger": "ledger", "bff": "bff"}
+
+# What `docker compose` would find in the shell for the file's ${...} variables: test
+# values (the file itself holds no secret).
+COMPOSE_VARS = {
+    "CREDITGATE_INTERNAL_TOKEN": "test-internal-token-0123456789",
+    "CREDITGATE_WEBHOOK_SECRET_KEYS": base64.b64encode(bytes(range(32))).decode(),
+    "CREDITGATE_ADMIN_PASSWORD": "a test admin password",
+    "CREDITGATE_LEDGER_ADMIN_TOKEN": "test-ledger-admin-token",
+}
+# Settings without which the stack must not start (compose's `${NAME:?message}`)...
+REQUIRED = {
+    ("bff", "CG_BFF_INTERNAL_TOKEN"),
+    ("worker", "CG_WORKER_BFF_TOKEN"),
+    ("bff", "CG_BFF_WEBHOOK_SECRET_KEYS"),
+    ("bff", "CG_BFF_BOOTSTRAP_ADMIN_PASSWORD"),
+}
+# ...and secrets two services must agree on: one shell variable feeds both.
+SHARED_SECRETS = [
+    (("bff", "CG_BFF_INTERNAL_TOKEN"), ("worker", "CG_WORKER_BFF_TOKEN")),
+    (("ledger", "CG_LEDGER_ADMIN_TOKEN"), ("bff", "CG_BFF_LEDGER_ADMIN_TOKEN")),
+]
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    """A `${NAME:?message}` whose variable is unset or empty: compose refuses to start."""
+
+
+def interpolate(value: str, variables: Mapping[str, str]) -> str:
+    """Compose's interpolation: `${NAME}`, `${NAME:-default}` / `${NAME-default}` (unset or
+    empty / unset), `${NAME:?message}` / `${NAME?message}` (the same, required); `$$` is `$`."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        found = variables.get(name)
+        missing = not found if op.startswith(":") else found is None
+        if op.endswith("?") and missing:
+            raise MissingVariable(f"{name}: {arg}")
+        if op.endswith("-") and missing:
+            return arg
+        return found or ""
+
+    parts = [INTERPOLATION.sub(one, part) for part in value.split("$$")]
+    assert not any("$" in part for part in parts), f"an interpolation this test does not know: {value}"
+    return "$".join(parts)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -64,15 +117,23 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def settings_class(service: str) -> type:
-    return importlib.import_module(APPS[service][1]).Settings
+def settings_class(service: str) -> type[BaseSettings]:
+    cls = importlib.import_module(APPS[service][1]).Settings
+    assert issubclass(cls, BaseSettings), service
+    return cls
 
 
-def env_of(svc: dict[str, Any]) -> dict[str, str]:
+def raw_env_of(svc: dict[str, Any]) -> dict[str, str]:
+    """The environment as written in the file (${...} not interpolated)."""
     env = svc.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: str(v) for k, v in env.items()}
+
+
+def env_of(svc: dict[str, Any], variables: Mapping[str, str] = COMPOSE_VARS) -> dict[str, str]:
+    """The environment the container gets, with the shell's ``variables``."""
+    return {k: interpolate(v, variables) for k, v in raw_env_of(svc).items()}
 
 
 def prefix_of(service: str) -> str:
@@ -242,6 +303,18 @@ def test_build_targets_exist_and_run_importable_modules(services: dict[str, dict
         assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no __main__"
 
 
+def test_dockerfile_exposes_the_listening_ports(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = dockerfile_stages()
+    for name in APPS:
+        lines = stages[services[name]["build"]["target"]]["lines"]
+        exposed = {
+            int(p.split("/")[0]) for line in lines if line.upper().startswith("EXPOSE ") for p in line.split()[1:]
+        }
+        assert exposed == set(listen_ports(name, services, monkeypatch).values()), name
+
+
 # -- environment vs Settings -------------------------------------------------------------
 
 
@@ -266,6 +339,38 @@ def test_env_vars_are_settings_fields(services: dict[str, dict[str, Any]], monke
         effective_settings(name, services[name], monkeypatch)
 
 
+def test_secrets_come_from_the_shell(services: dict[str, dict[str, Any]]) -> None:
+    """Every secret setting (a ``SecretStr`` field) is a ${...} of the shell, never written
+    in the file; two services that must agree on one get it from the same variable; and
+    without the required ones compose refuses to start, rather than run with none."""
+    written: dict[tuple[str, str], re.Match[str]] = {}
+    for name in APPS:
+        cls, prefix = settings_class(name), prefix_of(name)
+        delimiter = cls.model_config.get("env_nested_delimiter") or None
+        for var, value in raw_env_of(services[name]).items():
+            model: Any = cls
+            for part in var[len(prefix) :].lower().split(delimiter):  # down nested settings
+                annotation = model.model_fields[part].annotation
+                model = annotation
+            if annotation is SecretStr:
+                m = INTERPOLATION.fullmatch(value)
+                assert m, f"{name}: {var} is a secret written in the file"
+                written[(name, var)] = m
+    assert set(written) >= REQUIRED, REQUIRED - set(written)
+    for one, other in SHARED_SECRETS:
+        assert one in written and other in written, (one, other)
+        assert written[one].group(1, 2) == written[other].group(1, 2), f"{one} and {other} may differ"
+
+    refused = set()
+    for name in APPS:
+        for var, value in raw_env_of(services[name]).items():
+            try:
+                interpolate(value, {})
+            except MissingVariable:
+                refused.add((name, var))
+    assert refused == REQUIRED
+
+
 # -- ports ---------------------------------------------------------------------------------
 
 
@@ -286,7 +391,8 @@ def test_addresses_and_urls_point_at_listening_ports(
             if host in services:
                 ports = listen_ports(host, services, monkeypatch)
                 if var.endswith("_ADDR") or value.startswith("nats://"):
-                    assert port == ports["port"], f"{name}: {var}={value}, {host} listens on {ports['port']}"
+                    want = ports[GRPC_PORT_FIELD.get(host, "port")]
+                    assert port == want, f"{name}: {var}={value}, {host} listens on {want}"
                 else:
                     assert port in ports.values(), f"{name}: {var}={value}, {host} listens on {ports}"
             elif host in LOCAL_HOSTS:
@@ -297,16 +403,19 @@ def test_addresses_and_urls_point_at_listening_ports(
             else:
                 pytest.fail(f"{name}: {var}={value}: unknown host {host!r}")
 
-    for name, db in (("keys", "keys"), ("ledger", "ledger")):
+    pg = env_of(services["postgres"])
+    for name, db in DATABASES.items():
         url = urlsplit(env_of(services[name])[f"{prefix_of(name)}DATABASE_URL"])
-        pg = env_of(services["postgres"])
+        assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432), name
         assert (url.username, url.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
         assert url.path == f"/{db}"
     init_mounts = [v for v in services["postgres"]["volumes"] if "/docker-entrypoint-initdb.d/" in v]
     assert len(init_mounts) == 1
     init_sql = (ROOT / init_mounts[0].split(":")[0]).read_text()
-    for db in ("keys", "ledger"):
-        assert re.search(rf"CREATE DATABASE {db}\b", init_sql), db
+    created = re.findall(r"CREATE DATABASE (\w+);", init_sql)
+    assert sorted(created) == sorted(DATABASES.values())
+    # postgres is healthy once the init script is through: the probe names its last database
+    assert services["postgres"]["healthcheck"]["test"][-1] == created[-1]
 
 
 def test_published_ports(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
