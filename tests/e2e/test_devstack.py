@@ -1,9 +1,13 @@
 """``make run`` (``python -m cg_devstack``) as a user runs it: killed outright, its
-services die with it; started again at once, it finds its ports free."""
+services die with it; started again at once, it finds its ports free. It seeds the demo
+partner's owner and a demo customer's user (who sees AI Gateway) and prints how they sign
+in; a second run on the same var/ prints the same users, whose passwords still work, and
+makes no second one."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from cg_devstack.bff import BffClient
 from cg_devstack.procs import port_is_free
+from cg_devstack.seed import Seeder
 from cg_devstack.stack import DEFAULT_PORTS
+from creditgate.keys.v1 import keys_pb2
 
 BANNER = "Creditgate is running"
+SIGN_IN = re.compile(r"^\s+(partner owner|customer user|platform admin)\s+(\S+) / (\S+)\s*$", re.MULTILINE)
 
 
 def free_offset() -> int:
@@ -81,6 +89,44 @@ class Run:
         self.out.close()
 
 
+def printed_users(run: Run) -> dict[str, tuple[str, str]]:
+    """The demo sign-ins the banner prints: who -> (email, password)."""
+    text = run.log.read_text(errors="replace")
+    found = {who: (email, password) for who, email, password in SIGN_IN.findall(text)}
+    assert set(found) == {"partner owner", "customer user", "platform admin"}, text[-3000:]
+    return found
+
+
+def check_demo_users(offset: int, users: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The demo owner and customer user sign in; the customer sees AI Gateway (self-service,
+    AI credits and its menu all on). Answers (partner id, customer id)."""
+    bff_url = f"http://127.0.0.1:{DEFAULT_PORTS['bff'] + offset}"
+    with BffClient(bff_url).sign_in(*users["partner owner"]) as owner:
+        assert owner.user["kind"] == "partner" and owner.user["role"] == "owner"
+        partner_id = owner.user["partner_id"]
+    with BffClient(bff_url).sign_in(*users["customer user"]) as customer:
+        assert customer.user["kind"] == "customer" and customer.user["partner_id"] == partner_id
+        customer_id = customer.user["customer_id"]
+    seeder = Seeder(f"127.0.0.1:{DEFAULT_PORTS['keys'] + offset}", f"127.0.0.1:{DEFAULT_PORTS['ledger'] + offset}")
+    try:
+        actor = keys_pb2.Actor(partner_id=partner_id)
+        shown = seeder.keys.GetCustomer(keys_pb2.GetCustomerRequest(actor=actor, customer_id=customer_id), timeout=5)
+        assert shown.ai_gateway_visible, shown
+    finally:
+        seeder.close()
+    return partner_id, customer_id
+
+
+def check_same_demo_users(offset: int, users: dict[str, tuple[str, str]], partner_id: str, customer_id: str) -> None:
+    """A second run kept them: one owner, the same customer user."""
+    bff_url = f"http://127.0.0.1:{DEFAULT_PORTS['bff'] + offset}"
+    with BffClient(bff_url).sign_in(*users["platform admin"]) as admin:
+        team = admin.ok("GET", f"/admin/partners/{partner_id}/users")["data"]
+        assert [u["email"] for u in team] == [users["partner owner"][0]]
+    with BffClient(bff_url).sign_in(*users["customer user"]) as customer:
+        assert customer.user["customer_id"] == customer_id
+
+
 @pytest.fixture
 def workdir(tmp_path):
     yield tmp_path
@@ -91,6 +137,8 @@ def test_killed_outright_its_services_die_and_a_new_run_starts_at_once(workdir):
     first = Run(workdir, offset)
     try:
         first.wait_banner()
+        users = printed_users(first)
+        partner_id, customer_id = check_demo_users(offset, users)
         services = children_of(first.proc.pid)
         assert len(services) >= 7, services  # nats, keys, ledger, mock, proxy, worker, bff
         first.proc.kill()  # SIGKILL: no chance to stop anything itself
@@ -105,6 +153,8 @@ def test_killed_outright_its_services_die_and_a_new_run_starts_at_once(workdir):
     second = Run(workdir, offset)  # at once: the killed run's ports must be usable again
     try:
         second.wait_banner()
+        assert printed_users(second) == users
+        check_same_demo_users(offset, users, partner_id, customer_id)
         env = {**os.environ, "CG_DEVSTACK_PORT_OFFSET": str(offset)}
         for tool in ("cg_devstack.audit", "cg_devstack.balance"):  # the helpers the README names
             done = subprocess.run(

@@ -410,6 +410,7 @@ def test_lifecycle_changes_are_published(stack, keys, ledger):
             got.append(events_pb2.KeyChanged.FromString(msg.data))
 
         sub = await nc.subscribe(f"keys.{made.key.partner_id}.{made.key.id}", cb=on_event)
+        await nc.flush()  # the server has the subscription before anything is published
         await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: keys.RegenerateKey(
