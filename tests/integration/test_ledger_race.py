@@ -298,7 +298,9 @@ def test_500_concurrent_reservations_on_100_credits_exactly_100_succeed(replicas
     assert outcomes == {"ok": 100, "failed_precondition": 400}, f"{outcomes} in {elapsed:.1f}s"
     ok = [r for r in results if r["r"] == "ok"]
     assert all(r["held"] == CREDIT and not r["replayed"] for r in ok), ok[:5]
-    assert {r["replica"] for r in ok} == {0, 1}, "both replicas should have granted some of the holds"
+    # Both replicas answered (which one wins the 100 holds is the scheduler's business: on a
+    # loaded machine one replica can take them all, and the sums above must hold either way).
+    assert {r["replica"] for r in results} == {0, 1}, "both replicas should have answered"
     # The barrier worked: every process was still waiting on calls when the last one started.
     windows = [
         (min(r["t0"] for r in results if r["pid"] == pid), max(r["t1"] for r in results if r["pid"] == pid))
