@@ -20,7 +20,7 @@ two mixed. Each cell is one of:
   like none.
 
 The refused cells run first, and nothing moved: both partners' balances, keys,
-customers, people, invites, tokens and webhooks read the same before and after. The
+customers, people, invites, tokens, webhooks and branding read the same before and after. The
 allowed cells run next; those that destroy (revoke, regenerate, suspend, resume, delete)
 act on throwaway objects made for the cell; accepting an invite (a throwaway one) signs in a copy of the
 caller's client. Those that replace or end the caller's session run after all others,
@@ -151,6 +151,7 @@ SELF_SERVICE = {
     "default_profit_multiplier": "1.7",
     "ai_credit_price_cents": "2",
 }
+BRANDING = {"display_name": "{name}", "logo_url": "https://cdn.example.com/logo.png", "primary_color": "#0b5cad"}
 
 Route = tuple[str, str]  # (METHOD, path under /api/v1)
 ROUTES: dict[Route, Rule] = {
@@ -187,6 +188,8 @@ ROUTES: dict[Route, Rule] = {
     ("POST", "/customer/keys"): Rule(CUSTOMERS, body={"name": "{name}", "allowed_models": MODELS}),
     ("POST", "/customer/keys/{key_id}/revoke"): Rule(CUSTOMERS, OWN_KEY, fresh=OWN_KEY),
     ("GET", "/customer/balance"): Rule(CUSTOMERS),
+    ("GET", "/customer/models"): Rule(CUSTOMERS),
+    ("GET", "/customer/branding"): Rule(CUSTOMERS),  # its own partner's: no id to name another
     ("GET", "/customer/usage/series"): Rule(CUSTOMERS, OWN_KEY, query={"key_id": "{key_id}"}),
     ("GET", "/customer/usage/requests"): Rule(CUSTOMERS, OWN_KEY, query={"key_id": "{key_id}"}),
     ("GET", "/events"): Rule(TENANTS, stream=True),
@@ -198,6 +201,8 @@ ROUTES: dict[Route, Rule] = {
     ),
     ("GET", "/partner/self-service"): Rule(READERS),
     ("PUT", "/partner/self-service"): Rule(WRITERS, body=SELF_SERVICE),
+    ("GET", "/partner/branding"): Rule(READERS),
+    ("PUT", "/partner/branding"): Rule(WRITERS, body=BRANDING),
     ("GET", "/partner/statement"): Rule(READERS),
     # its customers
     ("GET", "/partner/customers"): Rule(READERS),
@@ -618,6 +623,7 @@ def snapshot(world: World) -> dict[str, Any]:
                 for t in _all(owner, "/partner/tokens", include_revoked=True)
             ],
             "webhooks": endpoints,
+            "branding": owner.ok("GET", "/partner/branding"),
             "deliveries": {e["id"]: _all(owner, f"/partner/webhooks/{e['id']}/deliveries") for e in endpoints},
         }
     return seen

@@ -337,7 +337,11 @@ REAL_VALUES: dict[str, st.SearchStrategy[Any]] = {
         ),
         DECIMAL,
     ),
-    **dict.fromkeys(("name", "description", "memo", "note", "payment_reference"), TEXT),
+    **dict.fromkeys(("name", "description", "memo", "note", "payment_reference", "display_name"), TEXT),
+    "logo_url": st.sampled_from(
+        ["https://cdn.example.com/logo.png", "data:image/png;base64,iVBORw0KGgo=", "http://example.com/x.png"]
+    ),
+    **dict.fromkeys(("primary_color", "accent_color"), st.from_regex(r"#[0-9a-fA-F]{6}", fullmatch=True)),
     "email": st.from_regex(r"[a-z]{1,12}", fullmatch=True).map(lambda s: f"{s}@example.com"),
     "url": st.sampled_from(["http://127.0.0.1:9/hook", "http://localhost:9/hook"]),
     "tier": st.sampled_from(["starter", "growth", "enterprise"]),

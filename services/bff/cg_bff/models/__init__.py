@@ -2,7 +2,9 @@
 
 - ``identity``: users, sessions, management API tokens, invites, sign-in attempts;
 - ``usage``: the usage read model (the request log and hourly aggregates);
-- ``webhooks``: partners' webhook endpoints and the deliveries made to them.
+- ``webhooks``: partners' webhook endpoints and the deliveries made to them;
+- ``tenant``: what each Idempotency-Key was first used for;
+- ``branding``: a partner's white-label name, logo and colours.
 
 Importing this package imports every module, so ``SQLModel.metadata`` knows every table.
 """

@@ -1,6 +1,6 @@
 """A customer's own API (``CustomerUser``: a customer's signed-in user; the partner's
-users and tokens get 403): who it is and whether AI Gateway is shown to it, its own
-pay-as-you-go keys, its AI-credit balance. (Its usage is in ``routes/usage``.)
+users and tokens get 403): who it is and whether AI Gateway is shown to it, the models
+its keys may call, its own pay-as-you-go keys, its AI-credit balance. (Its usage is in ``routes/usage``.)
 
 Everything acts as the principal's customer (keys' ``Actor`` with both ids): another
 customer's key is a 404.
@@ -17,6 +17,7 @@ from cg_bff.schemas.common import PathId
 from cg_bff.schemas.customers import CustomerBalancePublic, CustomerKeyCreate, CustomerSelf
 from cg_bff.schemas.keys import KeyCreated, KeyDetailPublic, KeyPublic
 from cg_bff.schemas.money import AiCredits, Credits
+from cg_bff.schemas.partner import CatalogPublic
 from cg_bff.state import BffState
 from cg_bff.tenant import keys_of, state_of
 from cg_bff.tenant.idempotency import idempotent
@@ -49,8 +50,8 @@ async def _check_visible(state: BffState, principal: Principal) -> None:
 
 @router.get("", response_model=CustomerSelf)
 async def whoami(principal: CustomerUser, request: Request) -> CustomerSelf:
-    """The customer, and whether AI Gateway is shown to it: ``ai_gateway.missing`` names
-    each condition that keeps it hidden."""
+    """The customer, whether AI Gateway is shown to it (``ai_gateway.missing`` names each
+    condition that keeps it hidden), and the gateway's base URL for the OpenAI SDKs."""
     state = state_of(request)
     b = state.backends
     got = await b.call(
@@ -58,7 +59,16 @@ async def whoami(principal: CustomerUser, request: Request) -> CustomerSelf:
         pb.GetCustomerRequest(actor=principal.actor(), customer_id=principal.customer_id or ""),
         what="customer",
     )
-    return CustomerSelf.of(got)
+    return CustomerSelf.of(got, state.settings.proxy_public_url)
+
+
+@router.get("/models", response_model=CatalogPublic)
+async def list_models(principal: CustomerUser, request: Request) -> CatalogPublic:
+    """The models the customer's own keys may call (its partner's tier), grouped budget /
+    mid tier / premium, with list prices."""
+    state = state_of(request)
+    b = state.backends
+    return CatalogPublic.of(await b.call(keys_of(state).ListModels, pb.ListModelsRequest(actor=principal.actor())))
 
 
 @router.get("/keys", response_model=Page[KeyPublic])

@@ -54,7 +54,7 @@ DEPOSIT_UCR = KEY_DEPOSIT_CREDITS * UCR_PER_CREDIT
 @router.get("", response_model=PartnerPublic)
 async def get_partner(principal: PartnerReader, request: Request) -> PartnerPublic:
     """The partner's account: tier and fee, balance (credits and USD), what is reserved,
-    and what its keys' requests cost this month."""
+    what its keys' requests cost this month, and the gateway's base URL."""
     state = state_of(request)
     b, actor = state.backends, principal.actor()
     partner, listed = await asyncio.gather(
@@ -83,6 +83,7 @@ async def get_partner(principal: PartnerReader, request: Request) -> PartnerPubl
         month_started_at=month,
         self_service=SelfServicePublic.of(partner.self_service, DEPOSIT_UCR),
         created_at=at(partner.created_at_unix),
+        gateway_base_url=state.settings.proxy_public_url,
     )
 
 

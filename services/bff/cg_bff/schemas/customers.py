@@ -97,9 +97,13 @@ class CustomerSelf(BaseModel):
     ai_credits_enabled: bool
     api_access_enabled: bool
     ai_gateway: AiGatewayVisibility
+    gateway_base_url: str = Field(
+        description="The gateway's base URL, for the OpenAI SDKs' base_url.",
+        examples=["https://gateway.example.com/v1"],
+    )
 
     @classmethod
-    def of(cls, c: pb.Customer) -> CustomerSelf:
+    def of(cls, c: pb.Customer, gateway_base_url: str) -> CustomerSelf:
         return cls(
             id=c.id,
             name=c.name,
@@ -107,6 +111,7 @@ class CustomerSelf(BaseModel):
             ai_credits_enabled=c.ai_credits_enabled,
             api_access_enabled=c.api_access_enabled,
             ai_gateway=AiGatewayVisibility.of(c),
+            gateway_base_url=gateway_base_url,
         )
 
 

@@ -85,6 +85,10 @@ class PartnerPublic(BaseModel):
     month_started_at: datetime
     self_service: SelfServicePublic
     created_at: datetime | None
+    gateway_base_url: str = Field(
+        description="The gateway's base URL, for the OpenAI SDKs' base_url (the portal's quick start).",
+        examples=["https://gateway.example.com/v1"],
+    )
 
 
 class ModelPublic(BaseModel):
