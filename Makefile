@@ -49,20 +49,42 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
 
 protos: $(GEN)/.stamp  ## generate the gRPC code and its typed stubs into gen/ (never edited)
 
-# Starts nats-server, keys, ledger, proxy, worker, bff and the mock upstream; seeds a demo key.
-run: protos  ## the whole stack on this machine, with a demo key
+# Starts nats-server, keys, ledger, proxy, worker, bff (with the portal) and the mock upstream; seeds a demo key.
+run: protos portal  ## the whole stack on this machine, with a demo key
 	$(PY) -m cg_devstack
 
 # The PostgreSQL tests start a throwaway server from the local PostgreSQL 15 binaries
-# (or use CG_TEST_PG_DSN). On Debian as root this installs them when they are missing.
-system-deps:
-	@if [ -z "$$CG_TEST_PG_DSN" ] && [ ! -x "$(PG_BIN)/initdb" ]; then \
+# (or use CG_TEST_PG_DSN); the browser tests (tests/browser) drive Debian's Chromium
+# through Playwright (never `playwright install`). On Debian as root this installs
+# whichever is missing.
+system-deps:  ## as root on Debian: PostgreSQL 15 and Chromium for the tests, when missing
+	@missing=""; \
+	if [ -z "$$CG_TEST_PG_DSN" ] && [ ! -x "$(PG_BIN)/initdb" ]; then missing="postgresql-15"; fi; \
+	if [ ! -x /usr/bin/chromium ]; then missing="$$missing chromium fonts-liberation"; fi; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "The tests need PostgreSQL 15 server binaries in $(PG_BIN): apt-get install postgresql-15 (or set CG_TEST_PG_DSN)"; exit 1; \
+	    echo "The tests need: apt-get install --no-install-recommends$$missing (PostgreSQL: or set CG_TEST_PG_DSN)"; exit 1; \
 	  fi; \
 	fi
+
+# The portal (services/bff/portal), served by the bff at /: its npm packages from the
+# committed package-lock.json, then a type-checked Vite build into dist/. Each step runs
+# again only when its inputs are newer than its stamp.
+PORTAL_DIR   := services/bff/portal
+PORTAL_FILES := $(shell find $(PORTAL_DIR)/src -type f 2>/dev/null) \
+  $(addprefix $(PORTAL_DIR)/,index.html package.json tsconfig.json vite.config.ts)
+.PHONY: portal
+portal: $(PORTAL_DIR)/dist/.built  ## build the portal the bff serves at / (npm ci from the lock, tsc, vite build)
+
+$(PORTAL_DIR)/node_modules/.installed: $(PORTAL_DIR)/package-lock.json
+	cd $(PORTAL_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+$(PORTAL_DIR)/dist/.built: $(PORTAL_DIR)/node_modules/.installed $(PORTAL_FILES)
+	cd $(PORTAL_DIR) && npm run build
+	touch $@
 
 # The official openai npm package for the Node SDK check (tests/e2e/node), installed
 # from the committed lock file; again only when package-lock.json is newer than the stamp.
@@ -80,7 +102,7 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 # at once (13m50s for the suite on 2 cores, against ~25 min one at a time). PYTEST_ARGS=
 # (empty) runs it in one process.
 PYTEST_ARGS ?= -n 2 --dist loadscope
-test: protos system-deps node-deps  ## every test: unit, integration, end-to-end (SQLite and PostgreSQL)
+test: protos system-deps node-deps portal  ## every test: unit, integration, end-to-end (SQLite and PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove .venv, gen and var

@@ -5,8 +5,8 @@ to keys and the ledger (``Backends``), the authenticator, the NATS connection (m
 the background: the API serves without it), and starts the background jobs of
 ``cg_bff.background``. Routes are every module of ``cg_bff.routes`` (each has a
 ``router``), mounted under ``/api/v1``; the OpenAPI description is at
-``/api/v1/openapi.json``. Tests pass their own ``backends`` (or a database URL in the
-settings) and drive the app in-process.
+``/api/v1/openapi.json``; the portal (``cg_bff.portal``) is at ``/``. Tests pass their
+own ``backends`` (or a database URL in the settings) and drive the app in-process.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import logging
 import pkgutil
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from cg_bff import background, errors, routes
+from cg_bff import background, errors, portal, routes
 from cg_bff.backends import Backends
 from cg_bff.principal import Authenticator
 from cg_bff.settings import Settings
@@ -126,17 +125,11 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         app.include_router(router, prefix=API_PREFIX)
     metrics_route(app)
 
-    page = resources.files("cg_bff").joinpath("static/index.html").read_text()
-    page = page.replace("{{PROXY_URL}}", settings.proxy_public_url)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    portal.mount_portal(app, settings.portal_dir, settings.proxy_public_url)  # last: it catches other GETs
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -21,6 +23,9 @@ class Settings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     # What the portal's quick start shows developers as the gateway's base URL.
     proxy_public_url: str = "http://127.0.0.1:8080/v1"
+    # The built portal (`make portal`): index.html and assets/. Without index.html, / is a
+    # placeholder page that says to build it.
+    portal_dir: Path = Path(__file__).resolve().parents[1] / "portal" / "dist"
     # The public URL of the BFF itself (invite links); its scheme decides Secure cookies
     # unless cookie_secure says otherwise.
     public_url: str = "http://127.0.0.1:8090"

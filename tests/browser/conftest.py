@@ -1,0 +1,65 @@
+"""Browser tests: the portal in Debian's headless Chromium, driven by Playwright's sync API.
+
+Chromium is the system's (``make system-deps`` installs it); Playwright's own browser
+download is never used. Without ``/usr/bin/chromium`` these tests fail, they are not
+skipped. Screenshots go to ``CG_TEST_ARTIFACTS`` (default ``test-artifacts/`` at the
+repository's root)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+# MACHINE.md's flags: what a headless Chromium needs as root in a container, and no
+# background traffic of its own
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium; run `make system-deps` as root")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    out = Path(os.environ.get("CG_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class Shots:
+    """Numbered full-page screenshots of one test: ``<test>-NN-<name>.png``."""
+
+    def __init__(self, directory: Path, test: str) -> None:
+        self.directory, self.test, self.n = directory, re.sub(r"[^\w-]+", "_", test), 0
+
+    def __call__(self, page: Page, name: str) -> Path:
+        self.n += 1
+        path = self.directory / f"{self.test}-{self.n:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def shot(artifacts: Path, request: pytest.FixtureRequest) -> Shots:
+    return Shots(artifacts, request.node.name)
