@@ -3,7 +3,8 @@
 Chromium is the system's (``make system-deps`` installs it); Playwright's own browser
 download is never used. Without ``/usr/bin/chromium`` these tests fail, they are not
 skipped. Screenshots go to ``CG_TEST_ARTIFACTS`` (default ``test-artifacts/`` at the
-repository's root)."""
+repository's root). Every screenshotted state is also checked with axe-core (from npm,
+through the portal's package-lock.json): no serious or critical accessibility violation."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "services" / "bff" / "portal" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_FAILS_ON = ("serious", "critical")
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +50,26 @@ def artifacts() -> Path:
     return out
 
 
+def assert_accessible(page: Page, what: str) -> None:
+    """Runs axe-core on the page as it is now and fails on any serious or critical violation,
+    listing each rule, its help text and the selectors of the elements concerned."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: run `make portal` (npm ci installs axe-core from the lock)")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    violations = page.evaluate("axe.run(document, {resultTypes: ['violations']}).then(r => r.violations)")
+    bad = [v for v in violations if v.get("impact") in AXE_FAILS_ON]
+    if bad:
+        lines = [
+            f"- {v['id']} ({v['impact']}): {v['help']} — {', '.join(str(n['target']) for n in v['nodes'][:8])}"
+            for v in bad
+        ]
+        pytest.fail(f"{what}: {len(bad)} serious/critical accessibility violation(s)\n" + "\n".join(lines))
+
+
 class Shots:
-    """Numbered full-page screenshots of one test: ``<test>-NN-<name>.png``."""
+    """Numbered full-page screenshots of one test: ``<test>-NN-<name>.png``; each state
+    screenshotted is also checked with axe-core (``assert_accessible``)."""
 
     def __init__(self, directory: Path, test: str) -> None:
         self.directory, self.test, self.n = directory, re.sub(r"[^\w-]+", "_", test), 0
@@ -57,6 +78,7 @@ class Shots:
         self.n += 1
         path = self.directory / f"{self.test}-{self.n:02d}-{name}.png"
         page.screenshot(path=str(path), full_page=True)
+        assert_accessible(page, f"{self.test}: {name}")
         return path
 
 

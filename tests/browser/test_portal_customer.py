@@ -205,9 +205,14 @@ def test_customer_white_label_portal(stack: Stack, tenant: Tenant, context: Brow
     expect(dialog.locator("label", has_text=re.compile("budget", re.I))).to_have_count(0)  # no budget field
     expect(dialog).to_contain_text("there is no budget to set")
     expect(dialog.locator("input[inputmode=decimal], input[type=number]")).to_have_count(0)
+    balance = owner.ok("GET", "/partner")["balance"]["ucr"]
     dialog.locator("[data-create-submit]").click()  # no name: said next to the field, nothing made
     expect(dialog.locator('[data-field-error="own-key-name"]')).to_be_visible()
+    dialog.get_by_label("Key name").fill("   ")  # blank is no name either
+    dialog.locator("[data-create-submit]").click()
+    expect(dialog.locator('[data-field-error="own-key-name"]')).to_be_visible()
     assert owner.ok("GET", "/partner/keys")["data"] == []
+    assert owner.ok("GET", "/partner")["balance"]["ucr"] == balance  # no deposit held
     dialog.get_by_label("Key name").fill("Acme support bot")
     dialog.get_by_label("gpt-4o-mini").check()
     shot(page, "customer-create-key")

@@ -200,7 +200,17 @@ def test_partner_key_lifecycle_in_the_browser(stack: Stack, partner: Partner, co
     before = balance_ucr(page)
     key_row.get_by_role("button", name="Top Up").click()
     topup = page.locator('dialog[data-dialog="top-up"]')
+    budget_before = owner.ok("GET", f"/partner/keys/{key_id}")["budget"]["ucr"]
+    balance_before = owner.ok("GET", "/partner")["balance"]["ucr"]
+    for bad in ("12.5", "0"):  # bad amounts: said next to the field, nothing moves
+        topup.get_by_label("Credits to add").fill(bad)
+        topup.locator("[data-confirm]").click()
+        expect(topup.locator('[data-field-error="topup-amount"]')).to_be_visible()
+        expect(topup).to_be_visible()
+    assert owner.ok("GET", f"/partner/keys/{key_id}")["budget"]["ucr"] == budget_before
+    assert owner.ok("GET", "/partner")["balance"]["ucr"] == balance_before
     topup.get_by_label("Credits to add").fill("100")
+    expect(topup.locator('[data-field-error="topup-amount"]')).to_have_count(0)
     expect(topup.locator("[data-topup-total]")).to_contain_text("105 credits")
     shot(page, "top-up-confirm")
     topup.locator("[data-confirm]").click()

@@ -257,6 +257,11 @@ def test_usage_customers_api_and_webhooks(stack: Stack, world: World, receiver, 
     ss = page.locator("[data-self-service]")
     expect(ss.locator("[data-deposit-rule]")).to_contain_text("1,000 credits")
     expect(ss.locator("[data-deposit-rule]")).to_contain_text("suspended")
+    unchanged = owner.ok("GET", "/partner/self-service")
+    ss.get_by_label("Default profit multiplier").fill("0")  # the API's bound: said next to the field, nothing saved
+    ss.locator("[data-ss-save]").click()
+    expect(ss.locator('[data-field-error="ss-multiplier"]')).to_be_visible()
+    assert owner.ok("GET", "/partner/self-service") == unchanged
     ss.locator('[data-ss="enabled"]').check()
     ss.get_by_label("Default profit multiplier").fill("3")
     ss.get_by_label("AI credit → USD cents").fill("2")

@@ -26,8 +26,11 @@ export function CopyButton({ text, label = "Copy" }: { text: string; label?: str
     window.setTimeout(() => setState("idle"), 2000);
   };
   return (
-    <button type="button" class="button button-small" onClick={copy} aria-label={`${label} to clipboard`} data-copy>
+    // the name is the visible text plus " to clipboard" (not an aria-label that would
+    // hide "Copied" from it: the visible text must stay part of the accessible name)
+    <button type="button" class="button button-small" onClick={copy} data-copy>
       <span aria-live="polite">{state === "copied" ? "Copied" : state === "failed" ? "Copy failed" : label}</span>
+      <span class="visually-hidden"> to clipboard</span>
     </button>
   );
 }

@@ -6,7 +6,7 @@ import type { Key } from "../types";
 
 export function OwnKeysTable({ keys, onRevoke }: { keys: Key[]; onRevoke: (key: Key) => void }) {
   return (
-    <div class="table-scroll">
+    <div class="table-scroll" tabIndex={0}>
       <table class="keys own-keys">
         <thead>
           <tr>

@@ -272,7 +272,7 @@ export function CreateKeyDialog({ open, partner, catalog, customers, onCreated, 
                 {!form.models.length && <p class="muted">Choose models to see what the customer pays.</p>}
                 {previewError && <p class="field-error">{previewError}</p>}
                 {preview && (
-                  <div class="table-scroll">
+                  <div class="table-scroll" tabIndex={0}>
                     <table class="compact">
                       <caption>
                         For {formatDecimal(String(preview.sample_input_tokens), 0, 0)} input +{" "}

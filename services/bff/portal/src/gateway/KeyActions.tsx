@@ -96,7 +96,10 @@ export function KeyActionDialog({ target, onDone, onClose }: KeyActionProps) {
             type="text"
             inputMode="numeric"
             value={amount}
-            onInput={(e) => setAmount(e.currentTarget.value)}
+            onInput={(e) => {
+              setAmount(e.currentTarget.value);
+              setFields({}); // the message was about the amount that was there
+            }}
           />
         </Field>
         <p class="total" data-topup-total aria-live="polite">

@@ -74,7 +74,8 @@ export function QuickStart({ baseUrl, secret, model }: { baseUrl: string; secret
         ))}
       </div>
       <div role="tabpanel" id="qs-panel" aria-labelledby={`qs-tab-${lang}`} class="code-block">
-        <pre data-snippet={lang}>
+        {/* focusable: a long line scrolls sideways, and the keyboard must reach it */}
+        <pre data-snippet={lang} tabIndex={0}>
           <code>{code}</code>
         </pre>
         <CopyButton text={code} label={`Copy ${LABELS[lang]}`} />

@@ -96,7 +96,7 @@ function Partners() {
         ) : rows.length === 0 ? (
           <p class="empty">{q || status ? "No partner matches." : "No partners yet."}</p>
         ) : (
-          <div class="table-scroll">
+          <div class="table-scroll" tabIndex={0}>
             <table class="keys partners">
               <thead>
                 <tr>
@@ -227,7 +227,7 @@ function CatalogPage() {
       </div>
       <p class="hint">Read-only: the catalog is services/keys/cg_keys/catalog.yaml. Prices are USD per 1M tokens.</p>
       {catalog.categories.map((group) => (
-        <div class="table-scroll">
+        <div class="table-scroll" tabIndex={0}>
           <table class="compact catalog">
             <caption>{group.label}</caption>
             <thead>

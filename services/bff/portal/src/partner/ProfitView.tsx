@@ -104,7 +104,7 @@ export function ProfitView({ names, version }: { names: Record<ProfitBy, Record<
       ) : profit.rows.length === 0 ? (
         <p class="empty">No customer-billed usage in this period.</p>
       ) : (
-        <div class="table-scroll">
+        <div class="table-scroll" tabIndex={0}>
           <table class="compact profit">
             <thead>
               <tr>

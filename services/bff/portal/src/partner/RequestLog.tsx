@@ -147,7 +147,7 @@ export function RequestLog({ keys, customers, models, version }: RequestLogProps
       ) : rows.length === 0 ? (
         <p class="empty">No request matches. Requests made with your keys appear here as they happen.</p>
       ) : (
-        <div class="table-scroll">
+        <div class="table-scroll" tabIndex={0}>
           <table class="compact log">
             <thead>
               <tr>

@@ -120,7 +120,7 @@ export function Tokens({ canManage }: { canManage: boolean }) {
       ) : tokens.length === 0 ? (
         <p class="empty">No tokens.</p>
       ) : (
-        <div class="table-scroll">
+        <div class="table-scroll" tabIndex={0}>
           <table class="compact fixed">
             <thead>
               <tr>

@@ -185,7 +185,7 @@ function Deliveries({ endpoint, canWrite, version }: { endpoint: Endpoint; canWr
       ) : rows.length === 0 ? (
         <p class="empty">{onlyDead ? "No dead letters." : "No deliveries yet. Send a test event."}</p>
       ) : (
-        <div class="table-scroll">
+        <div class="table-scroll" tabIndex={0}>
           <table class="compact">
             <thead>
               <tr>
