@@ -5,7 +5,9 @@ appears in the request log and the spend chart without a reload; the profit row 
 customer shows the API's exact figures, and the key's runway is stated; the customer's
 switches are flipped and AI credits granted (the balance shown rises); the self-service
 settings are saved; a management API token is created (its secret shown once: not after
-a reload) and revoked; a webhook endpoint on a loopback receiver (the devstack allows
+a reload) and revoked; the customer portal's branding is set (a live preview of the
+customer's top bar; a refused logo URL is said next to its field and changes nothing; the
+customer then reads the saved branding; a viewer sees it read-only); a webhook endpoint on a loopback receiver (the devstack allows
 private targets) gets a test event, shown among its deliveries. Every page is a
 screenshot, at 1280 px and at 390 px, where nothing overflows."""
 
@@ -327,6 +329,74 @@ def test_usage_customers_api_and_webhooks(stack: Stack, world: World, receiver, 
     page.get_by_label("Show revoked").check()
     expect(token_row).to_have_attribute("data-revoked", "true")
     print(f"\npartner pages flow: {time.monotonic() - started:.1f}s")
+
+
+def test_customer_portal_branding(stack: Stack, world: World, context: BrowserContext, browser: Browser, shot):
+    owner = world.owner
+    partner_name = owner.ok("GET", "/partner")["name"]
+    page = context.new_page()
+    sign_in(page, stack, world.email)
+    go(page, stack, "Customers", "/partner/customers")
+    card = page.locator("[data-branding]")
+    preview = card.locator("[data-brand-preview]")
+    expect(card.locator("[data-brand-state]")).to_have_text("Default")
+    expect(preview.locator("[data-preview-name]")).to_have_text(partner_name)
+
+    # a name and colours: the preview follows as one types, by the customer portal's rules
+    card.get_by_label("Display name").fill("Northwind AI")
+    card.get_by_label("Primary colour", exact=True).fill("#0B7A3E")
+    card.locator('[data-brand-picker="accent_color"]').fill("#f59e0b")
+    expect(card.get_by_label("Accent colour", exact=True)).to_have_value("#f59e0b")
+    expect(preview.locator("[data-preview-name]")).to_have_text("Northwind AI")
+    expect(preview).to_have_attribute("data-preview-primary", "#0b7a3e")
+    expect(preview.locator(".topbar")).to_have_css("border-top-color", "rgb(11, 122, 62)")
+    expect(preview.locator(".preview-tab-current")).to_have_css("background-color", "rgb(245, 158, 11)")
+    expect(preview.locator(".preview-tab-current")).to_have_css("color", "rgb(0, 0, 0)")  # black reads on amber
+    card.locator("[data-brand-save]").click()
+    expect(card.locator("[data-brand-notice]")).to_contain_text("Saved")
+    expect(card.locator("[data-brand-state]")).to_have_text("Custom")
+    saved = owner.ok("GET", "/partner/branding")
+    assert (saved["display_name"], saved["custom_name"], saved["logo_url"]) == ("Northwind AI", True, None)
+    assert (saved["primary_color"], saved["accent_color"]) == ("#0b7a3e", "#f59e0b")
+    shot(page, "branding-saved")
+
+    # refused logos (http://, an SVG data URL): said next to the field, nothing changed
+    logo = card.get_by_label("Logo URL")
+    for bad in ("http://cdn.example.com/logo.png", "data:image/svg+xml;base64,PHN2Zz48L3N2Zz4="):
+        card.get_by_label("Display name").fill("Not saved")
+        logo.fill(bad)
+        card.locator("[data-brand-save]").click()
+        error = card.locator('[data-field-error="brand-logo"]')
+        expect(error).to_be_visible()
+        expect(logo).to_have_attribute("aria-invalid", "true")
+        assert "brand-logo-error" in (logo.get_attribute("aria-describedby") or "")
+        assert owner.ok("GET", "/partner/branding") == saved
+    expect(card.locator('[data-field-error="brand-logo"]')).to_contain_text("data:image")
+    expect(preview.locator("[data-preview-logo]")).to_have_count(0)  # never shown: not a logo the API takes
+    shot(page, "branding-refused-logo")
+
+    # the customer's portal reads what was saved
+    with bff.customer_user(stack, owner, world.customer["id"]) as customer:
+        seen = customer.ok("GET", "/customer/branding")
+    assert (seen["display_name"], seen["primary_color"], seen["accent_color"]) == ("Northwind AI", "#0b7a3e", "#f59e0b")
+
+    # a viewer sees the branding, read-only
+    viewer_email = bff.unique_email("viewer")
+    bff.partner_user(stack, world.partner_id, "viewer", via=owner, email=viewer_email).close()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(WAIT_MS)
+    try:
+        vpage = ctx.new_page()
+        sign_in(vpage, stack, viewer_email)
+        go(vpage, stack, "Customers", "/partner/customers")
+        vcard = vpage.locator("[data-branding]")
+        expect(vcard.get_by_label("Display name")).to_have_value("Northwind AI")
+        expect(vcard.get_by_label("Display name")).to_be_disabled()
+        expect(vcard.locator("[data-brand-save]")).to_have_count(0)
+        expect(vcard.locator("[data-brand-readonly]")).to_be_visible()
+        shot(vpage, "branding-viewer")
+    finally:
+        ctx.close()
 
 
 def test_partner_pages_at_phone_and_desktop_width(stack: Stack, world: World, browser: Browser, shot):

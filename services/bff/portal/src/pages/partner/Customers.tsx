@@ -1,7 +1,7 @@
 // The partner's Customers page: each customer's AI credit balance and its three switches
 // (AI credits, the AI Gateway menu, API access), whether it sees AI Gateway and why not,
 // granting AI credits (confirmed, one Idempotency-Key per dialog opening), adding a
-// customer; and the Customer Self-Service API Keys settings.
+// customer; the Customer Self-Service API Keys settings; and the customer portal's branding.
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, ApiError, newIdempotencyKey } from "../../api";
@@ -10,6 +10,7 @@ import { described, errorFor, Field } from "../../components/Field";
 import { Shell } from "../../components/Shell";
 import { formatDecimal } from "../../format";
 import { messageOf, partnerNav } from "../../partner/nav";
+import { BrandingCard } from "../../partner/BrandingCard";
 import { SelfServiceCard } from "../../partner/SelfServiceCard";
 import type { AiCreditGrant, CustomerFull, Missing } from "../../partner/types";
 import type { Page, Partner } from "../../types";
@@ -355,6 +356,7 @@ export function Customers({ signed, onSignOut, path }: PartnerPageProps) {
         )}
       </section>
       <SelfServiceCard canWrite={signed.canWrite} onSaved={reload} />
+      <BrandingCard canWrite={signed.canWrite} partnerName={partner?.name} />
       <GrantDialog
         customer={granting}
         onClose={() => setGranting(null)}
