@@ -33,8 +33,11 @@ AXE = ROOT / "services" / "bff" / "portal" / "node_modules" / "axe-core" / "axe.
 AXE_FAILS_ON = ("serious", "critical")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an event loop running in
+    # this thread while it is started, and the modules after this one (in the same xdist
+    # worker) call asyncio.run().
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium; run `make system-deps` as root")
     with sync_playwright() as p:
