@@ -99,8 +99,8 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 # pytest exits 5 when it collected no test; that fails here like any other non-zero exit.
 # Two workers (pytest-xdist), each test module whole in one of them with its stack: the
 # end-to-end tests mostly wait on processes and the network, so two cores run two modules
-# at once (13m50s for the suite on 2 cores, against ~25 min one at a time). PYTEST_ARGS=
-# (empty) runs it in one process.
+# at once (docs/benchmarks.md, "Test suite", has the figures). PYTEST_ARGS= (empty) runs
+# it in one process.
 PYTEST_ARGS ?= -n 2 --dist loadscope
 test: protos system-deps node-deps portal  ## every test: unit, integration, end-to-end (SQLite and PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
