@@ -234,7 +234,7 @@ def test_customer_white_label_portal(stack: Stack, tenant: Tenant, context: Brow
     )
     assert answer.choices[0].message.content
     expect(page.locator("[data-usage-totals]")).to_have_attribute("data-requests", "1", timeout=20_000)
-    expect(page.locator(f'[data-key-row="{key_id}"] [data-last-used]')).to_contain_text("Just now")
+    expect(page.locator(f'[data-key-row="{key_id}"] [data-last-used]')).to_contain_text("Just now", timeout=15_000)
     shot(page, "customer-after-a-request")
 
     # revoke, confirmed: says it cannot be undone; then the secret is refused

@@ -189,7 +189,7 @@ def test_partner_key_lifecycle_in_the_browser(stack: Stack, partner: Partner, co
     )
     cost = expected_cost_ucr("gpt-4o-mini", answer.usage.prompt_tokens, answer.usage.completion_tokens)
     expect(key_row.locator("[data-spent-ucr]")).to_have_attribute("data-spent-ucr", str(cost))
-    expect(key_row.locator("[data-last-used]")).to_contain_text("Just now")
+    expect(key_row.locator("[data-last-used]")).to_contain_text("Just now", timeout=15_000)
     key_row.get_by_role("button", name="Acme support bot").click()  # expand
     details = page.locator(f'[data-details="{key_id}"]')
     expect(details).to_contain_text("Acme Robotics")

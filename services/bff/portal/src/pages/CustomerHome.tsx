@@ -90,7 +90,7 @@ export function CustomerHome({ user, onSignOut }: { user: User; onSignOut: () =>
     const stop = followLive({
       onEvent: () => {
         timers.forEach((t) => window.clearTimeout(t));
-        timers = [window.setTimeout(reload, 400), window.setTimeout(reload, 2000)];
+        timers = [400, 2000, 4500, 8000].map((ms) => window.setTimeout(reload, ms));
       },
       onReload: reload,
     });

@@ -103,12 +103,13 @@ export function Gateway({ signed, onSignOut }: { signed: Signed; onSignOut: () =
   }, [search]);
 
   // live: a request or a balance movement refreshes what they change; a key event the table.
-  // keys records last-used and spend a moment after the usage event, so look again shortly.
+  // keys records last-used up to a couple of seconds after the usage event (it batches its
+  // writes), so look again shortly and once more a little later.
   useEffect(() => {
     let timers: number[] = [];
     const soon = (fn: () => void) => {
       timers.forEach((t) => window.clearTimeout(t));
-      timers = [window.setTimeout(fn, 300), window.setTimeout(fn, 1500)];
+      timers = [300, 1500, 4000, 8000].map((ms) => window.setTimeout(fn, ms));
     };
     const stop = followLive({
       onEvent: (event) => {
