@@ -42,7 +42,9 @@ Ctrl-C stops everything; `make run` again reuses var/ (the same demo key, users 
 def main() -> int:
     var = Path(os.environ.get("CG_DEVSTACK_VAR", "var"))
     offset = int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
-    stack = Stack(StackConfig(var_dir=var, fixed_ports=True, port_offset=offset, echo=sys.stdout))
+    # the proxy with one worker process per core, its own default
+    config = StackConfig(var_dir=var, fixed_ports=True, port_offset=offset, echo=sys.stdout, proxy_workers=0)
+    stack = Stack(config)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

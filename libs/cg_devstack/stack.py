@@ -63,6 +63,9 @@ class StackConfig:
     services: tuple[str, ...] = ORDER
     # Extra environment per service name, e.g. {"proxy": {"CG_PROXY_KEY_CACHE_TTL_S": "0"}}.
     env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The proxy's worker processes (CG_PROXY_WORKERS): one, so that the suite's many stacks
+    # share two cores; 0 for the proxy's own default, one per core (`make run`).
+    proxy_workers: int = 1
 
 
 class Stack:
@@ -211,7 +214,10 @@ class Stack:
                 "CG_PROXY_NATS_URL": self.nats_url,
                 "CG_PROXY_DEFAULT_UPSTREAM__BASE_URL": f"http://127.0.0.1:{p['mock']}/v1",
                 "CG_PROXY_OUTBOX_PATH": str(var / "proxy-outbox.sqlite3"),
+                "CG_PROXY_JOURNAL_PATH": str(var / "proxy-journal.log"),
             }
+            if cfg.proxy_workers:
+                env["CG_PROXY_WORKERS"] = str(cfg.proxy_workers)
             return Proc.python_module(
                 "proxy",
                 "cg_proxy",
@@ -272,7 +278,14 @@ class Stack:
         port = free_port()
         proc = self._build(service)
         port_var = {"proxy": "CG_PROXY_PORT", "worker": "CG_WORKER_METRICS_PORT"}[service]
-        own = {"CG_PROXY_OUTBOX_PATH": str(self.var / f"{name}-outbox.sqlite3")} if service == "proxy" else {}
+        own = (
+            {
+                "CG_PROXY_OUTBOX_PATH": str(self.var / f"{name}-outbox.sqlite3"),
+                "CG_PROXY_JOURNAL_PATH": str(self.var / f"{name}-journal.log"),
+            }
+            if service == "proxy"
+            else {}
+        )
         proc.name = name
         proc.env = {**proc.env, port_var: str(port), **own, **(extra_env or {})}
         proc.log_path = proc.log_path.with_name(f"{name}.log")

@@ -1,6 +1,19 @@
-"""Entry point: ``python -m cg_proxy``."""
+"""Entry point: ``python -m cg_proxy``.
+
+``CG_PROXY_WORKERS`` worker processes (default: one per core) serve the one port. With
+one, the app runs in this process. With more, uvicorn's supervisor binds the port once
+and hands the listening socket to each worker it spawns (each builds the app with
+``app.from_env``: its own gRPC channels, NATS connection, outbox and journal, see
+``cg_proxy.slots``), and starts a worker again if one dies. Chosen over each worker
+binding with SO_REUSEPORT: a port bound once cannot be taken over by a stray second
+proxy started by mistake, and restarting a dead worker (which then settles what its
+journal holds) comes with the supervisor. The price: the kernel does not balance a
+shared socket's accepts, so a few keep-alive clients may land unevenly on the workers.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import uvicorn
 
@@ -16,14 +29,18 @@ if __name__ == "__main__":
         fallback_chains(settings)
     except ValueError as e:  # a fallback chain that names no upstream or loops: refuse to start
         raise SystemExit(f"cg_proxy: invalid upstream settings: {e}") from None
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,  # nothing reads the client address; parsing X-Forwarded-For costs every request
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        uvicorn.run("cg_proxy.app:from_env", factory=True, workers=settings.workers, **options)

@@ -18,19 +18,22 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.routing import Route
 
-from cg_proxy import errors, openapi, routes, tokenizers
+from cg_proxy import errors, openapi, routes, slots, tokenizers
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.bus import Bus
 from cg_proxy.collaborators import Authenticator, EventBus, Ledger, Probe, Recorder, UpstreamPool
+from cg_proxy.fastpath import Gateway
+from cg_proxy.journal import Journal
 from cg_proxy.ledger_client import LedgerClient
-from cg_proxy.middleware import RequestContext
 from cg_proxy.outbox import Outbox
 from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage_recorder import UsageRecorder
 from cglib.grpc_client import insecure_channel
+from cglib.logs import setup_logging
 from cglib.metrics import metrics_route
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
@@ -59,8 +62,9 @@ def create_app(
     upstreams: UpstreamPool | None = None,
     recorder: Recorder | None = None,
     bus: EventBus | None = None,
-) -> RequestContext:
-    """The proxy as an ASGI app: the FastAPI app (``.app``) inside the middleware that
+) -> Gateway:
+    """The proxy as an ASGI app (``fastpath.Gateway``): the metered routes on a fast path
+    of their own, the rest through the FastAPI app (``.app``) inside the middleware that
     gives every request its id. Collaborators not given are built from ``settings``."""
 
     @contextlib.asynccontextmanager
@@ -88,9 +92,17 @@ def create_app(
             the_bus: EventBus = bus if bus is not None else Bus(settings.nats_url)
             the_recorder = recorder
             if the_recorder is None:
-                outbox = Outbox(settings.outbox_path or f"var/proxy-outbox-{settings.port}.sqlite3")
+                # this process's own outbox and journal (and those of workers no longer run)
+                slot = slots.claim(settings.outbox_base(), settings.journal_base())
+                built.callback(slot.release)
+                outbox = Outbox(slot.outbox_path)
                 built.callback(outbox.close)
-                the_recorder = UsageRecorder(the_ledger, the_bus, outbox)
+                journal = Journal(slot.journal_path)
+                built.callback(journal.close)
+                await slots.adopt(
+                    settings.outbox_base(), settings.journal_base(), settings.workers, slot, journal, outbox
+                )
+                the_recorder = UsageRecorder(the_ledger, the_bus, outbox, journal)
             the_upstreams: UpstreamPool = upstreams if upstreams is not None else Upstreams(settings)
             the_bus.on("keys.>", the_auth.on_key_changed)  # every lifecycle change drops the cached key
 
@@ -117,8 +129,13 @@ def create_app(
             yield
 
     app = FastAPI(title="Creditgate proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    gateway = Gateway(app)
     errors.install_handlers(app)
     app.include_router(routes.router)
+    # the metered routes known to FastAPI too, for its answers to their other methods (405)
+    app.router.routes.extend(
+        Route(path, route, methods=["POST"], include_in_schema=False) for path, route in gateway.metered.items()
+    )
     metrics_route(app)
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -139,4 +156,11 @@ def create_app(
             {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
         )
 
-    return RequestContext(app)
+    return gateway
+
+
+def from_env() -> Gateway:
+    """The app of one worker process of several (``cg_proxy.__main__``), from the environment."""
+    settings = Settings()
+    setup_logging("proxy", settings.log_level)
+    return create_app(settings)

@@ -48,6 +48,10 @@ class Finished:
     outcome: events_pb2.UsageOutcome.ValueType
     started: float  # time.perf_counter() when the request came in
     stream: bool
+    # When it was answered: how long it took, and the wall-clock time (set by the recorder,
+    # journaled with the rest, so an event replayed after a restart says the same).
+    latency_ms: int | None = None
+    time_unix_ms: int | None = None
 
 
 class Authenticator(Protocol):

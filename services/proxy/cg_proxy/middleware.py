@@ -1,5 +1,11 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streams): assigns each
-request its id, adds ``x-request-id`` to the response, and logs and times it."""
+"""Every request's id, metrics and access log line.
+
+``RequestContext`` is pure ASGI middleware (no BaseHTTPMiddleware: it would buffer
+streams) around the FastAPI app: it assigns each request its id, adds ``x-request-id``
+to the response, and logs and times it. The metered routes (``cg_proxy.fastpath``) do
+the same without a middleware layer, through the helpers here (``new_request_id``,
+``observe_first_byte``, ``finished``), so both report the same series and log lines.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +36,51 @@ _KNOWN_PATHS = {
     "/readyz",
     "/openapi.json",
 }
+_UNLOGGED_PATHS = ("/healthz", "/readyz", "/metrics")
+# the metrics' children by label, looked up once (``labels()`` costs a lock and a tuple per call)
+_latency_of: dict[str, Histogram] = {}
+_requests_of: dict[tuple[str, int], Counter] = {}
+
+
+def new_request_id() -> str:
+    return new_id("req", 24)
+
+
+def _label(path: str) -> str:
+    return path if path in _KNOWN_PATHS else "other"
+
+
+def observe_first_byte(path: str, seconds: float) -> None:
+    label = _label(path)
+    child = _latency_of.get(label)
+    if child is None:
+        child = _latency_of[label] = LATENCY.labels(label)
+    child.observe(seconds)
+
+
+def finished(request_id: str, method: str, path: str, status: int, start: float) -> None:
+    """Counts a request once it is over and writes its access log line."""
+    key = (_label(path), status)
+    child = _requests_of.get(key)
+    if child is None:
+        child = _requests_of[key] = REQUESTS.labels(key[0], str(status))
+    child.inc()
+    if path not in _UNLOGGED_PATHS and log.isEnabledFor(logging.INFO):
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "ms": round((time.perf_counter() - start) * 1000, 2),
+            },
+        )
 
 
 class RequestContext:
-    """The outermost layer of the proxy's ASGI app (outside FastAPI's own error handling,
-    so its 500s carry the request id too); ``app`` is the FastAPI app inside."""
+    """The outermost layer of the FastAPI app (outside FastAPI's own error handling, so
+    its 500s carry the request id too); ``app`` is the FastAPI app inside."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -42,7 +88,7 @@ class RequestContext:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        request_id = new_id("req", 24)
+        request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status_holder = [500]
@@ -52,23 +98,10 @@ class RequestContext:
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-                path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
-                LATENCY.labels(path).observe(time.perf_counter() - start)
+                observe_first_byte(scope["path"], time.perf_counter() - start)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = scope["path"]
-            REQUESTS.labels(path if path in _KNOWN_PATHS else "other", str(status_holder[0])).inc()
-            if path not in ("/healthz", "/readyz", "/metrics"):
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status_holder[0],
-                        "ms": round((time.perf_counter() - start) * 1000, 2),
-                    },
-                )
+            finished(request_id, scope["method"], scope["path"], status_holder[0], start)

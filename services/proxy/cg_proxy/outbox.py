@@ -6,13 +6,14 @@ Entries go out oldest first with ``Nats-Msg-Id`` = the request id, so JetStream 
 a re-send within the stream's duplicate window (and consumers dedup by request id
 beyond it); an entry is deleted only after JetStream acknowledged it.
 
-The limit: an event is written here only when a publish fails or on a graceful stop,
-so one still in memory when the process dies outright (SIGKILL, OOM) is lost. The
-money is not: the ledger settled before the event was built, and a settlement that
-never happened is bounded by the reservation's expiry. Commits use WAL with
-``synchronous=NORMAL``: they survive a process crash, not a power cut.
+An event is written here only when a publish fails or on a graceful stop; one still in
+memory when the process dies outright (SIGKILL, OOM) is not lost either: its request is
+still open in the journal (``cg_proxy.journal``), which settles (idempotently) and
+publishes it again at the next start. Commits use WAL with ``synchronous=NORMAL``: they
+survive a process crash, not a power cut.
 
-One file per process: two proxies sharing a file would both relay it (harmless, wasteful).
+One file per process (``cg_proxy.slots`` names each worker's): two proxies sharing a
+file would both relay it (harmless, wasteful).
 Writes are tiny but a WAL checkpoint can stall for milliseconds, so they run in
 a worker thread; the healthy hot path never touches the file.
 """

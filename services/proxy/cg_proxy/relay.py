@@ -20,6 +20,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
+import orjson
+from starlette.types import Receive, Send
 
 from cg_proxy.providers.base import UpstreamResponse
 from cg_proxy.token_usage import Usage, estimate, usage_from
@@ -76,8 +78,8 @@ class StreamRelay:
                 self._unparsed.append(payload)
             return event
         try:
-            chunk = json.loads(payload)
-        except ValueError:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             return event
         if not isinstance(chunk, dict):
             return event
@@ -104,16 +106,42 @@ class StreamRelay:
             log.warning("upstream stream broke", extra={"error": repr(e)})
         finally:
             self.resp.release()
-            self.queue.put_nowait(None)
             if self.client_gone and outcome == events_pb2.USAGE_OUTCOME_OK:
                 outcome = events_pb2.USAGE_OUTCOME_CLIENT_DISCONNECTED
-            self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars()), outcome)
-            self._unparsed.clear()
+            try:  # recorded (journaled) before the end of the body can go out
+                self.on_done(self.usage or estimate(self.prompt_bound, self.output_chars()), outcome)
+            finally:
+                self.queue.put_nowait(None)
+                self._unparsed.clear()
 
     def _forward(self, events: list[bytes]) -> None:
         out = [sse.end(e) for e in map(self._inspect, events) if e is not None]
         if out and not self.client_gone:
             self.queue.put_nowait(b"".join(out))
+
+    async def send_to(self, send: Send, receive: Receive) -> None:
+        """Sends the events to the client as ASGI body messages as they come, then the end
+        of the body. A client that disconnects (``http.disconnect``, or a failing ``send``)
+        is marked gone: the reader goes on without it."""
+        watcher = asyncio.ensure_future(self._watch(receive))
+        finished = False
+        try:
+            while (item := await self.queue.get()) is not None:
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+            if not self.client_gone:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                finished = True
+        finally:
+            watcher.cancel()
+            if not finished:
+                self.client_gone = True
+
+    async def _watch(self, receive: Receive) -> None:
+        """Waits for the client to leave; then wakes ``send_to`` (a ``None`` in the queue)."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.client_gone = True
+        self.queue.put_nowait(None)
 
     async def body(self) -> AsyncIterator[bytes]:
         finished = False

@@ -1,33 +1,37 @@
 """The OpenAI-compatible endpoints.
 
 The metered endpoints (chat completions, legacy completions, embeddings) share one
-path, ``_metered``: authenticate, read the body (bounded in size and time), validate it
+path, ``metered``: authenticate, read the body (bounded in size and time), validate it
 (``cg_proxy.request_checks``: OpenAI's request schema, one step), check the model is one
 the key allows, reserve an upper bound, forward, and record the usage once the client
 has its answer (or void the hold when the provider fails before any output). What
-differs per endpoint is an ``_Endpoint``: its output bound, and how to read usage and
+differs per endpoint is an ``Endpoint``: its output bound, and how to read usage and
 output from the provider's reply. Whether the answer is a stream is decided once, from
 the validated body (``_Reply.of``), and the upstreams are told.
 
+``metered`` knows no web framework: it is given the request's id, headers and a body
+reader (``Incoming``) and returns what to send (``JsonAnswer`` or ``StreamAnswer``);
+``cg_proxy.fastpath`` speaks ASGI around it, with no per-request middleware stack. The
+rest (``/v1/models``, health, metrics) are FastAPI routes, behind ``cg_proxy.middleware``.
+
 The collaborators (``ProxyState``: authenticator, ledger, upstreams, recorder) are
 interfaces (``cg_proxy.collaborators``); ``tests/unit/proxy`` runs these routes in-process
-with fakes of them, through every refusal and failure of ``_metered``.
+with fakes of them, through every refusal and failure of ``metered``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.requests import ClientDisconnect
+from fastapi.responses import JSONResponse
 
 from cg_proxy import errors, limits, request_checks, tokens
 from cg_proxy.auth import AuthedKey
@@ -56,32 +60,37 @@ def _state(request: Request) -> ProxyState:
     return state
 
 
-def _refuse_declared_size(request: Request, limit: int) -> None:
+def _refuse_declared_size(headers: Mapping[str, str], limit: int) -> None:
     """413 at once for a body whose Content-Length is over the limit (nothing is read)."""
-    declared = request.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise errors.request_too_large(limit)
 
 
-async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The body, refused with 413 as soon as more than ``limit`` bytes arrived (a
-    chunked body has no Content-Length to check beforehand), and with 408 when it has
-    not all arrived within ``timeout_s`` (a client that promised a body and sends
-    nothing would otherwise hold the connection for ever)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise errors.request_too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise errors.body_timeout(timeout_s) from None
-    except ClientDisconnect:  # nobody reads the answer; it only keeps a trace out of the log
-        raise errors.body_cut_off() from None
-    return b"".join(chunks)
+# The body, read by the transport: refused with 413 as soon as more than ``limit`` bytes
+# arrived, with 408 when not all of it arrived within ``timeout_s`` (``fastpath.read_body``).
+BodyReader = Callable[[int, float], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A metered request as its route sees it."""
+
+    request_id: str
+    headers: Mapping[str, str]  # names in lower case
+    read_body: BodyReader
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    relay: StreamRelay
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _model_entry(model_id: str, authed: AuthedKey) -> dict[str, Any]:
@@ -107,7 +116,7 @@ async def get_model(model_id: str, request: Request) -> JSONResponse:
 
 
 @dataclass(frozen=True)
-class _Endpoint:
+class Endpoint:
     name: str  # for cg_proxy.tokens and cg_proxy.request_checks: chat, completions, embeddings
     upstream_path: str
     # The most output tokens the request can produce (the reservation's output bound).
@@ -159,9 +168,9 @@ def _embedding_usage(payload: Any) -> Usage | None:
     return usage_from(payload)
 
 
-CHAT = _Endpoint("chat", "/chat/completions", _chat_max_output, usage_from, _chat_output_chars)
-COMPLETIONS = _Endpoint("completions", "/completions", _completion_max_output, usage_from, _completion_output_chars)
-EMBEDDINGS = _Endpoint(
+CHAT = Endpoint("chat", "/chat/completions", _chat_max_output, usage_from, _chat_output_chars)
+COMPLETIONS = Endpoint("completions", "/completions", _completion_max_output, usage_from, _completion_output_chars)
+EMBEDDINGS = Endpoint(
     "embeddings",
     "/embeddings",
     lambda body, route: 0,
@@ -169,24 +178,10 @@ EMBEDDINGS = _Endpoint(
     lambda payload, data: 0,
     streams=False,
 )
+ENDPOINTS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS}
 # Bodies larger than this are tokenized in a thread (tiktoken releases the GIL): a 4 MiB
 # prompt takes ~0.5 s, which must not stall every other request of the event loop.
 _TOKENIZE_INLINE_MAX_BYTES = 64 * 1024
-
-
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _metered(request, CHAT)
-
-
-@router.post("/v1/completions")
-async def completions(request: Request) -> Response:
-    return await _metered(request, COMPLETIONS)
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await _metered(request, EMBEDDINGS)
 
 
 @dataclass(frozen=True)
@@ -197,7 +192,7 @@ class _Reply:
     client_wants_usage: bool = False  # the usage chunk passed on (the proxy always asks for it)
 
     @staticmethod
-    def of(ep: _Endpoint, body: dict[str, Any]) -> _Reply:
+    def of(ep: Endpoint, body: dict[str, Any]) -> _Reply:
         # validated: `stream` a boolean or null, `stream_options` an object or null
         if not ep.streams or body.get("stream") is not True:
             return _Reply(stream=False)
@@ -216,15 +211,14 @@ _UPSTREAM_FAILED = "The gateway could not forward this request to the provider."
 _REPLY_CUT_OFF = "The upstream provider's reply was cut off."
 
 
-async def _metered(request: Request, ep: _Endpoint) -> Response:
+async def metered(st: ProxyState, ep: Endpoint, incoming: Incoming) -> JsonAnswer | StreamAnswer:
     """Parse and validate → reserve → forward → finish, the same for every endpoint."""
     started = time.perf_counter()
-    st = _state(request)
-    request_id: str = request.state.request_id
+    request_id = incoming.request_id
     limit = st.settings.max_body_bytes
-    _refuse_declared_size(request, limit)
-    authed = await st.auth.authenticate(request.headers)
-    raw = await _read_body(request, limit, st.settings.body_read_timeout_s)
+    _refuse_declared_size(incoming.headers, limit)
+    authed = await st.auth.authenticate(incoming.headers)
+    raw = await incoming.read_body(limit, st.settings.body_read_timeout_s)
     body = request_checks.parsed(ep.name, raw)
     model: str = body["model"]
     reply = _Reply.of(ep, body)
@@ -269,19 +263,17 @@ async def _metered(request: Request, ep: _Endpoint) -> Response:
     if reply.stream:
         relay = StreamRelay(resp, reply.client_wants_usage, prompt_bound, finish)
         st.recorder.track(relay.pump())
-        return StreamingResponse(
-            relay.body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", **rate_headers}
-        )
+        return StreamAnswer(relay, rate_headers)
     data = await _read_reply(resp, lambda: st.recorder.void(request_id, "upstream_read_failed"))
     try:
-        payload = json.loads(data)
-    except ValueError:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
         payload = None
     usage = ep.usage(payload)
     if usage is None:
         usage = estimate(prompt_bound, ep.output_chars(payload, data))
-    finish(usage, events_pb2.USAGE_OUTCOME_OK)
-    return Response(data, media_type="application/json", headers=rate_headers)
+    finish(usage, events_pb2.USAGE_OUTCOME_OK)  # recorded (journaled) before any byte is sent
+    return JsonAnswer(data, rate_headers)
 
 
 async def _read_reply(resp: UpstreamResponse, void: Callable[[], None]) -> bytes:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -63,5 +64,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     # SQLite file of usage events waiting for NATS, one per process (replicas must not share
-    # one); empty: `var/proxy-outbox-<port>.sqlite3` under the working directory.
+    # one); empty: `var/proxy-outbox-<port>.sqlite3` under the working directory. Worker
+    # process i > 0 uses `<stem>.w<i><suffix>` beside it (cg_proxy.slots).
     outbox_path: str = ""
+    # The journal of answered requests until they are settled (cg_proxy.journal), one per
+    # process like the outbox; empty: `var/proxy-journal-<port>.log`.
+    journal_path: str = ""
+    # Worker processes serving the one port (cg_proxy.__main__); default: one per core.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+
+    def outbox_base(self) -> str:
+        return self.outbox_path or f"var/proxy-outbox-{self.port}.sqlite3"
+
+    def journal_base(self) -> str:
+        return self.journal_path or f"var/proxy-journal-{self.port}.log"

@@ -8,9 +8,14 @@ billed, in the proto's enums) gets one short publish attempt when NATS is connec
 NATS is down or the publish fails, it goes to the durable local outbox (``outbox.py``),
 whose relay sends it, deduplicated by ``Nats-Msg-Id`` = request id, once NATS is back,
 in this run or the next. On shutdown pending work is awaited (bounded), and events not
-yet acknowledged are written to the outbox. What a process killed outright still holds
-in memory is lost: an unsettled request is bounded by the reservation's expiry, a
-settled one only misses its event.
+yet acknowledged are written to the outbox.
+
+Nothing answered is lost with the process: ``record`` appends the request's usage to the
+journal (``journal.Journal``) before it returns, so before the client's last byte, and
+marks it done once it is settled and its event published or in the outbox. ``start``
+settles and publishes again whatever a previous run (or a worker that no longer exists,
+``slots.adopt``) left in the journal without its ``done``: killed outright, or stopped
+while the ledger was unreachable.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from cg_proxy.collaborators import EventBus, Finished, Ledger
+from cg_proxy.journal import Journal, stamped
 from cg_proxy.outbox import Outbox
-from cglib import natsx
+from cglib import faults, natsx
 from cglib.grpc_client import TRANSIENT
 from cglib.retry import retrying
 from creditgate.events.v1 import events_pb2
@@ -38,6 +44,7 @@ SETTLED = Counter("cg_proxy_settlements_total", "Settlements by outcome", ["outc
 PUBLISHED = Counter("cg_proxy_usage_events_total", "Usage events by outcome (ok, outbox, failed)", ["outcome"])
 PENDING = Gauge("cg_proxy_background_tasks", "Settlements and publications not yet acknowledged")
 CHARGED = Counter("cg_proxy_charged_ucr_total", "Micro-credits charged")
+JOURNAL_FAILED = Counter("cg_proxy_journal_failures_total", "Answered requests whose usage could not be journaled")
 # The one publish attempt on the hot path; after it, the event waits in the outbox.
 PUBLISH_TIMEOUT_S = 2.0
 # On shutdown, how long the settlements of streams cut off by the grace period may take.
@@ -93,8 +100,8 @@ def usage_event(
         charged_ucr=charged_ucr,
         outcome=f.outcome,
         source=f.usage.source,
-        latency_ms=int((time.perf_counter() - f.started) * 1000),
-        time_unix_ms=int(time.time() * 1000),
+        latency_ms=f.latency_ms if f.latency_ms is not None else int((time.perf_counter() - f.started) * 1000),
+        time_unix_ms=f.time_unix_ms if f.time_unix_ms is not None else int(time.time() * 1000),
         stream=f.stream,
         price_book_version=price_book_version,
         customer_charged_uai=customer_charged_uai if billed else 0,
@@ -103,18 +110,26 @@ def usage_event(
 
 
 class UsageRecorder:
-    def __init__(self, ledger: Ledger, bus: EventBus, outbox: Outbox) -> None:
+    def __init__(self, ledger: Ledger, bus: EventBus, outbox: Outbox, journal: Journal | None = None) -> None:
         self.ledger = ledger
         self.bus = bus
         self.outbox = outbox
+        self.journal = journal
         self._tasks: set[asyncio.Task[None]] = set()
         # events built but neither acknowledged nor in the outbox: request id -> (subject, payload)
         self._unsent: dict[str, tuple[str, bytes]] = {}
         self._relay: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Starts relaying the outbox, events left by an earlier run included."""
+        """Starts relaying the outbox, events left by an earlier run included, and settles
+        what the journal holds unsettled (an earlier run's answered requests)."""
         self._relay = asyncio.create_task(self.outbox.relay(self._publish, lambda: self.bus.connected))
+        if self.journal is not None:
+            unsettled = self.journal.unsettled()
+            if unsettled:
+                log.info("settling the journal's unsettled requests", extra={"count": len(unsettled)})
+            for f in unsettled:
+                self._spawn(self._record(f))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -132,7 +147,23 @@ class UsageRecorder:
         self._spawn(work)
 
     def record(self, finished: Finished) -> None:
+        """Journals the usage (synchronously: the caller sends its last byte after this) and
+        settles and publishes it in the background."""
+        finished = stamped(finished)
+        if self.journal is not None:
+            try:
+                self.journal.answered(finished)
+            except OSError:  # e.g. a full disk: still settled, but not safe from a kill
+                JOURNAL_FAILED.inc()
+                log.exception("usage not journaled", extra={"request_id": finished.request_id})
         self._spawn(self._record(finished))
+
+    def _done(self, request_id: str) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.done(request_id)
+            except OSError:  # the entry is settled again at the next start: harmless
+                log.exception("journal done line not written", extra={"request_id": request_id})
 
     def void(self, request_id: str, reason: str) -> None:
         self._spawn(self._void(request_id, reason))
@@ -144,42 +175,51 @@ class UsageRecorder:
             log.exception("void failed for good; the reservation will expire", extra={"request_id": request_id})
 
     async def _record(self, f: Finished) -> None:
+        await faults.hold_point("settle:before_send")
         try:
             settled = await _until_acknowledged(
                 "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage)
             )
             SETTLED.labels("ok").inc()
             CHARGED.inc(settled.charged_ucr)
-        except Exception:
+        except Exception as e:
             SETTLED.labels("failed").inc()
             log.exception("settlement failed for good", extra={"request_id": f.request_id})
-            return
+            if not worth_retrying(e):  # the ledger's refusal: settling it again cannot change it
+                self._done(f.request_id)
+            return  # else (the ledger unreachable for GIVE_UP_AFTER_S) the next start tries again
         event = usage_event(f, settled.charged_ucr, settled.price_book_version, settled.customer_charged_uai)
-        await self._deliver(f.request_id, natsx.usage_subject(f.key.partner_id, f.key.id), event.SerializeToString())
+        subject = natsx.usage_subject(f.key.partner_id, f.key.id)
+        if await self._deliver(f.request_id, subject, event.SerializeToString()):
+            self._done(f.request_id)
 
-    async def _deliver(self, request_id: str, subject: str, payload: bytes) -> None:
-        """Publishes if NATS is connected, else (or on failure) stores in the outbox."""
+    async def _deliver(self, request_id: str, subject: str, payload: bytes) -> bool:
+        """Publishes if NATS is connected, else (or on failure) stores in the outbox;
+        whether the event is acknowledged or stored."""
         self._unsent[request_id] = (subject, payload)
         if self.bus.connected:
             try:
                 await self._publish(subject, payload, request_id)
                 del self._unsent[request_id]
                 PUBLISHED.labels("ok").inc()
-                return
+                return True
             except Exception as e:  # nats errors have no common base worth naming
                 log.warning(
                     "usage event not published, to the outbox", extra={"request_id": request_id, "error": repr(e)}
                 )
-        await self._store(request_id, subject, payload)
+        stored = await self._store(request_id, subject, payload)
         del self._unsent[request_id]
+        return stored
 
-    async def _store(self, request_id: str, subject: str, payload: bytes) -> None:
+    async def _store(self, request_id: str, subject: str, payload: bytes) -> bool:
         try:
             await self.outbox.put(request_id, subject, payload)
             PUBLISHED.labels("outbox").inc()
-        except Exception:  # e.g. a full disk: nothing left to try
+            return True
+        except Exception:  # e.g. a full disk: the journal keeps the request for the next start
             PUBLISHED.labels("failed").inc()
-            log.exception("usage event lost: the outbox refused it", extra={"request_id": request_id})
+            log.exception("usage event not stored: the outbox refused it", extra={"request_id": request_id})
+            return False
 
     async def _publish(self, subject: str, payload: bytes, request_id: str) -> None:
         await self.bus.publish(subject, payload, request_id, PUBLISH_TIMEOUT_S)
@@ -201,7 +241,8 @@ class UsageRecorder:
         if late:
             await asyncio.wait(late, timeout=LATE_SETTLEMENT_S)
         for request_id, (subject, payload) in list(self._unsent.items()):
-            await self._store(request_id, subject, payload)
+            if await self._store(request_id, subject, payload):
+                self._done(request_id)
         if self._unsent:
             log.info("unsent usage events written to the outbox", extra={"count": len(self._unsent)})
         self._unsent.clear()

@@ -1,4 +1,4 @@
-"""The metered routes in-process (``cg_proxy.routes._metered``): every way a request is
+"""The metered routes in-process (``cg_proxy.routes.metered``): every way a request is
 refused or fails, with what was held, forwarded, voided and recorded each time, against
 fakes of the proxy's collaborators (``proxy_fakes``). Streams: ``test_proxy_streams``."""
 

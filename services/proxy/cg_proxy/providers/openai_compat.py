@@ -1,14 +1,15 @@
 """OpenAI-compatible upstreams: OpenAI, Azure OpenAI, Groq, Together, Mistral, DeepSeek,
 vLLM, Ollama, and Google Gemini through its OpenAI-compatible endpoint. The request and
-the replies pass through unchanged; only the key's header differs (``api_key_header``:
+the replies pass through unchanged (the body serialized with orjson: on the hot path,
+~5× faster than ``json``); only the key's header differs (``api_key_header``:
 ``Authorization: Bearer <key>`` by default, Azure's ``api-key: <key>``)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
+import orjson
 
 from cg_proxy.providers.base import Adapter, ProviderRequest, UpstreamResponse, join_url
 from cg_proxy.settings import Upstream
@@ -26,7 +27,7 @@ class OpenAICompatible(Adapter):
                 headers["Authorization"] = f"Bearer {key}"
             else:
                 headers[upstream.api_key_header] = key
-        return ProviderRequest(join_url(upstream.base_url, path), headers, json.dumps(body).encode())
+        return ProviderRequest(join_url(upstream.base_url, path), headers, orjson.dumps(body))
 
     def reply(self, raw: bytes) -> bytes:
         return raw
