@@ -8,14 +8,21 @@ fake nginx upstream of the benchmark harness beside this script (``harness/``, o
 :18001/sse/v1, ``slow``: mistral-small-latest → :18002/v1), funds one key, then runs that
 harness's ``run.sh`` with the proxy as a target next to ``direct`` and the peers. The
 harness prints its table (medians over rounds; ``d_p50_ms`` at c=1 is the added latency,
-``rps_ratio`` at c=32 the throughput beside direct, ``cpu_s/1k`` the proxy process's CPU
-per 1,000 requests). This script adds the CPU of every stack service per 1,000 proxied
-requests, checks the ledger charged what the proxy served, and measures in-process what
-validating a request body costs (parse + OpenAI's schema, the proxy's
-``cg_proxy.request_checks``, on a typical chat body).
+``rps_ratio`` at c=32 the throughput beside direct, ``cpu_s/1k`` the proxy's CPU per 1,000
+requests, its worker processes included). This script adds the CPU and the peak resident
+memory of every stack service (each with its child processes) per proxied request, checks
+the ledger charged what the proxy served, and measures in-process what validating a request
+body costs (parse + OpenAI's schema, the proxy's ``cg_proxy.request_checks``, on a typical
+chat body).
+
+``--proxy-workers`` runs the whole measurement once per proxy worker count, in order
+(``0`` = one per core, the proxy's default): the first run measures every ``--targets``
+entry, later runs measure Creditgate alone (labelled ``creditgate-w<N>``), so the peers are
+not measured twice.
 
     make bench                                  # needs `make bench-setup` once (root)
     make bench BENCH_ARGS="--rounds 1 --targets 'direct creditgate'"
+    make bench BENCH_ARGS="--proxy-workers '0 1'" # one worker per core, then one worker
     make bench BENCH_ARGS=--validation-only     # only the validation cost, no stack
 
 Not a test: pytest does not collect it (no ``test_`` prefix).
@@ -24,8 +31,8 @@ Not a test: pytest does not collect it (no ``test_`` prefix).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -33,13 +40,14 @@ import sys
 import tempfile
 import time
 import timeit
-import urllib.request
 from pathlib import Path
 
+import nats
 from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on sys.path)
 
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import Stack, StackConfig
+from cglib import natsx
 
 HARNESS = Path(os.environ.get("CG_BENCH_HARNESS") or Path(__file__).resolve().parent / "harness")
 SERVICES = ("nats", "keys", "ledger", "proxy", "worker")
@@ -51,18 +59,54 @@ UPSTREAMS = {
 }
 
 
-def proxied_requests(proxy_url: str) -> int:
-    """2xx answers of the metered routes, from the proxy's own metrics."""
-    text = urllib.request.urlopen(f"{proxy_url}/metrics", timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if (
-            line.startswith("cg_proxy_requests_total{")
-            and 'path="/v1/chat/completions"' in line
-            and re.search(r'status="2\d\d"', line)
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants, alive now (the proxy's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and each live descendant, by pid."""
+    return {p: proc_cpu_s(p) for p in tree_pids(pid)}
+
+
+def tree_peak_rss_kb(pid: int) -> int:
+    """The sum of VmHWM (peak resident memory) over ``pid`` and its live descendants."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def usage_events(nats_url: str) -> int:
+    """Usage events in the USAGE stream: one per answered request, whichever proxy worker
+    answered it (each worker's /metrics counts only its own requests)."""
+
+    async def count() -> int:
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().stream_info(natsx.USAGE_STREAM)
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
 
 
 # The harness's chat request (harness/bench.lua), as the proxy receives it.
@@ -110,6 +154,11 @@ def main() -> int:
     ap.add_argument("--c1-secs", type=int, default=10)
     ap.add_argument("--c32-secs", type=int, default=15)
     ap.add_argument("--ledger-db", default="", help="ledger DSN (default: SQLite under a temp dir)")
+    ap.add_argument(
+        "--proxy-workers",
+        default="0",
+        help="proxy worker counts to measure, in order (0 = one per core, the default of CG_PROXY_WORKERS)",
+    )
     ap.add_argument("--out", default="", help="results directory (default: the harness's)")
     ap.add_argument("--validation-only", action="store_true", help="only measure request validation, in-process")
     args = ap.parse_args()
@@ -125,11 +174,22 @@ def main() -> int:
         print(f"missing {', '.join(missing)}: run `make bench-setup` once (as root)", file=sys.stderr)
         return 2
 
+    rc = 0
+    for i, workers in enumerate(int(w) for w in args.proxy_workers.split()):
+        name = "creditgate" if i == 0 else f"creditgate-w{workers}"
+        rc = measure_stack(args, workers, args.targets if i == 0 else name, name) or rc
+    print_validation_cost()
+    return rc
+
+
+def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: str) -> int:
+    """One stack with ``workers`` proxy workers, measured by the harness as ``name``."""
     var = Path(tempfile.mkdtemp(prefix="cg-bench-"))
     config = StackConfig(
         var_dir=var,
         services=SERVICES,
         ledger_db=args.ledger_db,
+        proxy_workers=workers,  # 0: the proxy's default, one per core
         env={
             "proxy": {**UPSTREAMS, "CG_PROXY_LOG_LEVEL": "WARNING"},
             "keys": {"CG_KEYS_LOG_LEVEL": "WARNING"},
@@ -146,8 +206,9 @@ def main() -> int:
         finally:
             seeder.close()
         pids = {name: stack.procs[name].popen.pid for name in SERVICES}
-        cpu0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
-        served0 = proxied_requests(stack.proxy_url)
+        time.sleep(1)  # the proxy's workers are up
+        cpu0 = {svc: tree_cpu_s(pid) for svc, pid in pids.items()}
+        served0 = usage_events(stack.nats_url)
 
         modes = [m for m in args.modes.split() if m in MODELS]
         cmd = [
@@ -158,7 +219,7 @@ def main() -> int:
             "--key",
             key.secret,
             "--name",
-            "creditgate",
+            name,
             "--model",
             MODELS["json"],
             "--stream-model",
@@ -166,7 +227,7 @@ def main() -> int:
             "--pid",
             str(pids["proxy"]),
             "--targets",
-            args.targets,
+            targets,
             "--modes",
             " ".join(modes),
             "--rounds",
@@ -186,26 +247,30 @@ def main() -> int:
         elapsed = time.monotonic() - started
 
         time.sleep(3)  # settlements and events still in flight
-        served = proxied_requests(stack.proxy_url) - served0
-        cpu = {name: proc_cpu_s(pid) - cpu0[name] for name, pid in pids.items()}
+        served = usage_events(stack.nats_url) - served0
+        cpu = {svc: sum(s - cpu0[svc].get(p, 0.0) for p, s in tree_cpu_s(pid).items()) for svc, pid in pids.items()}
+        peak_kb = {svc: tree_peak_rss_kb(pid) for svc, pid in pids.items()}
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)
         try:
             spent_ucr = before_ucr - seeder.balance_ucr(key.account)
         finally:
             seeder.close()
 
-    print(f"\nCreditgate stack during the run ({elapsed:.0f} s): {served} requests answered 2xx by the proxy")
+    n = workers or os.cpu_count()
+    print(
+        f"\n{name}: the stack with {n} proxy worker(s) during the run ({elapsed:.0f} s): "
+        f"{served} requests answered and metered (usage events)"
+    )
     if served:
-        print(f"{'service':<8} {'cpu_s':>8} {'cpu_ms/req':>11}")
-        for name in SERVICES:
-            print(f"{name:<8} {cpu[name]:>8.1f} {cpu[name] * 1000 / served:>11.3f}")
+        print(f"{'service':<8} {'cpu_s':>8} {'cpu_ms/req':>11} {'peak_rss_mb':>12}")
+        for svc in SERVICES:
+            print(f"{svc:<8} {cpu[svc]:>8.1f} {cpu[svc] * 1000 / served:>11.3f} {peak_kb[svc] / 1024:>12.0f}")
         total = sum(cpu.values())
-        print(f"{'all':<8} {total:>8.1f} {total * 1000 / served:>11.3f}")
+        print(f"{'all':<8} {total:>8.1f} {total * 1000 / served:>11.3f} {sum(peak_kb.values()) / 1024:>12.0f}")
         print(
             f"the key was charged {spent_ucr:,} µcr for them ({spent_ucr / served:,.1f} µcr a request; "
             f"20+30 tokens cost 2,100 µcr on gpt-4o-mini, 1,820 on deepseek-chat, 1,100 on mistral-small)"
         )
-    print_validation_cost()
     shutil.rmtree(var, ignore_errors=True)
     return rc
 
