@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Throughput of the ledger's hot path: Reserve + Settle over real gRPC.
+"""Throughput of the ledger's hot path: Reserve + Settle, and SettleBatch, over real gRPC.
 
 Starts a real ``python -m cg_ledger`` per backend (SQLite file, then a throwaway
 PostgreSQL database), funds a partner and its keys, then drives pairs of
@@ -12,6 +12,11 @@ Scenarios per backend:
 - ``N keys``: pairs spread round-robin over N funded keys.
 
 each at every requested concurrency (asyncio tasks sharing ``--channels`` channels).
+
+Then, per scenario, settlement as the proxy does it: ``--batch-requests`` reservations
+made first (not measured), then settled with ``SettleBatch`` in batches of
+``--batch-size`` by ``--batch-concurrency`` tasks (several proxy replicas at once):
+settled requests per second, p50/p99 latency of one batch.
 Run it with ``make bench-ledger`` (``BENCH_ARGS=...`` passes options), or directly:
 
     .venv/bin/python tests/bench/ledger_bench.py --backends sqlite --seconds 2
@@ -71,10 +76,18 @@ class Result:
     ledger_cpu_s: float = 0.0  # CPU time of the ledger process (all threads) during the run
     host_busy: float = 0.0  # share of all cores busy during the run (everything: client, ledger, database)
     others_cores: float = 0.0  # CPU used by processes this script did not start, in cores (should be ~0)
+    ours_cpu_s: float = 0.0  # CPU of this script, the ledger and the database server together
+    unit: str = "pairs"  # what ``pairs`` counts: reserve+settle pairs, or settled requests (SettleBatch)
 
     @property
     def cpu_ms_per_pair(self) -> float:
         return self.ledger_cpu_s / self.pairs * 1000 if self.pairs else float("nan")
+
+    @property
+    def all_ms(self) -> float:
+        """CPU of client, ledger and database together per pair (or settlement): what the
+        rate would be on a quiet machine is about ``cores * 1000 / all_ms``."""
+        return self.ours_cpu_s / self.pairs * 1000 if self.pairs else float("nan")
 
     @property
     def rate(self) -> float:
@@ -287,6 +300,72 @@ async def drive(
     result.pairs = len(result.latencies_s)
 
 
+def _settle_request(rid: str) -> ledger_pb2.SettleRequest:
+    return ledger_pb2.SettleRequest(
+        request_id=rid, input_tokens=300, output_tokens=200, usage_source=ledger_pb2.USAGE_SOURCE_PROVIDER
+    )
+
+
+async def reserve_many(stubs, key_accounts: list[str], tag: str, result: Result, args) -> list[str]:
+    """Reserves ``args.batch_requests`` requests round-robin over the keys (64 at a time);
+    returns their request ids."""
+    rids = [f"{tag}-{n}" for n in range(args.batch_requests)]
+    todo = iter(enumerate(rids))
+
+    async def reserver(i: int) -> None:
+        stub = stubs[i % len(stubs)]
+        for n, rid in todo:
+            try:
+                await stub.Reserve(
+                    ledger_pb2.ReserveRequest(
+                        request_id=rid,
+                        account=key_accounts[n % len(key_accounts)],
+                        model="bench",
+                        price=PRICE,
+                        max_input_tokens=1000,
+                        max_output_tokens=1000,
+                        ttl_seconds=3600,
+                    ),
+                    timeout=args.rpc_timeout,
+                )
+            except grpc.aio.AioRpcError as e:
+                result.errors[f"reserve {e.code().name}: {(e.details() or '')[:120]}"] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(reserver(i) for i in range(64)))
+    print(f"[{result.backend}] reserved {len(rids)} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rids
+
+
+async def settle_batches(stubs, rids: list[str], result: Result, args) -> None:
+    """Settles every request of ``rids`` with ``SettleBatch``, ``args.batch_size`` at a
+    time from ``args.batch_concurrency`` tasks."""
+    batches = iter([rids[i : i + args.batch_size] for i in range(0, len(rids), args.batch_size)])
+
+    async def settler(i: int) -> None:
+        stub = stubs[i % len(stubs)]
+        for batch in batches:
+            t = time.perf_counter()
+            try:
+                out = await stub.SettleBatch(
+                    ledger_pb2.SettleBatchRequest(settlements=[_settle_request(rid) for rid in batch]),
+                    timeout=args.rpc_timeout,
+                )
+            except grpc.aio.AioRpcError as e:
+                result.errors[f"settle batch {e.code().name}: {(e.details() or '')[:120]}"] += 1
+                continue
+            result.latencies_s.append(time.perf_counter() - t)
+            for o in out.outcomes:
+                if o.status_code:
+                    result.errors[f"settle (code {o.status_code}): {o.error[:120]}"] += 1
+                else:
+                    result.pairs += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(settler(i) for i in range(args.batch_concurrency)))
+    result.elapsed_s = time.perf_counter() - start
+
+
 async def check_balances(stub, single: str, settled_single: int, settled_all: int) -> list[str]:
     """After an error-free run: every hold released, and exactly one charge per pair
     (300 x 0.15 + 200 x 0.60 USD per 1M tokens = 16,500 ucr) posted."""
@@ -299,6 +378,26 @@ async def check_balances(stub, single: str, settled_single: int, settled_all: in
     if u.posted_ucr != settled_all * CHARGE_UCR:
         problems.append(f"{USAGE_SINK}: posted {u.posted_ucr}, expected {settled_all * CHARGE_UCR}")
     return problems
+
+
+async def measured(load, res: Result, ledger_pid: int) -> None:
+    """Runs ``load`` and records the CPU the ledger and everything else used meanwhile."""
+    cpu0, (busy0, total0), ours0 = proc_cpu_s(ledger_pid), host_cpu(), tree_cpu_s(os.getpid())
+    await load
+    (busy1, total1), ours1 = host_cpu(), tree_cpu_s(os.getpid())
+    res.ledger_cpu_s = proc_cpu_s(ledger_pid) - cpu0
+    if total1 > total0 and res.elapsed_s:
+        res.host_busy = (busy1 - busy0) / (total1 - total0)
+        ours = sum(c - ours0.get(pid, 0.0) for pid, c in ours1.items())
+        res.ours_cpu_s = ours
+        res.others_cores = max(0.0, (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - ours) / res.elapsed_s
+    print(
+        f"[{res.backend}] {res.scenario:>10} c={res.concurrency:<3} {res.rate:8.0f} {res.unit}/s  "
+        f"p50 {res.pct_ms(0.50):6.2f} ms  p99 {res.pct_ms(0.99):7.2f} ms  errors {sum(res.errors.values())}  "
+        f"ledger CPU {res.cpu_ms_per_pair:.2f} ms/{res.unit}  all CPU {res.all_ms:.2f} ms/{res.unit}  host busy {res.host_busy:.0%}  "
+        f"other processes {res.others_cores:.2f} cores",
+        file=sys.stderr,
+    )
 
 
 async def bench_backend(backend: str, addr: str, ledger_pid: int, args) -> tuple[list[Result], str]:
@@ -320,24 +419,18 @@ async def bench_backend(backend: str, addr: str, ledger_pid: int, args) -> tuple
                 warm = Result(backend, scenario, conc)
                 await drive(stubs, keys, conc, args.warmup, f"{tag}-warm", warm, args.rpc_timeout)
                 res = Result(backend, scenario, conc)
-                cpu0, (busy0, total0), ours0 = proc_cpu_s(ledger_pid), host_cpu(), tree_cpu_s(os.getpid())
-                await drive(stubs, keys, conc, args.seconds, tag, res, args.rpc_timeout)
-                (busy1, total1), ours1 = host_cpu(), tree_cpu_s(os.getpid())
-                res.ledger_cpu_s = proc_cpu_s(ledger_pid) - cpu0
-                if total1 > total0:
-                    res.host_busy = (busy1 - busy0) / (total1 - total0)
-                    ours = sum(c - ours0.get(pid, 0.0) for pid, c in ours1.items())
-                    res.others_cores = max(0.0, (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - ours) / res.elapsed_s
-                print(
-                    f"[{backend}] {scenario:>10} c={conc:<3} {res.rate:8.0f} pairs/s  "
-                    f"p50 {res.pct_ms(0.50):6.2f} ms  p99 {res.pct_ms(0.99):7.2f} ms  errors {sum(res.errors.values())}  "
-                    f"ledger CPU {res.cpu_ms_per_pair:.2f} ms/pair  host busy {res.host_busy:.0%}  "
-                    f"other processes {res.others_cores:.2f} cores",
-                    file=sys.stderr,
-                )
+                await measured(drive(stubs, keys, conc, args.seconds, tag, res, args.rpc_timeout), res, ledger_pid)
                 for what, n in warm.errors.items():
                     res.errors[f"(warm-up) {what}"] += n
                 settled[keys is single] += warm.pairs + res.pairs
+                results.append(res)
+            if args.batch_requests:
+                res = Result(
+                    backend, f"{scenario}, SettleBatch x{args.batch_size}", args.batch_concurrency, unit="settled"
+                )
+                rids = await reserve_many(stubs, keys, f"{run_id}-{len(keys)}k-batch", res, args)
+                await measured(settle_batches(stubs, rids, res, args), res, ledger_pid)
+                settled[keys is single] += res.pairs
                 results.append(res)
         if any(r.errors for r in results):
             check = "skipped (there were errors)"
@@ -428,13 +521,15 @@ def mem_total() -> str:
 
 def table(results: list[Result]) -> str:
     rows = [
-        "| backend | scenario | concurrency | pairs/s | p50 ms | p99 ms | errors | ledger CPU ms/pair | host CPU busy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| backend | scenario | concurrency | per second | p50 ms | p99 ms | errors | ledger CPU ms/each"
+        " | all CPU ms/each | host CPU busy | other processes, cores |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rows.append(
-            f"| {r.backend} | {r.scenario} | {r.concurrency} | {r.rate:,.0f} | {r.pct_ms(0.5):.2f} "
-            f"| {r.pct_ms(0.99):.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_pair:.2f} | {r.host_busy:.0%} |"
+            f"| {r.backend} | {r.scenario} | {r.concurrency} | {r.rate:,.0f} {r.unit} | {r.pct_ms(0.5):.2f} "
+            f"| {r.pct_ms(0.99):.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_pair:.2f} "
+            f"| {r.all_ms:.2f} | {r.host_busy:.0%} | {r.others_cores:.2f} |"
         )
     return "\n".join(rows)
 
@@ -460,6 +555,14 @@ def parse_args(argv: list[str] | None = None):
         default=RPC_TIMEOUT_S,
         help="deadline of each Reserve and Settle, s (default 30; the proxy uses 2)",
     )
+    p.add_argument(
+        "--batch-requests",
+        type=int,
+        default=10_000,
+        help="reservations settled with SettleBatch per scenario (default 10000; 0: skip)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="settlements per SettleBatch (default 256, the proxy's)")
+    p.add_argument("--batch-concurrency", type=int, default=4, help="SettleBatch calls in flight (default 4)")
     p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="client on asyncio's default loop")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -511,7 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"runs:     {args.warmup:g} s warm-up + {args.seconds:g} s measured each; {args.channels} gRPC channel(s); "
         f"{args.rpc_timeout:g} s deadline per call; "
-        f"a pair = Reserve (1000+1000 tokens max) then Settle (300+200 tokens)"
+        f"a pair = Reserve (1000+1000 tokens max) then Settle (300+200 tokens); SettleBatch rows: "
+        f"{args.batch_requests} reservations made first, then settled {args.batch_size} per call, "
+        f"{args.batch_concurrency} calls in flight (p50/p99: of one call)"
     )
     print(f"checks:   {'; '.join(f'{b}: balances {c}' for b, c in checks.items())}")
     print()

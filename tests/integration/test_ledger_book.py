@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import text
 
 import cg_ledger
+from cg_ledger.accounts import usage_shard
 from cg_ledger.book import Book
 from cg_ledger.errors import Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.reservations import Reservations
+from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
 from cglib.money import UCR_PER_CREDIT as CREDIT
 
@@ -29,15 +31,22 @@ async def engine(db_url):
 
 
 @pytest.fixture
-def book(engine):
-    return Book(engine)
+def db(engine, db_url):
+    runner = runner_for(db_url)
+    yield runner
+    runner.close()
 
 
 @pytest.fixture
-def res(engine):
-    r = Reservations(engine)
-    yield r
-    r.close()
+def book(db, engine):
+    book = Book(db)
+    book.engine = engine  # the tests' own reads (_sums)
+    return book
+
+
+@pytest.fixture
+def res(db):
+    return Reservations(db)
 
 
 async def _funded_key(book: Book, credits: int, key: str = "key:k1") -> str:
@@ -167,11 +176,11 @@ async def test_concurrent_duplicate_settlements_charge_once(book, res):
 
 
 async def test_a_sink_the_cache_wrongly_thinks_exists_is_created_not_skipped(book, res):
-    # the first settlement creates platform:usage; a process whose cache says it exists
+    # the first settlement creates its usage shard; a process whose cache says it exists
     # (the transaction that created it rolled back) must still credit it
     await book.deposit("d-sink", "partner:p-sink", 10 * CREDIT)
     await res.reserve("r-sink", "partner:p-sink", "haiku", *PRICE, 100, 100)
-    res._known_accounts.add("platform:usage")
+    res.known_sinks.add(usage_shard("r-sink"))
     out = await res.settle("r-sink", 10, 10, "provider")
     assert out.charged_ucr == 10 * 100 + 10 * 500
     assert (await book.balance("platform:usage")).posted == out.charged_ucr

@@ -21,7 +21,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from cg_ledger import store
+from cg_ledger.accounts import usage_shard
 from cg_ledger.errors import OutOfRange
 from cg_ledger.limits import MAX_AMOUNT
 from cglib.db import make_engine, migrate, sync_url
@@ -246,7 +246,7 @@ async def test_a_credit_past_int64_is_refused_and_the_debit_before_it_rolled_bac
 
 async def test_a_settlement_whose_sink_would_pass_int64_is_refused_and_rolled_back(ledger):
     await funded(ledger, "p1", key="k")
-    await churn(ledger.engine, "partner:big", "platform:usage", INT64_MAX - 10)
+    await churn(ledger.engine, "partner:big", usage_shard("r"), INT64_MAX - 10)
     await ledger.stub.Reserve(
         pb.ReserveRequest(request_id="r", account="key:k", model="m", price=HAIKU, max_output_tokens=100)
     )
@@ -267,15 +267,13 @@ async def test_a_database_range_error_is_out_of_range_never_internal(ledger):
     await funded(ledger)
     before = await books(ledger.engine)
 
-    async def overflow(conn):  # what a missing guard would do
-        await conn.execute(
-            text(f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX} WHERE id = 'partner:p1'")
-        )
+    def overflow(db):  # what a missing guard would do
+        db.query(f"UPDATE accounts SET credits_posted = credits_posted + {INT64_MAX} WHERE id = :id", id="partner:p1")
 
     with pytest.raises(OutOfRange):
         await ledger.book._once("net-1", "deposit", "external:credits", "partner:p1", 1, overflow)
     with pytest.raises(OutOfRange):  # the hot path: a release of more than is held breaks a CHECK
-        await ledger.reservations.runner.run(lambda db: db.release("partner:p1", 5, 0))
+        await ledger.db.run(lambda db: db.release("partner:p1", 5, 0))
     assert await books(ledger.engine) == before
 
 
@@ -553,11 +551,14 @@ async def test_the_migration_refuses_a_book_whose_counters_became_floats(tmp_pat
         await engine.dispose()
 
 
-async def test_store_and_hot_path_run_the_same_guarded_sql():
-    """One definition of the money rules: both layers execute ``sql``'s texts."""
-    from cg_ledger import hotsql
+async def test_every_operation_runs_the_one_guarded_sql():
+    """One definition of the money rules: ``rows`` executes ``sql``'s texts, and a batch
+    of settlements their ``executemany`` forms, cut from the same texts."""
+    from cg_ledger import rows
     from cg_ledger import sql as ledger_sql
 
-    assert {str(t) for t in store._TEXT.values()} == set(ledger_sql.STATEMENTS.values())
-    assert set(hotsql._PSYCOPG) == set(ledger_sql.STATEMENTS)
+    assert set(rows._PSYCOPG) == set(ledger_sql.STATEMENTS)
+    assert all(ledger_sql.STATEMENTS[name].startswith(text) for name, text in ledger_sql.BATCH.items())
+    # the array forms only keep rows (no guard of a counter): the money rules stay in BATCH's texts
+    assert set(ledger_sql.PG_ARRAYS) == {"settled", "insert_transfer"}
     assert ":limit" in ledger_sql.STATEMENTS["credit"] and ":limit" in ledger_sql.STATEMENTS["debit"]

@@ -12,6 +12,7 @@ import cg_ledger
 from cg_ledger.book import Book
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
+from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
 from cglib.grpc_client import insecure_channel
 from cglib.grpc_server import create_server
@@ -28,8 +29,10 @@ SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 async def ledger(db_url):
     engine = make_engine(db_url)
     await migrate(engine, MIGRATIONS)
-    reservations = Reservations(engine)
-    servicer = LedgerServicer(Book(engine), reservations)
+    await engine.dispose()
+    db = runner_for(db_url)
+    reservations = Reservations(db)
+    servicer = LedgerServicer(Book(db), reservations)
     server, port, _ = create_server(
         "127.0.0.1:0",
         lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s),
@@ -43,8 +46,7 @@ async def ledger(db_url):
     yield stub
     await channel.close()
     await server.stop(0)
-    reservations.close()
-    await engine.dispose()
+    db.close()
 
 
 async def code_of(call) -> grpc.StatusCode:

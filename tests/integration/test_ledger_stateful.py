@@ -36,12 +36,14 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 
 import cg_ledger
+from cg_ledger.accounts import USAGE_SHARDS, usage_shard
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.errors import AccountClosed, Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.limits import MAX_AMOUNT
 from cg_ledger.pricing import platform_fee_ucr
 from cg_ledger.reservations import Reservations
+from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
 from support.ledger import churn, seed_transfers
 
@@ -73,13 +75,15 @@ REQUESTS = st.one_of(
 class LedgerMachine(RuleBasedStateMachine):
     loop: asyncio.AbstractEventLoop
     engine = None
+    db_url = ""
 
     def __init__(self) -> None:
         super().__init__()
         self.run(self._truncate())
-        self.book = Book(self.engine)
-        self.res = Reservations(self.engine)
-        self.audit = Audit(self.engine)
+        self.db = runner_for(self.db_url)
+        self.book = Book(self.db)
+        self.res = Reservations(self.db)
+        self.audit = Audit(self.db)
         self.credits: dict[str, int] = defaultdict(int)
         self.debits: dict[str, int] = defaultdict(int)
         self.pending: dict[str, int] = defaultdict(int)
@@ -91,7 +95,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.n = 0
 
     def teardown(self) -> None:
-        self.res.close()
+        self.db.close()
 
     def run(self, coro):
         return self.loop.run_until_complete(coro)
@@ -280,13 +284,14 @@ class LedgerMachine(RuleBasedStateMachine):
         from_hold = min(charge, hold)
         after_release = self.available(account) + hold - from_hold
         take = min(charge - from_hold, max(after_release, 0))
-        if charge > MAX_AMOUNT or not self._forward_fits(r, hold - from_hold) or not self.fits(SINK, from_hold + take):
+        sink = usage_shard(rid)  # the usage sink's shard of this request
+        if charge > MAX_AMOUNT or not self._forward_fits(r, hold - from_hold) or not self.fits(sink, from_hold + take):
             self._call(OutOfRange, self.res.settle, *args)
             return
         self._release(r, hold, from_hold)
         self.debits[account] += take
-        self.credits[SINK] += from_hold + take
-        self.exists.add(SINK)
+        self.credits[sink] += from_hold + take
+        self.exists.add(sink)
         out = self._call("ok", self.res.settle, *args)
         assert (out.charged_ucr, out.unpaid_ucr, out.replayed) == (from_hold + take, charge - from_hold - take, False)
         r.update(status="posted", charged=from_hold + take)
@@ -373,12 +378,13 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.run(seed_transfers(self.engine, ("seed:whale", "deposit", EXTERNAL, "partner:whale", amount)))
                 self._move(EXTERNAL, "partner:whale", amount)
             return
-        amount = INT64 - margin - self.credits[where]
-        if amount > 0:
-            other = f"partner:churn-{where.split(':')[1]}"
-            self.run(churn(self.engine, where, other, amount))
-            self._move(where, other, amount)
-            self._move(other, where, amount)
+        for target in USAGE_SHARDS if where == SINK else (where,):  # the sink: every shard of it
+            amount = INT64 - margin - self.credits[target]
+            if amount > 0:
+                other = f"partner:churn-{target.split(':', 1)[1].replace(':', '-')}"
+                self.run(churn(self.engine, target, other, amount))
+                self._move(target, other, amount)
+                self._move(other, target, amount)
 
     @precondition(lambda self: self.history)
     @rule(data=st.data())
@@ -447,7 +453,7 @@ def test_ledger_state_machine(db_url, examples):
     loop = asyncio.new_event_loop()
     engine = make_engine(db_url)
     loop.run_until_complete(migrate(engine, MIGRATIONS))
-    LedgerMachine.loop, LedgerMachine.engine = loop, engine
+    LedgerMachine.loop, LedgerMachine.engine, LedgerMachine.db_url = loop, engine, db_url
     try:
         run_state_machine_as_test(
             LedgerMachine,

@@ -19,6 +19,7 @@ from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
+from cg_ledger.txrunner import Runner, runner_for
 from cglib.db import make_engine, migrate
 from cglib.grpc_client import insecure_channel
 from cglib.grpc_server import create_server
@@ -38,7 +39,8 @@ COUNTERS = "debits_pending, debits_posted, credits_pending, credits_posted"
 class Ledger:
     stub: ledger_pb2_grpc.LedgerServiceStub
     admin: ledger_pb2_grpc.LedgerAdminServiceStub
-    engine: AsyncEngine
+    engine: AsyncEngine  # the tests' own way into the tables (the ledger runs on ``db``)
+    db: Runner
     book: Book
     reservations: Reservations
 
@@ -47,10 +49,11 @@ class Ledger:
 async def running_ledger(db_url: str, admin_token: str = ADMIN_TOKEN) -> AsyncIterator[Ledger]:
     engine = make_engine(db_url)
     await migrate(engine, MIGRATIONS)
-    reservations = Reservations(engine)
-    book = Book(engine)
+    db = runner_for(db_url)
+    reservations = Reservations(db)
+    book = Book(db)
     servicer = LedgerServicer(book, reservations)
-    admin = LedgerAdminServicer(Audit(engine), admin_token)
+    admin = LedgerAdminServicer(Audit(db), admin_token)
 
     def register(server) -> None:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
@@ -64,13 +67,14 @@ async def running_ledger(db_url: str, admin_token: str = ADMIN_TOKEN) -> AsyncIt
             ledger_pb2_grpc.LedgerServiceStub(channel),
             ledger_pb2_grpc.LedgerAdminServiceStub(channel),
             engine,
+            db,
             book,
             reservations,
         )
     finally:
         await channel.close()
         await server.stop(0)
-        reservations.close()
+        db.close()
         await engine.dispose()
 
 

@@ -16,6 +16,7 @@ from cg_ledger.events import BalanceEvents
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cg_ledger.settings import Settings
+from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
@@ -42,15 +43,20 @@ async def expire_forever(reservations: Reservations, every_s: float) -> None:
 
 
 async def main(settings: Settings) -> None:
+    # Alembic (SQLAlchemy) only migrates; every operation then runs on the driver (txrunner).
     engine = make_engine(settings.database_url)
-    await migrate(engine, Path(__file__).parent / "migrations")
-    reservations = Reservations(engine, settings.default_reservation_ttl_s, settings.sqlite_synchronous)
+    try:
+        await migrate(engine, Path(__file__).parent / "migrations")
+    finally:
+        await engine.dispose()
+    db = runner_for(settings.database_url, settings.sqlite_synchronous)
+    reservations = Reservations(db, settings.default_reservation_ttl_s)
     events = BalanceEvents(settings.nats_url)
-    book = Book(engine, on_change=events.changed)
+    book = Book(db, on_change=events.changed)
     events.book = book
     await events.start()
     servicer = LedgerServicer(book, reservations)
-    admin = LedgerAdminServicer(Audit(engine), settings.admin_token.get_secret_value())
+    admin = LedgerAdminServicer(Audit(db), settings.admin_token.get_secret_value())
     if not settings.admin_token.get_secret_value():
         log.info("admin service off: CG_LEDGER_ADMIN_TOKEN is not set")
 
@@ -69,8 +75,7 @@ async def main(settings: Settings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await events.close()
-        reservations.close()
-        await engine.dispose()
+        db.close()
 
 
 if __name__ == "__main__":

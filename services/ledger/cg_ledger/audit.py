@@ -1,7 +1,7 @@
 """The whole book at once, for operators: every account page by page, and an audit.
 
-The audit reads everything in ONE snapshot (REPEATABLE READ on PostgreSQL; a single
-read transaction on SQLite, which WAL keeps consistent), so a book that is moving while
+The audit reads everything in ONE snapshot (``Runner.read(snapshot=True)``: REPEATABLE
+READ on PostgreSQL; a single read transaction on SQLite, which WAL keeps consistent), so a book that is moving while
 it is read still adds up. Transfers and reservations are summed by SQL (GROUP BY),
 never loaded; only the per-account sums come back, and each account is checked
 against them:
@@ -29,14 +29,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from cg_ledger.accounts import KINDS
 from cg_ledger.errors import InvalidArgument
 from cg_ledger.limits import MAX_ACCOUNT_LEN
 from cg_ledger.models import POSTED_KINDS
-from cglib.db import READ
+from cg_ledger.rows import Rows
+from cg_ledger.txrunner import Runner
 
 COUNTERS = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
 _SPLIT = 10**9
@@ -105,16 +103,8 @@ def _decode_token(token: str) -> str:
 
 
 class Audit:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-
-    async def _snapshot(self) -> AsyncConnection:
-        conn = await self.engine.connect()
-        options: dict[str, object] = dict(READ)
-        if conn.dialect.name == "postgresql":
-            options["isolation_level"] = "REPEATABLE READ"
-        await conn.execution_options(**options)
-        return conn
+    def __init__(self, db: Runner) -> None:
+        self.db = db
 
     async def list_accounts(self, page_size: int = 0, page_token: str = "", kind: str = ""):
         """``(rows, next_page_token)``: accounts in id order, ``page_size`` at a time."""
@@ -124,44 +114,33 @@ class Audit:
         if kind and kind not in KINDS:
             raise InvalidArgument(f"kind: one of {', '.join(KINDS)} (or empty)")
         after = _decode_token(page_token) if page_token else ""
-        params = {"after": after, "limit": page_size + 1}
+        params: dict[str, object] = {"after": after, "limit": page_size + 1}
         where = "id > :after"
         if kind:
             params["kind"] = kind
             where += " AND kind = :kind"
-        q = text(f"SELECT {_COLUMNS} FROM accounts WHERE {where} ORDER BY id LIMIT :limit")
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**READ)
-            rows = (await conn.execute(q, params)).all()
+        q = f"SELECT {_COLUMNS} FROM accounts WHERE {where} ORDER BY id LIMIT :limit"
+        rows = await self.db.read(lambda db: db.query(q, **params))
         more = len(rows) > page_size
         rows = rows[:page_size]
         return rows, (_encode_token(rows[-1].id) if more else "")
 
     async def audit(self) -> AuditReport:
-        conn = await self._snapshot()
-        try:
-            async with conn.begin():
-                return await self._audit(conn)
-        finally:
-            await conn.close()
+        return await self.db.read(self._audit, snapshot=True)
 
-    async def _audit(self, conn: AsyncConnection) -> AuditReport:
-        sqlite = conn.dialect.name == "sqlite"
-        run = conn.execute
+    @classmethod
+    def _audit(cls, db: Rows) -> AuditReport:
+        sqlite = not db.pg
         report = AuditReport()
         not_integer = "SUM(CASE WHEN typeof(amount_ucr) = 'integer' THEN 0 ELSE 1 END)" if sqlite else "0"
-        count, bad = (await run(text(f"SELECT COUNT(*), {not_integer} FROM transfers"))).one()
+        count, bad = db.query(f"SELECT COUNT(*), {not_integer} FROM transfers")[0]
         report.transfers = int(count)
         if bad:
             report.discrepancies.append(Discrepancy("not_integer", "", f"{bad} transfer amounts are not integers"))
-        units = (
-            await run(
-                text(
-                    f"SELECT unit, COUNT(*), {_sum('credits_posted - debits_posted')}, {_sum('debits_pending')}"
-                    " FROM accounts GROUP BY unit ORDER BY unit"
-                )
-            )
-        ).all()
+        units = db.query(
+            f"SELECT unit, COUNT(*), {_sum('credits_posted - debits_posted')}, {_sum('debits_pending')}"
+            " FROM accounts GROUP BY unit ORDER BY unit"
+        )
         for unit, count, p_hi, p_lo, h_hi, h_lo in units:
             report.accounts += int(count)
             posted = _whole(p_hi, p_lo)
@@ -170,13 +149,13 @@ class Audit:
                 report.discrepancies.append(
                     Discrepancy("conservation", "", f"{unit}: posted balances sum to {posted}, not 0")
                 )
-        credited, debited = await self._posted(conn)
-        held = await self._holds(conn)
+        credited, debited = cls._posted(db)
+        held = cls._holds(db)
         columns = _COLUMNS
         if sqlite:
             columns += ", " + ", ".join(f"typeof({c})" for c in COUNTERS)
         externals = {}
-        for row in (await run(text(f"SELECT {columns} FROM accounts ORDER BY id"))).all():
+        for row in db.query(f"SELECT {columns} FROM accounts ORDER BY id"):
             report.discrepancies += _check_account(row, credited, debited, held, sqlite)
             if row.kind == "external":
                 externals[row.unit] = _number(row.credits_posted) - _number(row.debits_posted)
@@ -186,36 +165,28 @@ class Audit:
         return report
 
     @staticmethod
-    async def _posted(conn: AsyncConnection) -> tuple[dict, dict]:
+    def _posted(db: Rows) -> tuple[dict, dict]:
         """Per account, the sums of the successful posted transfers it received and paid."""
         posted = f"FROM transfers WHERE outcome = 'ok' AND kind IN ({_POSTED})"
-        rows = (
-            await conn.execute(
-                text(
-                    f"SELECT 'credit', credit_account, {_sum('amount_ucr')} {posted} GROUP BY credit_account UNION ALL"
-                    f" SELECT 'debit', debit_account, {_sum('amount_ucr')} {posted} GROUP BY debit_account"
-                )
-            )
-        ).all()
+        rows = db.query(
+            f"SELECT 'credit', credit_account, {_sum('amount_ucr')} {posted} GROUP BY credit_account UNION ALL"
+            f" SELECT 'debit', debit_account, {_sum('amount_ucr')} {posted} GROUP BY debit_account"
+        )
         sides: dict[str, dict[str, int | Decimal]] = {"credit": {}, "debit": {}}
         for side, account, hi, lo in rows:
             sides[side][account] = _whole(hi, lo)
         return sides["credit"], sides["debit"]
 
     @staticmethod
-    async def _holds(conn: AsyncConnection) -> dict[str, int | Decimal]:
+    def _holds(db: Rows) -> dict[str, int | Decimal]:
         """What each account's pending reservations hold: the payer's held_ucr and the
         customer's customer_held_uai."""
         pending = "FROM reservations WHERE status = 'pending'"
-        rows = (
-            await conn.execute(
-                text(
-                    f"SELECT account, {_sum('held_ucr')} {pending} GROUP BY account UNION ALL"
-                    f" SELECT customer_account, {_sum('customer_held_uai')} {pending} AND customer_account <> ''"
-                    " GROUP BY customer_account"
-                )
-            )
-        ).all()
+        rows = db.query(
+            f"SELECT account, {_sum('held_ucr')} {pending} GROUP BY account UNION ALL"
+            f" SELECT customer_account, {_sum('customer_held_uai')} {pending} AND customer_account <> ''"
+            " GROUP BY customer_account"
+        )
         held: dict[str, int | Decimal] = defaultdict(int)
         for account, hi, lo in rows:
             held[account] += _whole(hi, lo)

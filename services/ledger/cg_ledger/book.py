@@ -3,8 +3,8 @@ key deposits. Reservations are in ``reservations``; reads in ``balances``.
 
 Each operation is one transaction, keyed by a caller-supplied idempotency id that is
 permanent: a replay returns the stored outcome (a failure included), and a replay with
-other fields is a ``Conflict``. A concurrent duplicate loses the unique insert, rolls
-back, and is answered from what the winner stored. Amounts and strings are checked
+other fields is a ``Conflict`` (``idempotent.once``: a concurrent duplicate loses the
+unique insert, rolls back, and is answered from what the winner stored). Amounts and strings are checked
 against ``limits`` before anything runs; a counter that would leave int64 is refused
 by the SQL itself (``sql``) and the transaction rolls back (``OutOfRange``).
 
@@ -15,16 +15,12 @@ reservation that releases it (``reservations``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from cg_ledger import accounts, store
+from cg_ledger import accounts, idempotent
 from cg_ledger.accounts import CREDITS, FEES, AccountId
 from cg_ledger.balances import Balances
-from cg_ledger.dberrors import is_unique_violation, out_of_range
 from cg_ledger.errors import AccountClosed, Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.limits import (
     MAX_MEMO_LEN,
@@ -36,7 +32,8 @@ from cg_ledger.limits import (
     decimal_or_invalid,
 )
 from cg_ledger.pricing import platform_fee_ucr
-from cglib.db import READ
+from cg_ledger.rows import Rows
+from cg_ledger.txrunner import Runner
 from cglib.faults import crash_point
 
 FAILED_FUNDS = "insufficient_funds"
@@ -67,33 +64,33 @@ def _owner(value: str, field: str) -> str:
     return value
 
 
-async def _debit(conn: AsyncConnection, account: AccountId, amount: int, what: str = "") -> None:
+def _debit(db: Rows, account: AccountId, amount: int, what: str = "") -> None:
     """Posts a debit. A guarded account short of money: ``InsufficientFunds``; an
     unguarded one (external) whose debits would pass int64: ``OutOfRange``."""
-    if await store.debit(conn, account.id, amount):
+    if db.debit(account.id, amount):
         return
     if account.kind == "external":
         raise OutOfRange(f"{account.id}: its debits would pass the 64-bit range")
-    have = await store.available(conn, account.id)
+    have = db.available(account.id)
     raise InsufficientFunds(f"{what or account.id!r} has {have} available, needs {amount}")
 
 
-async def _credit(conn: AsyncConnection, account: str, amount: int) -> None:
+def _credit(db: Rows, account: str, amount: int) -> None:
     """Posts a credit to an account that exists (``ensure_account`` ran)."""
-    if not await store.credit(conn, account, amount):
+    if not db.credit(account, amount):
         raise OutOfRange(f"{account}: its credits would pass the 64-bit range")
 
 
-async def _refuse_closed(conn: AsyncConnection, account: AccountId) -> None:
+def _refuse_closed(db: Rows, account: AccountId) -> None:
     """New money into a closed account would be stranded there: refused. (Only key
     accounts are ever closed; the read is skipped for the others.)"""
-    if account.kind == "key" and (await store.state(conn, account.id))[1]:
+    if account.kind == "key" and db.state(account.id)[1]:
         raise AccountClosed(f"account {account.id!r} is closed (the key was revoked)")
 
 
 class Book(Balances):
-    def __init__(self, engine: AsyncEngine, on_change: Callable[[list[str]], None] | None = None) -> None:
-        super().__init__(engine)
+    def __init__(self, db: Runner, on_change: Callable[[list[str]], None] | None = None) -> None:
+        super().__init__(db)
         # told which accounts a committed operation moved (events.BalanceEvents.changed)
         self.on_change = on_change
 
@@ -106,51 +103,34 @@ class Book(Balances):
         debit: str,
         credit: str,
         amount: int | None,
-        apply: Callable[[AsyncConnection], Awaitable[TransferOutcome]],
+        apply: Callable[[Rows], TransferOutcome],
     ) -> TransferOutcome:
-        """Runs ``apply`` once per idempotency id. ``amount=None``: decided by ``apply``."""
-        try:
-            async with self.engine.begin() as conn:
-                row = await store.stored_transfer(conn, idempotency_id)
-                if row is not None:
-                    return self._replay(row, op, debit, credit, amount)
-                outcome = await apply(conn)
-                crash_point(f"{op}:before_commit")
-        except InsufficientFunds:
-            await self._store_failure(idempotency_id, op, debit, credit, amount or 0)
-            raise
-        except (DBAPIError, OverflowError) as e:
-            if isinstance(e, DBAPIError) and is_unique_violation(e):
-                return await self._after_race(e, idempotency_id, op, debit, credit, amount)
-            err = out_of_range(e)
-            if err is None:
-                raise
-            raise err from e
-        crash_point(f"{op}:after_commit")
-        if self.on_change is not None:
-            self.on_change([debit, credit])
+        """Runs ``apply`` once per idempotency id (``idempotent.once``). ``amount=None``:
+        decided by ``apply``."""
+
+        def attempt(db: Rows) -> tuple[TransferOutcome, bool]:
+            row = db.transfer(idempotency_id)
+            if row is not None:
+                return self._replay(row, op, debit, credit, amount), False
+            outcome = apply(db)
+            crash_point(f"{op}:before_commit")
+            return outcome, True
+
+        def refused(db: Rows) -> None:
+            db.insert_transfer(idempotency_id, op, debit, credit, amount or 0, outcome=FAILED_FUNDS)
+
+        def after_race(db: Rows) -> tuple[TransferOutcome, bool]:
+            row = db.transfer(idempotency_id)
+            if row is None:
+                raise Conflict(f"idempotency id {idempotency_id!r} is being used concurrently")
+            return self._replay(row, op, debit, credit, amount), False
+
+        outcome, applied = await idempotent.once(self.db, attempt, refused, after_race)
+        if applied:
+            crash_point(f"{op}:after_commit")
+            if self.on_change is not None:
+                self.on_change([debit, credit])
         return outcome
-
-    async def _after_race(
-        self, e: DBAPIError, idempotency_id: str, op: str, debit: str, credit: str, amount: int | None
-    ) -> TransferOutcome:
-        """A concurrent call with this id committed first: answer with its outcome."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**READ)
-            row = await store.stored_transfer(conn, idempotency_id)
-        if row is None:
-            raise e
-        return self._replay(row, op, debit, credit, amount)
-
-    async def _store_failure(self, idempotency_id: str, op: str, debit: str, credit: str, amount: int) -> None:
-        """Keeps a failed outcome under its id. If a concurrent call stored an outcome
-        first, that one stands (and is what a replay will see)."""
-        try:
-            async with self.engine.begin() as conn:
-                await store.insert_transfer(conn, idempotency_id, op, debit, credit, amount, outcome=FAILED_FUNDS)
-        except DBAPIError as e:
-            if not is_unique_violation(e):
-                raise
 
     @staticmethod
     def _replay(row, op: str, debit: str, credit: str, amount: int | None) -> TransferOutcome:
@@ -161,9 +141,9 @@ class Book(Balances):
             raise InsufficientFunds(f"idempotency id {row.idempotency_id!r} failed before: {row.outcome}")
         return TransferOutcome(row.id, row.idempotency_id, row.amount_ucr, replayed=True)
 
-    async def _move(
+    def _move(
         self,
-        conn: AsyncConnection,
+        db: Rows,
         op: str,
         idem: str,
         debit: AccountId,
@@ -176,15 +156,15 @@ class Book(Balances):
         if debit.unit != credit.unit:
             raise InvalidArgument(f"cannot move {debit.unit} into a {credit.unit} account")
         if create_debit:
-            await store.ensure_account(conn, debit)
-        elif not await store.exists(conn, debit.id):
+            db.ensure_account(debit)
+        elif not db.exists(debit.id):
             raise NotFound(f"account {debit.id!r} not found")
-        await store.ensure_account(conn, credit)
-        await store.lock_accounts(conn, [debit.id, credit.id])
-        await _refuse_closed(conn, credit)
-        await _debit(conn, debit, amount)
-        await _credit(conn, credit.id, amount)
-        return await store.insert_transfer(conn, idem, op, debit.id, credit.id, amount, memo=memo)
+        db.ensure_account(credit)
+        db.lock_accounts([debit.id, credit.id])
+        _refuse_closed(db, credit)
+        _debit(db, debit, amount)
+        _credit(db, credit.id, amount)
+        return db.insert_transfer(idem, op, debit.id, credit.id, amount, memo=memo)
 
     async def _simple(
         self,
@@ -196,8 +176,8 @@ class Book(Balances):
         memo: str,
         create_debit: bool = False,
     ) -> TransferOutcome:
-        async def apply(conn: AsyncConnection) -> TransferOutcome:
-            tid = await self._move(conn, op, idem, debit, credit, amount, memo, create_debit)
+        def apply(db: Rows) -> TransferOutcome:
+            tid = self._move(db, op, idem, debit, credit, amount, memo, create_debit)
             return TransferOutcome(tid, idem, amount, replayed=False)
 
         return await self._once(idem, op, debit.id, credit.id, amount, apply)
@@ -259,22 +239,22 @@ class Book(Balances):
         budget, fee = self.quote_funding(budget_ucr, fee_rate)
         fees = accounts.parse(FEES)
 
-        async def apply(conn: AsyncConnection) -> TransferOutcome:
-            if not await store.exists(conn, partner.id):
+        def apply(db: Rows) -> TransferOutcome:
+            if not db.exists(partner.id):
                 raise NotFound(f"account {partner.id!r} not found")
-            await store.ensure_account(conn, key)
-            await store.ensure_account(conn, fees)
-            await store.lock_accounts(conn, [partner.id, key.id])
-            await _refuse_closed(conn, key)
-            await _debit(conn, partner, budget + fee, what="partner")
-            await _credit(conn, key.id, budget)
-            tid = await store.insert_transfer(
-                conn, idempotency_id, "fund", partner.id, key.id, budget, memo=f"key budget, fee rate {fee_rate or '0'}"
+            db.ensure_account(key)
+            db.ensure_account(fees)
+            db.lock_accounts([partner.id, key.id])
+            _refuse_closed(db, key)
+            _debit(db, partner, budget + fee, what="partner")
+            _credit(db, key.id, budget)
+            tid = db.insert_transfer(
+                idempotency_id, "fund", partner.id, key.id, budget, memo=f"key budget, fee rate {fee_rate or '0'}"
             )
             if fee:
-                await _credit(conn, fees.id, fee)
-                await store.insert_transfer(
-                    conn, f"{idempotency_id}:fee", "fee", partner.id, fees.id, fee, memo="platform fee on key funding"
+                _credit(db, fees.id, fee)
+                db.insert_transfer(
+                    f"{idempotency_id}:fee", "fee", partner.id, fees.id, fee, memo="platform fee on key funding"
                 )
             return TransferOutcome(tid, idempotency_id, budget, replayed=False)
 
@@ -291,22 +271,22 @@ class Book(Balances):
         partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
         key = accounts.parse(accounts.key_account(_owner(key_id, "key_id")))
 
-        async def apply(conn: AsyncConnection) -> TransferOutcome:
-            if not await store.exists(conn, key.id):
+        def apply(db: Rows) -> TransferOutcome:
+            if not db.exists(key.id):
                 raise NotFound(f"account {key.id!r} not found")
-            await store.ensure_account(conn, partner)
-            await store.lock_accounts(conn, [partner.id, key.id])
-            available, closed_to = await store.state(conn, key.id)
+            db.ensure_account(partner)
+            db.lock_accounts([partner.id, key.id])
+            available, closed_to = db.state(key.id)
             if closed_to and closed_to != partner.id:
                 raise Conflict(f"account {key.id!r} is closed to {closed_to!r}, not {partner.id!r}")
             amount = max(available, 0)
             if amount:
-                await _debit(conn, key, amount)
-                await _credit(conn, partner.id, amount)
+                _debit(db, key, amount)
+                _credit(db, partner.id, amount)
             if not closed_to:
-                await store.close(conn, key.id, partner.id)
-            tid = await store.insert_transfer(
-                conn, idempotency_id, "refund", key.id, partner.id, amount, memo="unused budget of a revoked key"
+                db.close(key.id, partner.id)
+            tid = db.insert_transfer(
+                idempotency_id, "refund", key.id, partner.id, amount, memo="unused budget of a revoked key"
             )
             return TransferOutcome(tid, idempotency_id, amount, replayed=False)
 
@@ -326,16 +306,16 @@ class Book(Balances):
         partner = accounts.parse(f"partner:{_owner(partner_id, 'partner_id')}")
         deposit = accounts.parse(f"keydeposit:{_owner(key_id, 'key_id')}")
 
-        async def apply(conn: AsyncConnection) -> TransferOutcome:
-            if not await store.exists(conn, deposit.id):
+        def apply(db: Rows) -> TransferOutcome:
+            if not db.exists(deposit.id):
                 raise NotFound(f"account {deposit.id!r} not found")
-            await store.lock_accounts(conn, [partner.id, deposit.id])
-            amount = max(await store.available(conn, deposit.id), 0)
+            db.lock_accounts([partner.id, deposit.id])
+            amount = max(db.available(deposit.id), 0)
             if amount:
-                await _debit(conn, deposit, amount)
-                await _credit(conn, partner.id, amount)
-            tid = await store.insert_transfer(
-                conn, idempotency_id, "release_deposit", deposit.id, partner.id, amount, memo="key deposit released"
+                _debit(db, deposit, amount)
+                _credit(db, partner.id, amount)
+            tid = db.insert_transfer(
+                idempotency_id, "release_deposit", deposit.id, partner.id, amount, memo="key deposit released"
             )
             return TransferOutcome(tid, idempotency_id, amount, replayed=False)
 

@@ -10,8 +10,11 @@ Two kinds matter, and must never be confused:
   error.
 
 Drivers: sqlite3 (``sqlite_errorname``, and ``OverflowError`` for a Python int that
-does not fit a 64-bit parameter), psycopg and asyncpg (SQLSTATE); SQLAlchemy wraps
-either, with the driver's error in ``.orig``.
+does not fit a 64-bit parameter) and psycopg (SQLSTATE); SQLAlchemy (the migrations, the
+tests) wraps either, with the driver's error in ``.orig``.
+
+``translated`` is the one place a driver's error becomes the ledger's: ``txrunner``
+applies it to whatever a transaction raised, so no other module imports a driver.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def _codes(exc: BaseException) -> set[str]:
     return codes
 
 
+class Duplicate(Exception):
+    """Internal: a unique constraint refused the write, because a concurrent call with
+    the same id committed first. ``idempotent.once`` answers from what that one stored;
+    anywhere else it is an internal error."""
+
+
 def is_unique_violation(exc: BaseException) -> bool:
     return bool(_codes(exc) & _UNIQUE)
 
@@ -58,3 +67,15 @@ def out_of_range(exc: BaseException) -> OutOfRange | None:
     if _codes(exc) & _RANGE:
         return OutOfRange("the movement would take an account out of range; nothing was written")
     return None
+
+
+def translated(exc: Exception) -> Exception:
+    """What to raise for an error a transaction ended with: ``OutOfRange``, ``Duplicate``
+    (each with the driver's error as its cause), or the error itself."""
+    err: Exception | None = out_of_range(exc)
+    if err is None and is_unique_violation(exc):
+        err = Duplicate(str(exc))
+    if err is None:
+        return exc
+    err.__cause__ = exc
+    return err

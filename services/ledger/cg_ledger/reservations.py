@@ -15,9 +15,11 @@ the reservation (``refund:<settle|void|expire>:<request id>``), so once the requ
 flight finish, every credit of a revoked key is back with its partner. The release
 statement returns ``closed_to``: an open account costs no extra read.
 
-Each call is one synchronous function of a ``HotSQL`` run in a transaction off the
-event loop (``hotsql`` says why, ``txrunner`` how). A reservation
-may carry a rate limit (``ratelimits``), checked and counted in the same transaction.
+Each call is one synchronous function of a ``Rows`` run in a transaction off the event
+loop (``rows`` says why, ``txrunner`` how), made idempotent by ``idempotent.once``. A
+reservation may carry a rate limit (``ratelimits``), checked and counted in the same
+transaction. Provider cost is credited to the usage sink's shard of the request id
+(``accounts.usage_shard``). A batch of settlements: ``settlebatch``.
 
 (About 400 lines, on purpose: reserve, settle, void and expire share one release rule
 and one lock order, and split apart they would drift.)
@@ -25,22 +27,14 @@ and one lock order, and split apart they would drift.)
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 
-import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from cg_ledger import accounts
-from cg_ledger.accounts import USAGE_SINK
+from cg_ledger import accounts, idempotent
+from cg_ledger.accounts import usage_shard
 from cg_ledger.book import FAILED_FUNDS
 from cg_ledger.charges import Billing, billing_of, costs, tokens
-from cg_ledger.dberrors import is_unique_violation
 from cg_ledger.errors import AccountClosed, Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
-from cg_ledger.hotsql import HotSQL
-from cg_ledger.hotsql import now_ms as clock_ms
 from cg_ledger.limits import (
     MAX_MODEL_LEN,
     MAX_PRICE_BOOK_VERSION_LEN,
@@ -50,12 +44,12 @@ from cg_ledger.limits import (
     decimal_or_invalid,
 )
 from cg_ledger.ratelimits import WINDOW_MS, RateLimit, RateState, evaluate
-from cg_ledger.txrunner import runner_for
+from cg_ledger.rows import Rows
+from cg_ledger.rows import now_ms as clock_ms
+from cg_ledger.txrunner import Runner
 from cglib.faults import crash_point
 
 log = logging.getLogger(__name__)
-
-_DB_INTEGRITY = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ class RateLimited(Exception):
         self.state = state
 
 
-def _release(db: HotSQL, account: str, held: int, posted: int, idem: str, request_id: str) -> None:
+def _release(db: Rows, account: str, held: int, posted: int, idem: str, request_id: str) -> None:
     """Frees a hold of ``held``, posting ``posted`` of it; on a closed account what was
     freed moves on to ``closed_to`` at once (the account was left with nothing else)."""
     closed_to = db.release(account, held, posted)
@@ -105,15 +99,50 @@ def _release(db: HotSQL, account: str, held: int, posted: int, idem: str, reques
     )
 
 
-class Reservations:
-    def __init__(self, engine: AsyncEngine, default_ttl_s: int = 600, sqlite_synchronous: str = "FULL") -> None:
-        self.engine = engine
-        self.default_ttl_s = default_ttl_s
-        self.runner = runner_for(engine.url.render_as_string(hide_password=False), sqlite_synchronous)
-        self._known_accounts: set[str] = set()  # credit sinks known to exist (never deleted)
+def settled_values(
+    paid: int, charge: int, paid_uai: int, charge_uai: int, usage_source: str, input_tokens: int, output_tokens: int
+) -> dict:
+    """What a settlement stores on its reservation row (``sql``'s ``settled``)."""
+    return dict(
+        charged_ucr=paid,
+        unpaid_ucr=charge - paid,
+        customer_charged_uai=paid_uai,
+        customer_unpaid_uai=charge_uai - paid_uai,
+        usage_source=usage_source,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
 
-    def close(self) -> None:
-        self.runner.close()
+
+def settle_memo(r, usage_source: str, input_tokens: int, output_tokens: int) -> str:
+    """The provenance a settlement's transfers carry: usage source, tokens, price book."""
+    return f"{usage_source} usage {input_tokens}+{output_tokens} tokens, prices {r.price_book_version}"
+
+
+def settle_outcome(r, replayed: bool, held: int | None = None, values: dict | None = None) -> SettleOutcome:
+    """A settlement's outcome from its reservation row (a replay), or from what it just
+    stored (``values``, ``settled_values``) and the hold it released (``held``)."""
+    v = values or {}
+    charged = v.get("charged_ucr", r.charged_ucr)
+    h = r.held_ucr if held is None else held
+    return SettleOutcome(
+        request_id=r.request_id,
+        held_ucr=h,
+        charged_ucr=charged,
+        released_ucr=max(h - charged, 0),
+        unpaid_ucr=v.get("unpaid_ucr", r.unpaid_ucr),
+        customer_charged_uai=v.get("customer_charged_uai", r.customer_charged_uai),
+        customer_unpaid_uai=v.get("customer_unpaid_uai", r.customer_unpaid_uai),
+        price_book_version=r.price_book_version,
+        replayed=replayed,
+    )
+
+
+class Reservations:
+    def __init__(self, db: Runner, default_ttl_s: int = 600) -> None:
+        self.db = db
+        self.default_ttl_s = default_ttl_s
+        self.known_sinks: set[str] = set()  # credit sinks known to exist (never deleted; settlebatch too)
 
     async def reserve(
         self,
@@ -143,7 +172,7 @@ class Reservations:
         row = dict(
             request_id=request_id,
             account=payer.id,
-            credit_account=USAGE_SINK,
+            credit_account=usage_shard(request_id),
             model=model,
             input_usd_per_mtok=str(in_price),
             output_usd_per_mtok=str(out_price),
@@ -159,25 +188,21 @@ class Reservations:
         )
         ttl_ms = (ttl_s or self.default_ttl_s) * 1000
         try:
-            out = await self.runner.run(self._reserve, row, billing, rate_limit, ttl_ms)
+            out = await idempotent.once(
+                self.db,
+                lambda db: self._reserve(db, row, billing, rate_limit, ttl_ms),
+                lambda db: self._store_refusal(db, row),
+                lambda db: self._after_conflict(db, request_id, payer.id),
+            )
         except RateLimited as limited:
             return ReserveOutcome(request_id, 0, 0, 0, replayed=False, rate=limited.state)
-        except InsufficientFunds:
-            # a concurrent call with this id may have stored the same refusal (or won): its outcome stands
-            with contextlib.suppress(*_DB_INTEGRITY):
-                await self.runner.run(self._store_refusal, request_id, payer.id, held)
-            raise
-        except _DB_INTEGRITY as e:
-            if not is_unique_violation(e):
-                raise
-            return await self.runner.run(self._after_conflict, request_id, payer.id)
         if not out.replayed:
             crash_point("reserve:after_commit")
         return out
 
     @staticmethod
     def _reserve(
-        db: HotSQL, row: dict, billing: Billing | None, rate_limit: RateLimit | None, ttl_ms: int
+        db: Rows, row: dict, billing: Billing | None, rate_limit: RateLimit | None, ttl_ms: int
     ) -> ReserveOutcome:
         request_id, payer, held, held_uai = row["request_id"], row["account"], row["held_ucr"], row["customer_held_uai"]
         # With a rate limit, lock the payer first: every reservation of the key waits here,
@@ -206,7 +231,13 @@ class Reservations:
                 raise InsufficientFunds(f"customer has {have} uai available, needs {held_uai}")
         db.insert_reservation(**row, expires_at_ms=now + ttl_ms, created_at_ms=now)
         db.insert_transfer(
-            f"reserve:{request_id}", "pending", payer, USAGE_SINK, held, request_id=request_id, memo=row["model"]
+            f"reserve:{request_id}",
+            "pending",
+            payer,
+            row["credit_account"],
+            held,
+            request_id=request_id,
+            memo=row["model"],
         )
         if billing is not None:
             db.insert_transfer(
@@ -222,22 +253,23 @@ class Reservations:
         return ReserveOutcome(request_id, held, held_uai, available - held, replayed=False, rate=rate)
 
     @staticmethod
-    def _store_refusal(db: HotSQL, request_id: str, account: str, held: int) -> None:
+    def _store_refusal(db: Rows, row: dict) -> None:
+        request_id = row["request_id"]
         if db.reservation(request_id) is not None:
             return  # a concurrent call with this id succeeded; that outcome stands
         if db.transfer(f"reserve:{request_id}") is None:
             db.insert_transfer(
                 f"reserve:{request_id}",
                 "pending",
-                account,
-                USAGE_SINK,
-                held,
+                row["account"],
+                row["credit_account"],
+                row["held_ucr"],
                 request_id=request_id,
                 outcome=FAILED_FUNDS,
             )
 
     @staticmethod
-    def _after_conflict(db: HotSQL, request_id: str, account: str) -> ReserveOutcome:
+    def _after_conflict(db: Rows, request_id: str, account: str) -> ReserveOutcome:
         """A concurrent call with the same id won the insert: replay its outcome."""
         existing = db.reservation(request_id)
         if existing is None:
@@ -247,7 +279,7 @@ class Reservations:
         return Reservations._replay(db, existing, account)
 
     @staticmethod
-    def _replay(db: HotSQL, row, account: str) -> ReserveOutcome:
+    def _replay(db: Rows, row, account: str) -> ReserveOutcome:
         if row.account != account:
             raise Conflict(f"request id {row.request_id!r} was reserved on another account")
         return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai, db.available(account), replayed=True)
@@ -256,31 +288,31 @@ class Reservations:
         check_id(request_id, "request_id")
         tokens(input_tokens, "input_tokens")
         tokens(output_tokens, "output_tokens")
-        out = await self.runner.run(self._settle, request_id, input_tokens, output_tokens, usage_source)
+        out = await self.db.run(self._settle, request_id, input_tokens, output_tokens, usage_source)
         crash_point("settle:after_commit")
         return out
 
-    def _credit_sink(self, db: HotSQL, account: str, amount: int) -> None:
+    def _credit_sink(self, db: Rows, account: str, amount: int) -> None:
         """Credits a credit-only sink, creating it the first time. The cache of sinks known
         to exist only saves the INSERT: a credit that finds no row (the transaction that
         created it rolled back after all) creates it and credits again; one that still
         finds nothing to update would take the sink past int64."""
-        if account not in self._known_accounts:
+        if account not in self.known_sinks:
             db.ensure_account(accounts.parse(account))
         if not db.credit(account, amount):
             db.ensure_account(accounts.parse(account))
             if not db.credit(account, amount):
                 raise OutOfRange(f"{account}: its credits would pass the 64-bit range")
-        self._known_accounts.add(account)
+        self.known_sinks.add(account)
 
     def _settle(
-        self, db: HotSQL, request_id: str, input_tokens: int, output_tokens: int, usage_source: str
+        self, db: Rows, request_id: str, input_tokens: int, output_tokens: int, usage_source: str
     ) -> SettleOutcome:
         r = db.reservation(request_id, lock=True)
         if r is None:
             raise NotFound(f"reservation {request_id!r} not found")
         if r.status == "posted":
-            return self._settled(r, replayed=True)
+            return settle_outcome(r, replayed=True)
         if r.status == "voided":
             raise Conflict(f"reservation {request_id!r} was voided")
         billing = billing_of(r)
@@ -295,23 +327,14 @@ class Reservations:
                 db, r.customer_account, held_uai, charge_uai, f"refund:settle:{request_id}:customer", request_id
             )
         # credit-only sinks last: they are the hottest rows
-        self._credit_sink(db, USAGE_SINK, paid)
+        sink = usage_shard(request_id)
+        self._credit_sink(db, sink, paid)
         if billing:
             self._credit_sink(db, billing.revenue_account, paid_uai)
-        values = dict(
-            charged_ucr=paid,
-            unpaid_ucr=charge - paid,
-            customer_charged_uai=paid_uai,
-            customer_unpaid_uai=charge_uai - paid_uai,
-            usage_source=usage_source,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
+        values = settled_values(paid, charge, paid_uai, charge_uai, usage_source, input_tokens, output_tokens)
         db.mark_settled(request_id, **values)
-        memo = f"{usage_source} usage {input_tokens}+{output_tokens} tokens, prices {r.price_book_version}"
-        db.insert_transfer(
-            f"settle:{request_id}", "post", r.account, USAGE_SINK, paid, request_id=request_id, memo=memo
-        )
+        memo = settle_memo(r, usage_source, input_tokens, output_tokens)
+        db.insert_transfer(f"settle:{request_id}", "post", r.account, sink, paid, request_id=request_id, memo=memo)
         if billing:
             db.insert_transfer(
                 f"settle:{request_id}:customer",
@@ -323,10 +346,10 @@ class Reservations:
                 memo=memo,
             )
         crash_point("settle:before_commit")
-        return self._settled(r, replayed=False, held=held, values=values)
+        return settle_outcome(r, replayed=False, held=held, values=values)
 
     @staticmethod
-    def _post(db: HotSQL, account: str, held: int, charge: int, refund_idem: str, request_id: str) -> int:
+    def _post(db: Rows, account: str, held: int, charge: int, refund_idem: str, request_id: str) -> int:
         """Posts ``charge`` against a hold of ``held``; returns what was actually paid."""
         from_hold = min(charge, held)
         _release(db, account, held, from_hold, refund_idem, request_id)
@@ -339,24 +362,7 @@ class Reservations:
         return from_hold + take
 
     @staticmethod
-    def _settled(r, replayed: bool, held: int | None = None, values: dict | None = None) -> SettleOutcome:
-        v = values or {}
-        charged = v.get("charged_ucr", r.charged_ucr)
-        h = r.held_ucr if held is None else held
-        return SettleOutcome(
-            request_id=r.request_id,
-            held_ucr=h,
-            charged_ucr=charged,
-            released_ucr=max(h - charged, 0),
-            unpaid_ucr=v.get("unpaid_ucr", r.unpaid_ucr),
-            customer_charged_uai=v.get("customer_charged_uai", r.customer_charged_uai),
-            customer_unpaid_uai=v.get("customer_unpaid_uai", r.customer_unpaid_uai),
-            price_book_version=r.price_book_version,
-            replayed=replayed,
-        )
-
-    @staticmethod
-    def _release_all(db: HotSQL, r, kind: str, reason: str) -> None:
+    def _release_all(db: Rows, r, kind: str, reason: str) -> None:
         rid = r.request_id
         _release(db, r.account, r.held_ucr, 0, f"refund:{kind}:{rid}", rid)
         if r.customer_account:
@@ -368,10 +374,10 @@ class Reservations:
         """Releases a pending hold. Returns ``(released_ucr, replayed)``."""
         check_id(request_id, "request_id")
         check_text(reason, "reason", MAX_REASON_LEN)
-        return await self.runner.run(self._void, request_id, reason)
+        return await self.db.run(self._void, request_id, reason)
 
     @classmethod
-    def _void(cls, db: HotSQL, request_id: str, reason: str) -> tuple[int, bool]:
+    def _void(cls, db: Rows, request_id: str, reason: str) -> tuple[int, bool]:
         r = db.reservation(request_id, lock=True)
         if r is None:
             raise NotFound(f"reservation {request_id!r} not found")
@@ -386,11 +392,11 @@ class Reservations:
         """Voids pending reservations past their expiry. Safe on many replicas at once:
         each row is re-checked under its lock. Returns ``(count, released_ucr)``."""
         now = now_ms or clock_ms()
-        due = await self.runner.run(lambda db: db.due(now, min(max(limit, 1), 5000)))
+        due = await self.db.run(lambda db: db.due(now, min(max(limit, 1), 5000)))
         count = released = 0
         for request_id in due:
             try:
-                held = await self.runner.run(self._expire_one, request_id, now)
+                held = await self.db.run(self._expire_one, request_id, now)
             except OutOfRange:  # its partner's credits are at the int64 edge: the others still expire
                 log.exception("reservation not expired", extra={"request_id": request_id})
                 continue
@@ -400,7 +406,7 @@ class Reservations:
         return count, released
 
     @classmethod
-    def _expire_one(cls, db: HotSQL, request_id: str, now: int) -> int | None:
+    def _expire_one(cls, db: Rows, request_id: str, now: int) -> int | None:
         r = db.reservation(request_id, lock=True)
         if r is None or r.status != "pending" or r.expires_at_ms > now:
             return None

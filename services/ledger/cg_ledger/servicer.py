@@ -1,10 +1,10 @@
 """gRPC servicer: translates proto <-> the ledger's operations. ``ERROR_CODES`` says which
 status code each ``LedgerError`` is (applied by ``cglib.grpc_errors``'s interceptor, and
-by ``SettleBatch`` to each of its outcomes)."""
+by ``SettleBatch`` to each of its outcomes). ``SettleBatch`` commits the batch together
+(``settlebatch``), each settlement failing alone."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import decimal
 import logging
@@ -26,7 +26,8 @@ from cg_ledger.errors import (
 from cg_ledger.limits import check_bound, decimal_or_invalid
 from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
-from cg_ledger.reservations import Reservations
+from cg_ledger.reservations import Reservations, SettleOutcome
+from cg_ledger.settlebatch import Settlement, settle_batch
 from cglib.grpc_errors import INTERNAL_DETAILS, ErrorCodes, status_for
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -96,6 +97,27 @@ def _quote_pb(
         customer_price_ucr=q.customer_price_ucr,
         customer_price_uai=q.customer_price_uai,
         partner_margin_ucr=q.partner_margin_ucr,
+    )
+
+
+def _source(request: ledger_pb2.SettleRequest) -> str:
+    source = _SOURCES.get(request.usage_source)
+    if source is None:
+        raise InvalidArgument("usage_source: provider or estimated")
+    return source
+
+
+def _settle_pb(out: SettleOutcome) -> ledger_pb2.SettleResponse:
+    return ledger_pb2.SettleResponse(
+        request_id=out.request_id,
+        held_ucr=out.held_ucr,
+        charged_ucr=out.charged_ucr,
+        released_ucr=out.released_ucr,
+        unpaid_ucr=out.unpaid_ucr,
+        price_book_version=out.price_book_version,
+        replayed=out.replayed,
+        customer_charged_uai=out.customer_charged_uai,
+        customer_unpaid_uai=out.customer_unpaid_uai,
     )
 
 
@@ -203,39 +225,32 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             resp.rate_limit.CopyFrom(ledger_pb2.RateLimitState(**dataclasses.asdict(out.rate)))
         return resp
 
-    async def _settle(self, request: ledger_pb2.SettleRequest) -> ledger_pb2.SettleResponse:
-        source = _SOURCES.get(request.usage_source)
-        if source is None:
-            raise InvalidArgument("usage_source: provider or estimated")
-        out = await self.reservations.settle(request.request_id, request.input_tokens, request.output_tokens, source)
-        return ledger_pb2.SettleResponse(
-            request_id=out.request_id,
-            held_ucr=out.held_ucr,
-            charged_ucr=out.charged_ucr,
-            released_ucr=out.released_ucr,
-            unpaid_ucr=out.unpaid_ucr,
-            price_book_version=out.price_book_version,
-            replayed=out.replayed,
-            customer_charged_uai=out.customer_charged_uai,
-            customer_unpaid_uai=out.customer_unpaid_uai,
-        )
-
     async def Settle(
         self, request: ledger_pb2.SettleRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.SettleResponse:
-        return await self._settle(request)
+        out = await self.reservations.settle(
+            request.request_id, request.input_tokens, request.output_tokens, _source(request)
+        )
+        return _settle_pb(out)
 
     async def SettleBatch(
         self, request: ledger_pb2.SettleBatchRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.SettleBatchResponse:
         if len(request.settlements) > SETTLE_BATCH_MAX:
             raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
-        # queued together, they commit together (txrunner's group commit), each on its own
-        results = await asyncio.gather(*(self._settle(s) for s in request.settlements), return_exceptions=True)
+        # each is checked on its own: a malformed one fails alone
+        batch: list[Settlement | LedgerError] = []
+        for s in request.settlements:
+            try:
+                batch.append(Settlement(s.request_id, s.input_tokens, s.output_tokens, _source(s)))
+            except LedgerError as e:
+                batch.append(e)
+        settled = iter(await settle_batch(self.reservations, [s for s in batch if isinstance(s, Settlement)]))
         outcomes = []
-        for settlement, result in zip(request.settlements, results, strict=True):
-            if isinstance(result, ledger_pb2.SettleResponse):
-                outcomes.append(ledger_pb2.SettleOutcome(settled=result))
+        for settlement, item in zip(request.settlements, batch, strict=True):
+            result = next(settled) if isinstance(item, Settlement) else item
+            if isinstance(result, SettleOutcome):
+                outcomes.append(ledger_pb2.SettleOutcome(settled=_settle_pb(result)))
                 continue
             code = status_for(result, ERROR_CODES) if isinstance(result, LedgerError) else None
             if code is None:

@@ -1,11 +1,14 @@
 """The ledger's SQL, written once: every statement that reads or moves money.
 
-Two layers run these texts: ``hotsql`` (reserve, settle, void and expiry, on the
-driver's own cursor in a worker thread) and ``store`` (the rest of the book, on
-SQLAlchemy's async connection). A money rule — no overdraft, no counter past int64, no
-hold on a closed account — is one statement here, and its parameters come from one
-function here (``hold``, ``debit``, ``credit``, ``release``), so the two layers cannot
-drift apart.
+One layer runs these texts: ``rows`` (the row primitives, on the driver's own cursor,
+in a transaction ``txrunner`` runs in a worker thread), for every operation of the
+ledger. A money rule — no overdraft, no counter past int64, no hold on a closed
+account — is one statement here, and its parameters come from one function here
+(``hold``, ``debit``, ``credit``, ``release``). A batch of settlements (``settlebatch``)
+runs the same texts with ``executemany``: ``BATCH`` holds them without ``RETURNING``
+(sqlite3's ``executemany`` cannot return rows), derived here, not written again; on
+PostgreSQL its row bookkeeping (reservations marked settled, transfers journaled) is one
+statement over parameter arrays each (``PG_ARRAYS``).
 
 The guards, per statement:
 - ``hold`` (pending debit): the account is open, guarded, and has the amount available.
@@ -28,9 +31,12 @@ computed here, in Python, where it cannot overflow.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
+from cg_ledger.accounts import AccountId
 from cg_ledger.limits import MAX_COUNTER
 
 _AVAILABLE = (
@@ -107,6 +113,57 @@ STATEMENTS = {
 }
 
 
+# executemany forms (no RETURNING) of the statements a batch of settlements runs
+BATCH = {
+    name: STATEMENTS[name].partition(" RETURNING ")[0]
+    for name in ("release", "credit", "ensure_account", "settled", "insert_transfer")
+}
+
+
+# PostgreSQL: the same batch writes as ONE statement each, every column a parameter array
+# (``unnest``), instead of one execution per row. Only row bookkeeping, no money rule: a
+# reservation marked settled, transfers journaled (the guarded counters stay ``BATCH``'s).
+_SETTLED_COLUMNS = {
+    "rid": "text",
+    "charged_ucr": "bigint",
+    "unpaid_ucr": "bigint",
+    "customer_charged_uai": "bigint",
+    "customer_unpaid_uai": "bigint",
+    "usage_source": "text",
+    "input_tokens": "bigint",
+    "output_tokens": "bigint",
+}
+_TRANSFER_COLUMNS = {
+    "iid": "text",
+    "kind": "text",
+    "outcome": "text",
+    "debit": "text",
+    "credit": "text",
+    "amount": "bigint",
+    "rid": "text",
+    "memo": "text",
+    "now": "bigint",
+}
+
+
+def _unnest(columns: dict[str, str]) -> str:
+    arrays = ", ".join(f":{name}::{kind}[]" for name, kind in columns.items())
+    return f"unnest({arrays}) AS v({', '.join(columns)})"
+
+
+PG_ARRAYS = {
+    "settled": (
+        "UPDATE reservations SET status = 'posted', "
+        + ", ".join(f"{c} = v.{c}" for c in _SETTLED_COLUMNS if c != "rid")
+        + f" FROM {_unnest(_SETTLED_COLUMNS)} WHERE request_id = v.rid"
+    ),
+    "insert_transfer": (
+        "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
+        f" request_id, memo, created_at_ms) SELECT {', '.join(_TRANSFER_COLUMNS)} FROM {_unnest(_TRANSFER_COLUMNS)}"
+    ),
+}
+
+
 class Stmt(NamedTuple):
     name: str
     params: dict
@@ -131,6 +188,48 @@ def release(account: str, held: int, posted: int) -> Stmt:
     return Stmt("release", {"id": account, "held": held, "posted": posted})
 
 
+@functools.lru_cache(maxsize=512)
+def psycopg_text(text: str) -> str:
+    """``:name`` -> ``%(name)s`` (psycopg's named parameters); ``%`` -> ``%%``."""
+    return re.sub(r"(?<!:):(\w+)", r"%(\1)s", text.replace("%", "%%"))
+
+
+def new_account(account: AccountId, now_ms: int) -> dict:
+    """``ensure_account``'s parameters: only ``external:*`` accounts may go below zero."""
+    return dict(id=account.id, kind=account.kind, unit=account.unit, guarded=account.kind != "external", now=now_ms)
+
+
+def new_transfer(
+    idempotency_id: str,
+    kind: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    request_id: str | None,
+    memo: str,
+    outcome: str,
+    now_ms: int,
+) -> dict:
+    """``insert_transfer``'s parameters."""
+    return dict(
+        iid=idempotency_id,
+        kind=kind,
+        outcome=outcome,
+        debit=debit,
+        credit=credit,
+        amount=amount,
+        rid=request_id,
+        memo=memo,
+        now=now_ms,
+    )
+
+
 def psycopg_style(statements: dict[str, str]) -> dict[str, str]:
-    """``:name`` -> ``%(name)s`` (psycopg's named parameters)."""
-    return {name: re.sub(r"(?<!:):(\w+)", r"%(\1)s", text) for name, text in statements.items()}
+    return {name: psycopg_text(text) for name, text in statements.items()}
+
+
+def in_list(prefix: str, values: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """``(":p0, :p1, ...", {"p0": ..., "p1": ...})``: an ``IN (...)`` list of parameters
+    (SQLite has no arrays; the same text runs on both)."""
+    params = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return ", ".join(f":{name}" for name in params), params

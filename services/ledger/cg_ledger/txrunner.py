@@ -1,19 +1,23 @@
-"""Where the reservation hot path's transactions run: off the event loop, in threads.
+"""Where the ledger's transactions run: off the event loop, in threads, on the driver
+itself (sqlite3 or psycopg). The ledger's one connection pool per database.
 
-``Reservations`` hands a synchronous function of a ``HotSQL`` to ``run`` and awaits
-its result, which is only delivered once the transaction holding it has committed.
+Every operation hands a synchronous function of a ``Rows`` to ``run`` (a write
+transaction) or ``read`` (a read-only one) and awaits its result, which is only
+delivered once the transaction holding it has committed.
 
 - SQLite: one writer thread owns one connection and commits in groups. Operations
   queued while it works run in ONE transaction, each inside its own savepoint (an
   operation that fails rolls back alone), so one fsync covers the whole group: under
   load the commit cost is shared, at concurrency 1 nothing waits for company. Every
   caller still gets its answer only after the group's COMMIT, so durability is as
-  with ``synchronous=FULL`` per transaction.
-- PostgreSQL: a pool of threads, one transaction per operation (the server groups
+  with ``synchronous=FULL`` per transaction. Reads run on a second connection in a
+  reader thread (WAL: a reader never waits for the writer, nor holds it up).
+- PostgreSQL: a pool of threads, each with its own psycopg connection (opened on first
+  use, opened again when broken), one transaction per operation (the server groups
   concurrent commits itself).
 
-Either way a database error that means "out of range" (an overflow, a CHECK constraint:
-``dberrors``) reaches the caller as ``OutOfRange``, after its transaction rolled back.
+Whatever a transaction raises reaches the caller after it rolled back, a driver's error
+translated by ``dberrors.translated`` (``OutOfRange``, ``Duplicate``), in this one place.
 """
 
 from __future__ import annotations
@@ -26,26 +30,29 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
-from cg_ledger.dberrors import out_of_range
-from cg_ledger.hotsql import HotSQL
-from cglib.db import SQLITE_PRAGMAS, make_sync_engine, sync_url
+import psycopg
+
+from cg_ledger.dberrors import translated
+from cg_ledger.rows import Rows
+from cglib.db import SQLITE_PRAGMAS, sync_url
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Op = Callable[..., Any]
 # The most operations one group commit takes from the queue.
 GROUP_MAX = 128
 
 
-def _translated(e: Exception) -> Exception:
-    err = out_of_range(e)
-    if err is None:
-        return e
-    err.__cause__ = e
-    return err
+class Runner(Protocol):
+    postgres: bool
+
+    async def run(self, fn: Op, *args: Any) -> Any: ...
+
+    async def read(self, fn: Op, *args: Any, snapshot: bool = False) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 def _deliver(fut: asyncio.Future, ok: bool, value: Any) -> None:
@@ -57,12 +64,31 @@ def _deliver(fut: asyncio.Future, ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-class SQLiteGroupWriter:
+async def _in_thread(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    except Exception as e:
+        err = translated(e)
+        if err is e:
+            raise
+        raise err from e
+
+
+def _sqlite_connect(path: str, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    for pragma in (*SQLITE_PRAGMAS, f"synchronous={synchronous}"):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+class SQLiteRunner:
+    postgres = False
+
     def __init__(self, path: str, synchronous: str = "FULL") -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        for pragma in (*SQLITE_PRAGMAS, f"synchronous={synchronous}"):
-            self.conn.execute(f"PRAGMA {pragma}")
-        self.db = HotSQL(self.conn, postgres=False)
+        self.conn = _sqlite_connect(path, synchronous)
+        self.db = Rows(self.conn, postgres=False)
+        self._reader = Rows(_sqlite_connect(path, synchronous), postgres=False)
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="ledger-reader")
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="ledger-writer", daemon=True)
         self._thread.start()
@@ -72,6 +98,18 @@ class SQLiteGroupWriter:
         fut = loop.create_future()
         self._queue.put((loop, fut, fn, args))
         return await fut
+
+    async def read(self, fn: Op, *args: Any, snapshot: bool = False) -> Any:
+        """A deferred transaction: one consistent WAL snapshot whether or not ``snapshot``."""
+        return await _in_thread(self._reads, self._read, fn, args)
+
+    def _read(self, fn: Op, args: tuple) -> Any:
+        conn = self._reader.conn
+        conn.execute("BEGIN")
+        try:
+            return fn(self._reader, *args)
+        finally:
+            conn.execute("ROLLBACK")
 
     def _work(self) -> None:
         while True:
@@ -109,7 +147,7 @@ class SQLiteGroupWriter:
                 except Exception as e:
                     execute("ROLLBACK TO op")
                     execute("RELEASE op")
-                    outcomes.append((False, _translated(e)))
+                    outcomes.append((False, translated(e)))
                 else:
                     execute("RELEASE op")
                     outcomes.append((True, value))
@@ -125,38 +163,63 @@ class SQLiteGroupWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        self._reads.shutdown(wait=True)
+        self._reader.conn.close()
         self.conn.close()
 
 
-class PostgresThreads:
-    def __init__(self, dsn: str, threads: int = 8) -> None:
-        self.engine = make_sync_engine(dsn, pool_size=threads)
+class PostgresRunner:
+    postgres = True
+
+    def __init__(self, conninfo: str, threads: int = 8) -> None:
+        self.conninfo = conninfo
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger-tx")
 
-    def _transaction(self, fn: Op, args: tuple) -> Any:
-        with self.engine.begin() as conn:
-            db = HotSQL(conn.connection.dbapi_connection, postgres=True)
-            try:
-                return fn(db, *args)
-            finally:
-                db.cur.close()
+    def _rows(self) -> Rows:
+        rows: Rows | None = getattr(self._local, "rows", None)
+        if rows is None or rows.conn.closed or rows.conn.broken:
+            conn = psycopg.connect(self.conninfo)
+            with self._lock:
+                self._opened.append(conn)
+            rows = self._local.rows = Rows(conn, postgres=True)
+        return rows
+
+    def _transaction(self, fn: Op, args: tuple, begin: str = "") -> Any:
+        db = self._rows()
+        try:
+            if begin:
+                db.cur.execute(begin)
+            value = fn(db, *args)
+            db.conn.commit()
+            return value
+        except BaseException:
+            if not db.conn.broken:
+                with contextlib.suppress(psycopg.Error):
+                    db.conn.rollback()
+            raise
 
     async def run(self, fn: Op, *args: Any) -> Any:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn, args)
-        except Exception as e:
-            err = _translated(e)
-            if err is e:
-                raise
-            raise err from e
+        return await _in_thread(self._pool, self._transaction, fn, args)
+
+    async def read(self, fn: Op, *args: Any, snapshot: bool = False) -> Any:
+        """``snapshot``: every statement sees the same committed state (REPEATABLE READ)."""
+        begin = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY" if snapshot else ""
+        return await _in_thread(self._pool, self._transaction, fn, args, begin)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.engine.dispose()
+        with self._lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
 
 
-def runner_for(dsn: str, sqlite_synchronous: str = "FULL") -> SQLiteGroupWriter | PostgresThreads:
+def runner_for(dsn: str, sqlite_synchronous: str = "FULL") -> SQLiteRunner | PostgresRunner:
+    """The runner for a database DSN (plain, or a SQLAlchemy URL of either driver)."""
     url = sync_url(dsn)
     if url.startswith("sqlite"):
-        return SQLiteGroupWriter(url.split(":///", 1)[1], sqlite_synchronous)
-    return PostgresThreads(dsn)
+        return SQLiteRunner(url.split(":///", 1)[1], sqlite_synchronous)
+    return PostgresRunner("postgresql://" + url.split("://", 1)[1])
