@@ -178,17 +178,35 @@ class PostgresRunner:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ledger-tx")
 
-    def _rows(self) -> Rows:
+    def _rows(self) -> tuple[Rows, bool]:
+        """This thread's connection, and whether it was opened just now."""
         rows: Rows | None = getattr(self._local, "rows", None)
         if rows is None or rows.conn.closed or rows.conn.broken:
             conn = psycopg.connect(self.conninfo)
             with self._lock:
                 self._opened.append(conn)
             rows = self._local.rows = Rows(conn, postgres=True)
-        return rows
+            return rows, True
+        return rows, False
 
     def _transaction(self, fn: Op, args: tuple, begin: str = "") -> Any:
-        db = self._rows()
+        db, fresh = self._rows()
+        try:
+            return self._attempt(db, fn, args, begin)
+        except psycopg.OperationalError:
+            # A connection that sat idle in the pool may have died with its server (a
+            # restart, a failover): nothing ran on it, or what ran rolled back with it, or
+            # its commit's answer was lost. Every operation is idempotent (its ids replay
+            # the stored outcome), so it runs once more on a new connection; a connection
+            # opened just now that fails means the database is down: that error stands.
+            if fresh or not db.conn.broken:
+                raise
+            log.warning("database connection lost; the operation runs again on a new one")
+        db, _ = self._rows()
+        return self._attempt(db, fn, args, begin)
+
+    @staticmethod
+    def _attempt(db: Rows, fn: Op, args: tuple, begin: str) -> Any:
         try:
             if begin:
                 db.cur.execute(begin)
