@@ -1,5 +1,6 @@
 """Fixtures shared by every suite. PostgreSQL is one server per test session and one
-fresh database per test; it is never skipped silently (see support.postgres)."""
+fresh database per test; it is never skipped silently (see support.postgres). The stacks
+that test modules share (``support.stacks.shared_stack``) live as long as the session."""
 
 from __future__ import annotations
 
@@ -8,12 +9,28 @@ from collections.abc import Iterator
 import pytest
 
 from support.postgres import PgServer, postgres_server
+from support.stacks import StackPool
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def stack_pool_sqlite() -> Iterator[StackPool]:
+    pool = StackPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def stack_pool_postgres(pg_server: PgServer) -> Iterator[StackPool]:
+    # asks for pg_server, so it is stopped before the server: its databases are dropped first
+    pool = StackPool(pg_server)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

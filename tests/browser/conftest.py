@@ -3,7 +3,7 @@
 Chromium is the system's (``make system-deps`` installs it); Playwright's own browser
 download is never used. Without ``/usr/bin/chromium`` these tests fail, they are not
 skipped. Screenshots go to ``CG_TEST_ARTIFACTS`` (default ``test-artifacts/`` at the
-repository's root). Every screenshotted state is also checked with axe-core (from npm,
+repository's root). Every view screenshotted is also checked with axe-core (from npm,
 through the portal's package-lock.json): no serious or critical accessibility violation."""
 
 from __future__ import annotations
@@ -70,21 +70,52 @@ def assert_accessible(page: Page, what: str) -> None:
         pytest.fail(f"{what}: {len(bad)} serious/critical accessibility violation(s)\n" + "\n".join(lines))
 
 
-class Shots:
-    """Numbered full-page screenshots of one test: ``<test>-NN-<name>.png``; each state
-    screenshotted is also checked with axe-core (``assert_accessible``)."""
+# What makes a screenshotted state a view of its own: the path, the open dialog (its
+# data-dialog name), the window's width, and which test hooks (data-* attributes) and ARIA
+# roles are on it (in the dialog when one is open): a dialog's next step, a field error, a
+# banner or a table's first row is a new view; the same view with other rows or text is not.
+VIEW = """() => {
+  const open = document.querySelectorAll("dialog[open]");
+  const dialog = open[open.length - 1];
+  const marks = new Set();
+  for (const e of (dialog || document.body).querySelectorAll("*")) {
+    for (const a of e.getAttributeNames()) {
+      if (a.startsWith("data-")) marks.add(a);
+      else if (a === "role") marks.add("role=" + e.getAttribute(a));
+    }
+  }
+  return [location.pathname, dialog ? dialog.dataset.dialog || "dialog" : "", String(window.innerWidth),
+          ...[...marks].sort()].join(" ");
+}"""
 
-    def __init__(self, directory: Path, test: str) -> None:
+
+class Shots:
+    """Numbered screenshots of one test: ``<test>-NN-<name>.png``. The first time its module
+    shows a view (``VIEW``), the screenshot is of the full page and axe-core checks it
+    (``assert_accessible``); a view shown before gets a screenshot of the window only."""
+
+    def __init__(self, directory: Path, test: str, seen: set[str]) -> None:
         self.directory, self.test, self.n = directory, re.sub(r"[^\w-]+", "_", test), 0
+        self.seen = seen
 
     def __call__(self, page: Page, name: str) -> Path:
         self.n += 1
         path = self.directory / f"{self.test}-{self.n:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        assert_accessible(page, f"{self.test}: {name}")
+        view = page.evaluate(VIEW)
+        new = view not in self.seen
+        page.screenshot(path=str(path), full_page=new)
+        if new:
+            assert_accessible(page, f"{self.test}: {name}")
+            self.seen.add(view)
         return path
 
 
+@pytest.fixture(scope="module")
+def views_seen() -> set[str]:
+    """The views (``VIEW``) of this module already screenshotted in full and checked with axe-core."""
+    return set()
+
+
 @pytest.fixture
-def shot(artifacts: Path, request: pytest.FixtureRequest) -> Shots:
-    return Shots(artifacts, request.node.name)
+def shot(artifacts: Path, request: pytest.FixtureRequest, views_seen: set[str]) -> Shots:
+    return Shots(artifacts, request.node.name, views_seen)

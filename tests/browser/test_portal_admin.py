@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from cg_devstack import Stack
 from support import bff
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 SERVICES = ("nats", "keys", "ledger", "bff")
 PORTAL = Path(__file__).resolve().parents[2] / "services" / "bff" / "portal" / "dist" / "index.html"
@@ -26,11 +26,10 @@ CREDIT = 1_000_000
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
-def stack(request) -> Iterator[Stack]:
+def stack(request) -> Stack:
     if not PORTAL.is_file():
         pytest.fail(f"{PORTAL} is missing: build the portal first (`make portal`; make test does it)")
-    with stack_on(request, services=SERVICES) as s:
-        yield s
+    return shared_stack(request, services=SERVICES)
 
 
 @pytest.fixture

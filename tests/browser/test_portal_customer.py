@@ -25,7 +25,7 @@ from cg_devstack import Stack
 from cg_devstack.bff import BffClient
 from e2e.helpers import client, eventually
 from support import bff
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 SERVICES = ("nats", "keys", "ledger", "mock", "proxy", "bff")
 PORTAL = Path(__file__).resolve().parents[2] / "services" / "bff" / "portal" / "dist" / "index.html"
@@ -50,11 +50,10 @@ SELF_SERVICE = {
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
-def stack(request) -> Iterator[Stack]:
+def stack(request) -> Stack:
     if not PORTAL.is_file():
         pytest.fail(f"{PORTAL} is missing: build the portal first (`make portal`; make test does it)")
-    with stack_on(request, services=SERVICES) as s:
-        yield s
+    return shared_stack(request, services=SERVICES)
 
 
 class Tenant:

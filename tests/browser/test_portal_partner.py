@@ -23,7 +23,7 @@ from cg_devstack import Stack
 from cg_devstack.bff import BffClient
 from e2e.helpers import client, eventually, expected_cost_ucr
 from support import bff
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 SERVICES = ("nats", "keys", "ledger", "mock", "proxy", "bff")
 CREDIT = 1_000_000
@@ -33,11 +33,10 @@ WAIT_MS = 10_000
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
-def stack(request) -> Iterator[Stack]:
+def stack(request) -> Stack:
     if not PORTAL.is_file():
         pytest.fail(f"{PORTAL} is missing: build the portal first (`make portal`; make test does it)")
-    with stack_on(request, services=SERVICES) as s:
-        yield s
+    return shared_stack(request, services=SERVICES)
 
 
 @pytest.fixture(scope="module")

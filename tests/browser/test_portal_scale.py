@@ -1,15 +1,15 @@
-"""The AI Gateway keys table for a partner with 500 keys, in a real browser against its own
-stack (SQLite): the keys are made through the BFF's public API (a write token, several
-threads), then a fresh page load is timed from navigation to the table's first page of
-rows. The figure is printed (``keys table: 500 keys rendered in X ms``), not asserted: on a
-shared machine a timing is a measurement, not a pass/fail. What is asserted is that the
+"""The AI Gateway keys table for a partner with 500 keys, in a real browser against the stack
+(SQLite; shared with test_portal_admin.py): the keys are made straight through keys' gRPC API
+(``CreateKey``, as the BFF's ``POST /partner/keys`` makes them, several at a time; that route
+itself is tested in tests/e2e/test_bff_partner_keys.py), then a fresh page load is timed from
+navigation to the table's first page of rows. The figure is printed (``keys table: 500 keys
+rendered in X ms``), not asserted: on a shared machine a timing is a measurement, not a pass/fail. What is asserted is that the
 rows are all there (Load more to the 500th) and that search finds one key by name."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,9 +17,10 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from cg_devstack import Stack
-from cg_devstack.bff import BffClient
+from cg_devstack.seed import Seeder
+from creditgate.keys.v1 import keys_pb2
 from support import bff
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 SERVICES = ("nats", "keys", "ledger", "bff")
 KEYS = 500
@@ -30,33 +31,36 @@ WAIT_MS = 20_000
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
-def stack(request) -> Iterator[Stack]:
+def stack(request) -> Stack:
     if not PORTAL.is_file():
         pytest.fail(f"{PORTAL} is missing: build the portal first (`make portal`; make test does it)")
-    with stack_on(request, services=SERVICES) as s:
-        yield s
+    return shared_stack(request, services=SERVICES)
 
 
 def name_of(i: int) -> str:
     return f"scale key {i:04d}"
 
 
-def make_keys(stack: Stack, owner: BffClient) -> None:
-    """KEYS keys of one credit each, THREADS at a time, each thread with its own write token."""
-    secrets = [bff.token(owner, "write")[0] for _ in range(THREADS)]
+def make_keys(stack: Stack, partner_id: str) -> None:
+    """KEYS keys of one credit each, funded from the partner's balance, THREADS calls at a time."""
+    seeder = Seeder(stack.keys_addr, stack.ledger_addr)
 
-    def batch(n: int) -> None:
-        with BffClient(stack.bff_url, token=secrets[n]) as robot:
-            for i in range(n, KEYS, THREADS):
-                robot.ok(
-                    "POST",
-                    "/partner/keys",
-                    json={"name": name_of(i), "budget_credits": 1, "allowed_models": ["gpt-4o-mini"]},
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
-                )
+    def make(i: int) -> None:
+        seeder.keys.CreateKey(
+            keys_pb2.CreateKeyRequest(
+                actor=keys_pb2.Actor(partner_id=partner_id),
+                idempotency_key=uuid.uuid4().hex,
+                fields=keys_pb2.KeyFields(name=name_of(i), allowed_models=["gpt-4o-mini"]),
+                budget_credits=1,
+            ),
+            timeout=30,
+        )
 
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(batch, range(THREADS)))
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(make, range(KEYS)))
+    finally:
+        seeder.close()
 
 
 def test_the_keys_table_with_500_keys(stack: Stack, browser: Browser):
@@ -73,7 +77,7 @@ def test_the_keys_table_with_500_keys(stack: Stack, browser: Browser):
         owner = bff.partner_user(stack, partner_id, "owner", via=admin, email=email)
     try:
         started = time.monotonic()
-        make_keys(stack, owner)
+        make_keys(stack, partner_id)
         made_in = time.monotonic() - started
         assert owner.ok("GET", "/partner/keys", params={"limit": 1})["data"], "no key made"
 
@@ -100,7 +104,7 @@ def test_the_keys_table_with_500_keys(stack: Stack, browser: Browser):
             print(
                 f"\nkeys table: {KEYS} keys rendered in {inside:.0f} ms"
                 f" (first page of {FIRST_PAGE} rows, from navigation start; {outside_ms:.0f} ms around goto;"
-                f" {KEYS} keys made through the API in {made_in:.1f} s)"
+                f" {KEYS} keys made over gRPC in {made_in:.1f} s)"
             )
             expect(rows).to_have_count(FIRST_PAGE)
             expect(page.locator(".table-foot")).to_contain_text(f"{FIRST_PAGE} keys shown")

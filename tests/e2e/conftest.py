@@ -10,7 +10,7 @@ import pytest
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 
 @contextlib.contextmanager
@@ -21,9 +21,10 @@ def running_stack(var: Path, keys_db: str = "", ledger_db: str = "", env=None) -
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request) -> Iterator[Stack]:
-    with stack_on(request) as s:
-        yield s
+def stack(request) -> Stack:
+    """The whole stack, shared by the modules that use this fixture (support.stacks.shared_stack):
+    their tests make their own partners and keys. A module that needs a fresh one defines its own."""
+    return shared_stack(request)
 
 
 @pytest.fixture(scope="module")

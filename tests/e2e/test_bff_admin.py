@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 from bff_tenant import Harness, error, harness
 
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

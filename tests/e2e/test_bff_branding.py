@@ -11,7 +11,7 @@ import base64
 import pytest
 from bff_tenant import Harness, error, harness
 
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
 BRAND = {
@@ -24,8 +24,7 @@ BRAND = {
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

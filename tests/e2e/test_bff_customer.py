@@ -11,15 +11,14 @@ import uuid
 import pytest
 from bff_tenant import CREDIT, Harness, error, harness
 
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 UAI = 1_000_000  # millionths of an AI credit
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cg_devstack.bff import BffClient
 from cg_devstack.seed import Seeder
 from support import bff
 from support.bff import PASSWORD, refused
-from support.stacks import stack_on
+from support.stacks import shared_stack
 
 SERVICES = ("nats", "keys", "ledger", "bff")
 # these tests fail sign-ins on purpose, all from 127.0.0.1: the address limit is not what they test
@@ -25,9 +25,8 @@ ENV = {"bff": {"CG_BFF_SIGNIN_MAX_FAILURES_PER_ADDRESS": "1000"}}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request) -> Iterator[Stack]:
-    with stack_on(request, services=SERVICES, env=ENV) as s:
-        yield s
+def stack(request) -> Stack:
+    return shared_stack(request, services=SERVICES, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ from bff_tenant import CREDIT, Harness, error, harness
 from cglib import natsx
 from creditgate.events.v1 import events_pb2
 from helpers import eventually
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

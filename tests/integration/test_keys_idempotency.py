@@ -24,7 +24,7 @@ from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 T = 10
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -38,8 +38,7 @@ SELF_SERVICE = pb.SelfServiceSettings(
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
 from creditgate.ledger.v1 import ledger_pb2_grpc
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 T = 10  # seconds, every call
 SECRET_PREFIX = "sk-cg-"
@@ -54,9 +54,8 @@ IA = "INVALID_ARGUMENT"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def keys_stack(request) -> Iterator[Stack]:
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+def keys_stack(request) -> Stack:
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 # -- the world: partners, customers, keys, and a registry of everything made ----------

@@ -15,7 +15,7 @@ from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as lpb
 from creditgate.ledger.v1 import ledger_pb2_grpc
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 T = 10
 IA = grpc.StatusCode.INVALID_ARGUMENT
@@ -26,8 +26,7 @@ DEPOSIT_LINE = pb.SUSPENSION_REASON_DEPOSIT_LINE
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def stack(request):
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,15 @@ from creditgate.keys.v1 import keys_pb2 as pb
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2 as pb_ledger
 from creditgate.ledger.v1 import ledger_pb2_grpc
-from support.stacks import KEYS_AND_LEDGER, stack_on
+from support.stacks import KEYS_AND_LEDGER, shared_stack
 
 T = 10  # seconds, every call
 IA = grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def keys_stack(request) -> Iterator[Stack]:
-    with stack_on(request, KEYS_AND_LEDGER) as s:
-        yield s
+def keys_stack(request) -> Stack:
+    return shared_stack(request, KEYS_AND_LEDGER)
 
 
 @dataclass
