@@ -175,6 +175,7 @@ CREATE_CASES: dict[str, tuple[str, pb.KeyFields, int, str]] = {
     "201-char name": ("P", fields(name="n" * 201), 10, "name"),
     "name with a newline": ("P", fields(name="two\nlines"), 10, "name"),
     "2001-char description": ("P", fields(description="d" * 2001), 10, "description"),
+    "description with NUL": ("P", fields(description="a\x00b"), 10, "description"),
     "negative budget": ("P", fields(), -1, "budget_credits"),
     "zero budget": ("P", fields(), 0, "budget_credits"),
     "budget 10**12": ("P", fields(), 10**12, "budget_credits"),
@@ -475,3 +476,11 @@ def test_top_up_idempotency_key_reused_with_another_amount(env: Env) -> None:
     assert top_up(5).amount_ucr == 5 * CREDIT
     assert top_up(5).key.funded_ucr == 15 * CREDIT  # a true retry adds nothing
     assert_refused(env, env.partners["P"], lambda: top_up(7), "idempotency_key")
+
+
+@pytest.mark.parametrize("field, value", [("external_ref", "ref\x00nul"), ("external_ref", "x" * 201)])
+def test_create_partner_refuses_an_unstorable_external_ref(env: Env, field: str, value: str) -> None:
+    # PostgreSQL text holds no NUL: refused as the caller's mistake, not an internal error
+    with pytest.raises(grpc.RpcError) as e:
+        env.keys.CreatePartner(pb.CreatePartnerRequest(name="Ref", tier="growth", **{field: value}), timeout=T)
+    assert e.value.code() == IA and e.value.details().startswith(f"{field}:"), e.value.details()

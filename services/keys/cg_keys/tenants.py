@@ -66,8 +66,7 @@ class Tenants:
         tier = tier or "starter"
         if self.catalog.tier(tier) is None:
             raise InvalidArgument("tier", f"one of {', '.join(sorted(self.catalog.tiers))}")
-        if len(external_ref) > 200:
-            raise InvalidArgument("external_ref", "at most 200 characters")
+        external_ref = validation.external_ref(external_ref)
         async with self.sessions() as session:
             if external_ref:
                 existing = (await session.exec(select(Partner).where(Partner.external_ref == external_ref))).first()

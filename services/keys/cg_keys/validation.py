@@ -29,9 +29,16 @@ def name(value: str, field: str = "name") -> str:
 
 
 def description(value: str) -> str:
-    if len(value) > MAX_DESCRIPTION:
-        raise InvalidArgument("description", f"at most {MAX_DESCRIPTION} characters")
+    if len(value) > MAX_DESCRIPTION or "\x00" in value:  # PostgreSQL text holds no NUL
+        raise InvalidArgument("description", f"at most {MAX_DESCRIPTION} characters, no NUL")
     return value.strip()
+
+
+def external_ref(value: str) -> str:
+    """A partner's reference in the caller's own system (optional)."""
+    if len(value) > MAX_NAME or (value and not value.isprintable()):
+        raise InvalidArgument("external_ref", f"at most {MAX_NAME} printable characters")
+    return value
 
 
 def idempotency_key(value: str, required: bool = True) -> str:
