@@ -258,6 +258,8 @@ async def test_balances_show_closed_to_and_refunded_only_for_closed_accounts(led
     out = await ledger.stub.GetBalances(pb.GetBalancesRequest(accounts=["key:k", "key:open", "partner:p1"]))
     got = {b.account: (b.closed_to, b.refunded_ucr) for b in out.balances}
     assert got == {"key:k": ("partner:p1", refund), "key:open": ("", 0), "partner:p1": ("", 0)}
+    none = await ledger.stub.GetBalances(pb.GetBalancesRequest(accounts=[]))  # no "IN ()" on PostgreSQL
+    assert list(none.balances) == []
 
 
 async def test_a_revoke_racing_with_reservations_strands_nothing(ledger):

@@ -97,3 +97,9 @@ class Reservation(SQLModel, table=True):
     created_at_ms: int = Field(default_factory=_now_ms, sa_column=Column(BigInteger, nullable=False))
     # The key whose rate-limit window this reservation counts in ("" when unlimited).
     rate_key: str = Field(default="", max_length=80)
+    # request | lease (``leases``: a proxy worker's hold on a payer, reserved against locally;
+    # its held_ucr / customer_held_uai are what it holds now; status pending while open, then
+    # closed or expired)
+    kind: str = Field(default="request", max_length=8)
+    # For a request settled from a lease: the lease's id ("" otherwise).
+    lease_id: str = Field(default="", max_length=120)

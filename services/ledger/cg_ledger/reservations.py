@@ -280,8 +280,8 @@ class Reservations:
 
     @staticmethod
     def _replay(db: Rows, row, account: str) -> ReserveOutcome:
-        if row.account != account:
-            raise Conflict(f"request id {row.request_id!r} was reserved on another account")
+        if row.account != account or row.kind != "request":
+            raise Conflict(f"request id {row.request_id!r} was reserved on another account (or is a lease)")
         return ReserveOutcome(row.request_id, row.held_ucr, row.customer_held_uai, db.available(account), replayed=True)
 
     async def settle(self, request_id: str, input_tokens: int, output_tokens: int, usage_source: str) -> SettleOutcome:
@@ -311,6 +311,8 @@ class Reservations:
         r = db.reservation(request_id, lock=True)
         if r is None:
             raise NotFound(f"reservation {request_id!r} not found")
+        if r.kind == "lease":
+            raise Conflict(f"{request_id!r} is a lease: its requests settle with SettleLeased")
         if r.status == "posted":
             return settle_outcome(r, replayed=True)
         if r.status == "voided":
@@ -381,6 +383,8 @@ class Reservations:
         r = db.reservation(request_id, lock=True)
         if r is None:
             raise NotFound(f"reservation {request_id!r} not found")
+        if r.kind == "lease":
+            raise Conflict(f"{request_id!r} is a lease: ReleaseLease frees it")
         if r.status == "voided":
             return r.held_ucr, True
         if r.status != "pending":

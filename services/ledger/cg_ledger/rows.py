@@ -64,6 +64,10 @@ class Rows:
         self.cur.execute(self.sql[name], params)
         return self.cur
 
+    def run_named(self, name: str, **params: Any) -> int:
+        """Runs ``sql.STATEMENTS[name]``; returns the rows it changed."""
+        return int(self._run(name, **params).rowcount)
+
     def _stmt(self, stmt: sql.Stmt) -> Any:
         return self._run(stmt.name, **stmt.params)
 
@@ -175,6 +179,7 @@ class Rows:
         return self.query(f"SELECT * FROM reservations WHERE request_id IN ({names}){suffix}", **params)
 
     def insert_reservation(self, **values: Any) -> None:
+        values.setdefault("kind", "request")
         self._run("insert_reservation", **values)
 
     def mark_settled(self, request_id: str, **values: Any) -> None:

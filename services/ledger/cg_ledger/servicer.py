@@ -1,19 +1,21 @@
 """gRPC servicer: translates proto <-> the ledger's operations. ``ERROR_CODES`` says which
 status code each ``LedgerError`` is (applied by ``cglib.grpc_errors``'s interceptor, and
 by ``SettleBatch`` to each of its outcomes). ``SettleBatch`` commits the batch together
-(``settlebatch``), each settlement failing alone."""
+(``settlebatch``), each settlement failing alone; ``SettleLeased`` likewise, from budget
+leases (``leases``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import decimal
 import logging
+from collections.abc import Sequence
 
 import grpc
 
 from cg_ledger.balances import BalanceView
 from cg_ledger.book import Book, TransferOutcome
-from cg_ledger.charges import MAX_TOKENS, parse_billing
+from cg_ledger.charges import MAX_TOKENS, Billing, parse_billing
 from cg_ledger.errors import (
     AccountClosed,
     Conflict,
@@ -23,6 +25,7 @@ from cg_ledger.errors import (
     NotFound,
     OutOfRange,
 )
+from cg_ledger.leases import LeasedSettlement, LeaseOutcome, Leases
 from cg_ledger.limits import check_bound, decimal_or_invalid
 from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
@@ -121,10 +124,52 @@ def _settle_pb(out: SettleOutcome) -> ledger_pb2.SettleResponse:
     )
 
 
+def _lease_pb(out: LeaseOutcome) -> ledger_pb2.LeaseResponse:
+    return ledger_pb2.LeaseResponse(
+        lease_id=out.lease_id,
+        held_ucr=out.held_ucr,
+        held_uai=out.held_uai,
+        expires_at_unix_ms=out.expires_at_ms,
+        status=out.status,
+        replayed=out.replayed,
+        changed_ucr=out.changed_ucr,
+        changed_uai=out.changed_uai,
+    )
+
+
+def _billing(request: ledger_pb2.ReserveRequest | ledger_pb2.AcquireLeaseRequest) -> Billing | None:
+    if not request.HasField("customer"):
+        return None
+    c = request.customer
+    return parse_billing(
+        c.customer_account, c.revenue_account, c.profit_multiplier, c.price_per_ai_credit_cents, c.floor_usd_per_mtok
+    )
+
+
+def _outcomes_pb(
+    requests: Sequence[object], results: Sequence[SettleOutcome | Exception]
+) -> ledger_pb2.SettleBatchResponse:
+    """One ``SettleOutcome`` message per settlement: its outcome, or its error's status."""
+    outcomes = []
+    for settlement, result in zip(requests, results, strict=True):
+        if isinstance(result, SettleOutcome):
+            outcomes.append(ledger_pb2.SettleOutcome(settled=_settle_pb(result)))
+            continue
+        code = status_for(result, ERROR_CODES) if isinstance(result, LedgerError) else None
+        if code is None:
+            log.error("settlement failed", exc_info=result, extra={"request_id": getattr(settlement, "request_id", "")})
+            code, message = grpc.StatusCode.INTERNAL, INTERNAL_DETAILS
+        else:
+            message = str(result)
+        outcomes.append(ledger_pb2.SettleOutcome(status_code=code.value[0], error=message))
+    return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
+
+
 class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     def __init__(self, book: Book, reservations: Reservations) -> None:
         self.book = book
         self.reservations = reservations
+        self.leases = Leases(reservations)
 
     async def Deposit(
         self, request: ledger_pb2.DepositRequest, context: grpc.aio.ServicerContext
@@ -191,16 +236,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
     async def Reserve(
         self, request: ledger_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.ReserveResponse:
-        billing = None
-        if request.HasField("customer"):
-            c = request.customer
-            billing = parse_billing(
-                c.customer_account,
-                c.revenue_account,
-                c.profit_multiplier,
-                c.price_per_ai_credit_cents,
-                c.floor_usd_per_mtok,
-            )
+        billing = _billing(request)
         out = await self.reservations.reserve(
             request.request_id,
             request.account,
@@ -246,20 +282,67 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             except LedgerError as e:
                 batch.append(e)
         settled = iter(await settle_batch(self.reservations, [s for s in batch if isinstance(s, Settlement)]))
-        outcomes = []
-        for settlement, item in zip(request.settlements, batch, strict=True):
-            result = next(settled) if isinstance(item, Settlement) else item
-            if isinstance(result, SettleOutcome):
-                outcomes.append(ledger_pb2.SettleOutcome(settled=_settle_pb(result)))
-                continue
-            code = status_for(result, ERROR_CODES) if isinstance(result, LedgerError) else None
-            if code is None:
-                log.error("settlement failed", exc_info=result, extra={"request_id": settlement.request_id})
-                code, message = grpc.StatusCode.INTERNAL, INTERNAL_DETAILS
-            else:
-                message = str(result)
-            outcomes.append(ledger_pb2.SettleOutcome(status_code=code.value[0], error=message))
-        return ledger_pb2.SettleBatchResponse(outcomes=outcomes)
+        results = [next(settled) if isinstance(item, Settlement) else item for item in batch]
+        return _outcomes_pb(request.settlements, results)
+
+    async def AcquireLease(
+        self, request: ledger_pb2.AcquireLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.LeaseResponse:
+        out = await self.leases.acquire(
+            request.lease_id,
+            request.account,
+            _billing(request),
+            (request.want_ucr, request.want_uai),
+            (request.min_ucr, request.min_uai),
+            request.ttl_seconds,
+        )
+        return _lease_pb(out)
+
+    async def ExtendLease(
+        self, request: ledger_pb2.ExtendLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.LeaseResponse:
+        out = await self.leases.extend(
+            request.extension_id,
+            request.lease_id,
+            (request.want_ucr, request.want_uai),
+            (request.min_ucr, request.min_uai),
+            request.ttl_seconds,
+        )
+        return _lease_pb(out)
+
+    async def ReleaseLease(
+        self, request: ledger_pb2.ReleaseLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.LeaseResponse:
+        out = await self.leases.release(request.release_id, request.lease_id, (request.keep_ucr, request.keep_uai))
+        return _lease_pb(out)
+
+    async def SettleLeased(
+        self, request: ledger_pb2.SettleLeasedRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.SettleBatchResponse:
+        if len(request.settlements) > SETTLE_BATCH_MAX:
+            raise InvalidArgument(f"settlements: at most {SETTLE_BATCH_MAX}")
+        batch: list[LeasedSettlement | LedgerError] = []
+        for s in request.settlements:
+            try:
+                source = _source(s)  # type: ignore[arg-type]
+                batch.append(
+                    LeasedSettlement(
+                        s.lease_id,
+                        s.request_id,
+                        s.model,
+                        s.price.input_usd_per_mtok,
+                        s.price.output_usd_per_mtok,
+                        s.price.price_book_version,
+                        s.input_tokens,
+                        s.output_tokens,
+                        source,
+                    )
+                )
+            except LedgerError as e:
+                batch.append(e)
+        settled = iter(await self.leases.settle([s for s in batch if isinstance(s, LeasedSettlement)]))
+        results = [next(settled) if isinstance(item, LeasedSettlement) else item for item in batch]
+        return _outcomes_pb(request.settlements, results)
 
     async def Void(self, request: ledger_pb2.VoidRequest, context: grpc.aio.ServicerContext) -> ledger_pb2.VoidResponse:
         released, replayed = await self.reservations.void(request.request_id, request.reason)

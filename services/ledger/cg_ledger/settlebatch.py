@@ -121,6 +121,8 @@ def _settle_plain(db: Rows, res: Reservations, batch: dict[int, Settlement]) -> 
         seen.add(rid)
         if r is None:
             outcomes[i] = NotFound(f"reservation {rid!r} not found")
+        elif r.kind == "lease":
+            outcomes[i] = Conflict(f"{rid!r} is a lease: its requests settle with SettleLeased")
         elif r.status == "posted":
             outcomes[i] = settle_outcome(r, replayed=True)
         elif r.status == "voided":

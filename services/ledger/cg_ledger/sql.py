@@ -91,12 +91,32 @@ STATEMENTS = {
         " output_usd_per_mtok, price_book_version, held_ucr, customer_account, revenue_account,"
         " profit_multiplier, price_per_ai_credit_cents, floor_usd_per_mtok, customer_held_uai,"
         " customer_charged_uai, customer_unpaid_uai, input_tokens, output_tokens, status, charged_ucr,"
-        " unpaid_ucr, usage_source, expires_at_ms, created_at_ms, rate_key)"
+        " unpaid_ucr, usage_source, expires_at_ms, created_at_ms, rate_key, kind, lease_id)"
         " VALUES (:request_id, :account, :credit_account, :model, :input_usd_per_mtok, :output_usd_per_mtok,"
         " :price_book_version, :held_ucr, :customer_account, :revenue_account, :profit_multiplier,"
         " :price_per_ai_credit_cents, :floor_usd_per_mtok, :customer_held_uai, 0, 0, 0, 0, 'pending', 0, 0, '',"
-        " :expires_at_ms, :created_at_ms, :rate_key)"
+        " :expires_at_ms, :created_at_ms, :rate_key, :kind, '')"
     ),
+    # -- leases (``leases``): a lease is a pending reservation row of kind 'lease' ------
+    # A request settled from a lease: its row, posted at once (the hold was the lease's).
+    "insert_leased": (
+        "INSERT INTO reservations (request_id, account, credit_account, model, input_usd_per_mtok,"
+        " output_usd_per_mtok, price_book_version, held_ucr, customer_account, revenue_account,"
+        " profit_multiplier, price_per_ai_credit_cents, floor_usd_per_mtok, customer_held_uai,"
+        " customer_charged_uai, customer_unpaid_uai, input_tokens, output_tokens, status, charged_ucr,"
+        " unpaid_ucr, usage_source, expires_at_ms, created_at_ms, rate_key, kind, lease_id)"
+        " VALUES (:request_id, :account, :credit_account, :model, :input_usd_per_mtok, :output_usd_per_mtok,"
+        " :price_book_version, :held_ucr, :customer_account, :revenue_account, :profit_multiplier,"
+        " :price_per_ai_credit_cents, :floor_usd_per_mtok, :customer_held_uai, :customer_charged_uai,"
+        " :customer_unpaid_uai, :input_tokens, :output_tokens, 'posted', :charged_ucr, :unpaid_ucr,"
+        " :usage_source, :created_at_ms, :created_at_ms, '', 'request', :lease_id)"
+    ),
+    # What a lease holds grows (acquire, extend) or shrinks (settlements, releases) by a delta.
+    "lease_held": (
+        "UPDATE reservations SET held_ucr = held_ucr + :ucr, customer_held_uai = customer_held_uai + :uai"
+        " WHERE request_id = :rid AND kind = 'lease'"
+    ),
+    "lease_expiry": "UPDATE reservations SET expires_at_ms = :expires WHERE request_id = :rid AND kind = 'lease'",
     "settled": (
         "UPDATE reservations SET status = 'posted', charged_ucr = :charged_ucr, unpaid_ucr = :unpaid_ucr,"
         " customer_charged_uai = :customer_charged_uai, customer_unpaid_uai = :customer_unpaid_uai,"
@@ -116,7 +136,7 @@ STATEMENTS = {
 # executemany forms (no RETURNING) of the statements a batch of settlements runs
 BATCH = {
     name: STATEMENTS[name].partition(" RETURNING ")[0]
-    for name in ("release", "credit", "ensure_account", "settled", "insert_transfer")
+    for name in ("release", "credit", "ensure_account", "settled", "insert_transfer", "insert_leased", "lease_held")
 }
 
 
@@ -232,4 +252,5 @@ def in_list(prefix: str, values: Iterable[str]) -> tuple[str, dict[str, str]]:
     """``(":p0, :p1, ...", {"p0": ..., "p1": ...})``: an ``IN (...)`` list of parameters
     (SQLite has no arrays; the same text runs on both)."""
     params = {f"{prefix}{i}": v for i, v in enumerate(values)}
-    return ", ".join(f":{name}" for name in params), params
+    # an empty list is NULL, which nothing equals: "IN ()" is an error on PostgreSQL
+    return ", ".join(f":{name}" for name in params) or "NULL", params
