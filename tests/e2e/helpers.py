@@ -20,7 +20,7 @@ def client(stack: Stack, key: str) -> openai.OpenAI:
 
 
 def expected_cost_ucr(model: str, prompt_tokens: int, completion_tokens: int) -> int:
-    """Written independently of cg_ledger.pricing: USD/1M tokens -> ucr is x100, rounded up."""
+    """Written independently of cglib.pricing: USD/1M tokens -> ucr is x100, rounded up."""
     m = CATALOG.get(model)
     exact = (prompt_tokens * m.input_usd_per_mtok + completion_tokens * m.output_usd_per_mtok) * 100
     return int(Decimal(exact).to_integral_value(ROUND_CEILING))

@@ -92,14 +92,19 @@ def answered_ids(journal: Path) -> set[str]:
     return {entry["a"] for entry in lines if "a" in entry}
 
 
-def test_requests_answered_by_a_killed_proxy_are_billed_once_after_restart(stack: Stack, seeder: Seeder):
-    key = seeder.funded_key(seeder.partner("journal-kill", credits=100), 10, [MODEL])
+@pytest.mark.parametrize("leases", [False, True], ids=["reserved", "leased"])
+def test_requests_answered_by_a_killed_proxy_are_billed_once_after_restart(stack: Stack, seeder: Seeder, leases):
+    """With leases the killed proxy held a lease too: the restarted one settles the journal
+    from it, then releases it, so nothing stays held until the lease's expiry."""
+    run = "leased" if leases else "reserved"
+    key = seeder.funded_key(seeder.partner(f"journal-kill-{run}", credits=100), 10, [MODEL])
     before = balance(seeder, key.account)
     files = {
-        "CG_PROXY_OUTBOX_PATH": str(stack.var / "killed-outbox.sqlite3"),
-        "CG_PROXY_JOURNAL_PATH": str(stack.var / "killed-journal.log"),
+        "CG_PROXY_OUTBOX_PATH": str(stack.var / f"killed-{run}-outbox.sqlite3"),
+        "CG_PROXY_JOURNAL_PATH": str(stack.var / f"killed-{run}-journal.log"),
+        "CG_PROXY_LEASES": "1" if leases else "0",
     }
-    held, url = stack.start_replica("proxy", "proxy-held", {**files, "CG_HOLD_AT": "settle:before_send"})
+    held, url = stack.start_replica("proxy", f"proxy-held-{run}", {**files, "CG_HOLD_AT": "settle:before_send"})
     answered = [chat(url, key.secret, f"request {i}", stream=i % 2 == 1) for i in range(6)]
     ids = [request_id for request_id, _ in answered]
     cost = sum(c for _, c in answered)
@@ -108,9 +113,11 @@ def test_requests_answered_by_a_killed_proxy_are_billed_once_after_restart(stack
     now = balance(seeder, key.account)
     assert now.posted_ucr == before.posted_ucr and now.pending_ucr > 0
     assert answered_ids(Path(files["CG_PROXY_JOURNAL_PATH"])) == set(ids)
+    journaled = [orjson.loads(line) for line in Path(files["CG_PROXY_JOURNAL_PATH"]).read_bytes().splitlines()]
+    assert all(bool(entry.get("lease")) == leases for entry in journaled if "a" in entry)  # from a lease, or not
     held.kill()  # SIGKILL: no drain, no outbox write, nothing in memory survives
 
-    stack.start_replica("proxy", "proxy-after", files)  # settles the journal at start
+    stack.start_replica("proxy", f"proxy-after-{run}", files)  # settles the journal at start
 
     def settled() -> bool:
         b = balance(seeder, key.account)

@@ -41,10 +41,10 @@ from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.errors import AccountClosed, Conflict, InsufficientFunds, InvalidArgument, NotFound, OutOfRange
 from cg_ledger.limits import MAX_AMOUNT
-from cg_ledger.pricing import platform_fee_ucr
 from cg_ledger.reservations import Reservations
 from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
+from cglib.pricing import platform_fee_ucr
 from support.ledger import churn, seed_transfers
 
 MIGRATIONS = Path(cg_ledger.__file__).parent / "migrations"

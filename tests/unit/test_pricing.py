@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from cg_ledger.limits import MAX_AMOUNT
-from cg_ledger.pricing import (
+from cglib.pricing import (
     CustomerBilling,
     parse_price,
     platform_fee_ucr,

@@ -159,7 +159,13 @@ class FakeBus:
 
 
 class FakeLedger:
-    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
+    async def release_lease(self, lease_id: str) -> None:
+        pass
+
+    def lease_of(self, request_id: str) -> None:
+        return None
+
+    async def settle(self, request_id: str, usage: Usage, lease=None) -> ledger_pb2.SettleResponse:
         return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=42, price_book_version="v1")
 
 

@@ -31,10 +31,10 @@ from cg_ledger.limits import (
     check_text,
     decimal_or_invalid,
 )
-from cg_ledger.pricing import platform_fee_ucr
 from cg_ledger.rows import Rows
 from cg_ledger.txrunner import Runner
 from cglib.faults import crash_point
+from cglib.pricing import platform_fee_ucr
 
 FAILED_FUNDS = "insufficient_funds"
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from cg_ledger import accounts
 from cg_ledger.errors import InvalidArgument, OutOfRange
 from cg_ledger.limits import check_bound, decimal_or_invalid
-from cg_ledger.pricing import CustomerBilling, ai_credits_uai, customer_price_usd, provider_cost_usd, usd_to_ucr
+from cglib.pricing import CustomerBilling, ai_credits_uai, customer_price_usd, provider_cost_usd, usd_to_ucr
 
 MAX_TOKENS = 10**12
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from cg_ledger.errors import InvalidArgument, OutOfRange
-from cg_ledger.pricing import parse_price
+from cglib.pricing import parse_price
 
 MAX_AMOUNT = 10**15
 MAX_COUNTER = 2**63 - 1  # what an int64 column and proto field hold

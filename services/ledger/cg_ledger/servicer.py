@@ -27,11 +27,11 @@ from cg_ledger.errors import (
 )
 from cg_ledger.leases import LeasedSettlement, LeaseOutcome, Leases
 from cg_ledger.limits import check_bound, decimal_or_invalid
-from cg_ledger.pricing import CustomerBilling, quote
 from cg_ledger.ratelimits import RateLimit
 from cg_ledger.reservations import Reservations, SettleOutcome
 from cg_ledger.settlebatch import Settlement, settle_batch
 from cglib.grpc_errors import INTERNAL_DETAILS, ErrorCodes, status_for
+from cglib.pricing import CustomerBilling, quote
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.routing import Route
 
@@ -26,6 +27,8 @@ from cg_proxy.bus import Bus
 from cg_proxy.collaborators import Authenticator, EventBus, Ledger, Probe, Recorder, UpstreamPool
 from cg_proxy.fastpath import Gateway
 from cg_proxy.journal import Journal
+from cg_proxy.lease_client import GrpcLeaseLedger
+from cg_proxy.leases import LeaseBook
 from cg_proxy.ledger_client import LedgerClient
 from cg_proxy.outbox import Outbox
 from cg_proxy.settings import Settings
@@ -35,6 +38,7 @@ from cg_proxy.usage_recorder import UsageRecorder
 from cglib.grpc_client import insecure_channel
 from cglib.logs import setup_logging
 from cglib.metrics import metrics_route
+from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -52,6 +56,31 @@ def _grpc_health(channel: grpc.aio.Channel) -> Probe:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)).lower()
 
     return probe
+
+
+async def _sweep(book: LeaseBook, every_s: float = 5.0) -> None:
+    """Releases idle leases and renews the ones about to expire, every few seconds."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await book.sweep()
+        except Exception:
+            log.exception("lease sweep failed")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _lease_events(ledger: LedgerClient) -> Callable[[bytes], Awaitable[None]]:
+    async def on_key_changed(payload: bytes) -> None:
+        try:
+            ledger.key_changed(events_pb2.KeyChanged.FromString(payload).key_id)
+        except DecodeError:
+            return
+
+    return on_key_changed
 
 
 def create_app(
@@ -83,11 +112,14 @@ def create_app(
             if the_ledger is None:
                 ledger_channel = insecure_channel(settings.ledger_addr)
                 built.push_async_callback(ledger_channel.close)
-                the_ledger = LedgerClient(
-                    ledger_pb2_grpc.LedgerServiceStub(ledger_channel),
-                    settings.rpc_timeout_s,
-                    settings.reservation_ttl_s,
-                )
+                ledger_stub = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
+                book = None
+                if settings.leases:
+                    book = LeaseBook(GrpcLeaseLedger(ledger_stub, settings.rpc_timeout_s))
+                    # after the recorder's drain (pushed later, so run earlier): every lease released
+                    built.push_async_callback(book.close)
+                    built.push_async_callback(_cancel, asyncio.create_task(_sweep(book)))
+                the_ledger = LedgerClient(ledger_stub, settings.rpc_timeout_s, settings.reservation_ttl_s, leases=book)
                 probes["ledger"] = _grpc_health(ledger_channel)
             the_bus: EventBus = bus if bus is not None else Bus(settings.nats_url)
             the_recorder = recorder
@@ -105,6 +137,8 @@ def create_app(
                 the_recorder = UsageRecorder(the_ledger, the_bus, outbox, journal)
             the_upstreams: UpstreamPool = upstreams if upstreams is not None else Upstreams(settings)
             the_bus.on("keys.>", the_auth.on_key_changed)  # every lifecycle change drops the cached key
+            if isinstance(the_ledger, LedgerClient) and the_ledger.leases is not None:
+                the_bus.on("keys.>", _lease_events(the_ledger))  # ... and ends the key's lease
 
             await the_upstreams.start()
             built.push_async_callback(the_upstreams.close)

@@ -52,6 +52,9 @@ class Finished:
     # journaled with the rest, so an event replayed after a restart says the same).
     latency_ms: int | None = None
     time_unix_ms: int | None = None
+    # The lease its bound came from (``Ledger.lease_of``), journaled so that a restart
+    # settles it from that lease; None for a request reserved on its own.
+    lease: tuple[str, str, str, str, str] | None = None
 
 
 class Authenticator(Protocol):
@@ -77,9 +80,22 @@ class Ledger(Protocol):
         """The hold; a refusal is raised as the ``APIError`` the client gets."""
         ...
 
-    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse: ...
+    async def settle(
+        self, request_id: str, usage: Usage, lease: tuple[str, str, str, str, str] | None = None
+    ) -> ledger_pb2.SettleResponse:
+        """Posts the usage: from the request's lease when it took its bound from one
+        (``lease``: what the journal kept of it, after a restart), else its reservation."""
+        ...
 
     async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse: ...
+
+    async def release_lease(self, lease_id: str) -> None:
+        """Releases a lease no live worker holds (an earlier run's, named in its journal)."""
+        ...
+
+    def lease_of(self, request_id: str) -> tuple[str, str, str, str, str] | None:
+        """What the journal keeps of a request that took its bound from a lease (None: reserved)."""
+        ...
 
 
 class UpstreamPool(Protocol):

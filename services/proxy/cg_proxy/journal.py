@@ -74,6 +74,7 @@ def _line(f: Finished) -> bytes:
                 "stream": f.stream,
                 "ms": f.latency_ms,
                 "at": f.time_unix_ms,
+                "lease": f.lease,
             }
         )
         + b"\n"
@@ -94,6 +95,7 @@ def _finished(entry: dict[str, Any]) -> Finished:
         stream=entry["stream"],
         latency_ms=entry["ms"],
         time_unix_ms=entry["at"],
+        lease=tuple(entry["lease"]) if entry.get("lease") else None,
     )
 
 

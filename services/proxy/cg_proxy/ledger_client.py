@@ -6,19 +6,78 @@ client's answer (``refusal``). ``settle`` goes through ``SettleBatcher``: settle
 leave a few milliseconds' worth at a time, in one ``SettleBatch`` call. The usage
 recorder (``cg_proxy.usage_recorder``) calls ``settle`` and ``void`` off the request
 path, and retries them.
+
+With budget leases (``leases``, ``CG_PROXY_LEASES``) a request of a key without rate
+limits takes its bound (``hold_bound``, priced with ``cglib.pricing`` exactly as the
+ledger prices a hold) from the key's lease in memory, with no ledger call; it settles
+with ``SettleLeased`` (batched the same way) and a void just gives the bound back. When
+no lease can be had (the end of a budget) the request is reserved on its own, as without
+leases. ``lease_of`` tells the recorder what the journal must keep to settle a leased
+request after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import decimal
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
 
 import grpc
 
 from cg_proxy import errors
+from cg_proxy.leases import LeaseBook, Terms, Ticket
 from cg_proxy.token_usage import Usage
+from cglib import pricing
 from cglib.grpc_client import TRANSIENT
 from creditgate.keys.v1 import keys_pb2
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+# What the journal keeps of a leased request: (lease id, model, input and output price per
+# 1M tokens, price book version).
+Leased = tuple[str, str, str, str, str]
+# The ledger's bound on one amount: a bound above it is left to the per-request path,
+# whose refusal (OUT_OF_RANGE) the client gets.
+MAX_AMOUNT = 10**15
+
+
+def hold_bound(
+    billing: keys_pb2.LedgerBilling, route: keys_pb2.ModelRoute, max_input: int, max_output: int
+) -> tuple[int, int] | None:
+    """(µcr, µai) the ledger would hold for these bounds, or None when it cannot be priced
+    here (the per-request path then answers)."""
+    try:
+        usd = pricing.provider_cost_usd(
+            max_input, max_output, Decimal(route.input_usd_per_mtok), Decimal(route.output_usd_per_mtok)
+        )
+        ucr = pricing.usd_to_ucr(usd)
+        uai = 0
+        if billing.customer_account:
+            terms = pricing.CustomerBilling(
+                Decimal(billing.profit_multiplier),
+                Decimal(billing.price_per_ai_credit_cents),
+                Decimal(billing.floor_usd_per_mtok or "0"),
+            )
+            uai = pricing.ai_credits_uai(pricing.customer_price_usd(usd, max_input + max_output, terms), terms)
+    except (decimal.DecimalException, ValueError):
+        return None
+    if ucr > MAX_AMOUNT or uai > MAX_AMOUNT:
+        return None
+    return ucr, uai
+
+
+def lease_terms(billing: keys_pb2.LedgerBilling) -> tuple[str, Terms]:
+    """The lease a key's requests are paid from: its book key and its terms."""
+    terms = Terms(
+        account=billing.payer_account,
+        customer_account=billing.customer_account,
+        revenue_account=billing.revenue_account if billing.customer_account else "",
+        profit_multiplier=billing.profit_multiplier if billing.customer_account else "",
+        price_per_ai_credit_cents=billing.price_per_ai_credit_cents if billing.customer_account else "",
+        floor_usd_per_mtok=billing.floor_usd_per_mtok if billing.customer_account else "",
+    )
+    return f"{terms.account}|{terms.customer_account}", terms
 
 
 def refusal(code: grpc.StatusCode) -> errors.APIError | None:
@@ -57,15 +116,19 @@ class SettleBatcher:
         timeout_s: float,
         linger_s: float = 0.002,
         max_batch: int = 256,
+        send: Callable[[list[Any], float], Awaitable[ledger_pb2.SettleBatchResponse]] | None = None,
     ) -> None:
         self.stub = stub
+        self.send = send or (
+            lambda items, timeout: stub.SettleBatch(ledger_pb2.SettleBatchRequest(settlements=items), timeout=timeout)
+        )
         self.timeout_s = timeout_s
         self.linger_s = linger_s
         self.max_batch = max_batch
-        self._queue: list[tuple[ledger_pb2.SettleRequest, asyncio.Future[ledger_pb2.SettleResponse]]] = []
+        self._queue: list[tuple[Any, asyncio.Future[ledger_pb2.SettleResponse]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def settle(self, request: ledger_pb2.SettleRequest) -> ledger_pb2.SettleResponse:
+    async def settle(self, request: Any) -> ledger_pb2.SettleResponse:
         fut: asyncio.Future[ledger_pb2.SettleResponse] = asyncio.get_running_loop().create_future()
         self._queue.append((request, fut))
         if self._flusher is None or self._flusher.done():
@@ -82,14 +145,10 @@ class SettleBatcher:
                 sends.append(self._send(batch))
             await asyncio.gather(*sends)
 
-    async def _send(
-        self, batch: list[tuple[ledger_pb2.SettleRequest, asyncio.Future[ledger_pb2.SettleResponse]]]
-    ) -> None:
+    async def _send(self, batch: list[tuple[Any, asyncio.Future[ledger_pb2.SettleResponse]]]) -> None:
         outcomes: list[ledger_pb2.SettleResponse | grpc.aio.AioRpcError]
         try:
-            resp = await self.stub.SettleBatch(
-                ledger_pb2.SettleBatchRequest(settlements=[req for req, _ in batch]), timeout=self.timeout_s
-            )
+            resp = await self.send([req for req, _ in batch], self.timeout_s)
         except grpc.aio.AioRpcError as e:
             outcomes = [e] * len(batch)
         except Exception as e:  # e.g. the channel closed under us: every caller retries
@@ -115,11 +174,67 @@ class SettleBatcher:
 class LedgerClient:
     """Reserve, settle and void over the ledger's gRPC stub, each with the RPC deadline."""
 
-    def __init__(self, stub: ledger_pb2_grpc.LedgerServiceAsyncStub, timeout_s: float, ttl_s: int) -> None:
+    def __init__(
+        self,
+        stub: ledger_pb2_grpc.LedgerServiceAsyncStub,
+        timeout_s: float,
+        ttl_s: int,
+        leases: LeaseBook | None = None,
+    ) -> None:
         self.stub = stub
         self.timeout_s = timeout_s
         self.ttl_s = ttl_s
         self.settlements = SettleBatcher(stub, timeout_s)
+        self.leases = leases
+        self.leased_settlements = SettleBatcher(
+            stub,
+            timeout_s,
+            send=lambda items, timeout: stub.SettleLeased(
+                ledger_pb2.SettleLeasedRequest(settlements=items), timeout=timeout
+            ),
+        )
+        # requests in flight that took their bound from a lease: request id -> (ticket, journal entry)
+        self._leased: dict[str, tuple[Ticket, Leased]] = {}
+
+    def lease_of(self, request_id: str) -> Leased | None:
+        entry = self._leased.get(request_id)
+        return entry[1] if entry else None
+
+    async def release_lease(self, lease_id: str) -> None:
+        await self.stub.ReleaseLease(
+            ledger_pb2.ReleaseLeaseRequest(release_id=f"{lease_id}:orphaned", lease_id=lease_id), timeout=self.timeout_s
+        )
+
+    def key_changed(self, key_id: str) -> None:
+        """A key event: the key's lease takes nothing more (``LeaseBook.key_changed``)."""
+        if self.leases is not None:
+            self.leases.key_changed(f"key:{key_id}|", prefix=True)
+
+    async def _from_lease(
+        self,
+        request_id: str,
+        billing: keys_pb2.LedgerBilling,
+        route: keys_pb2.ModelRoute,
+        max_input: int,
+        max_output: int,
+    ) -> ledger_pb2.ReserveResponse | None:
+        assert self.leases is not None
+        bound = hold_bound(billing, route, max_input, max_output)
+        if bound is None:
+            return None
+        book_key, terms = lease_terms(billing)
+        ticket = await self.leases.reserve(book_key, terms, *bound)
+        if ticket is None:
+            return None
+        entry = (
+            ticket.lease_id,
+            route.id,
+            route.input_usd_per_mtok,
+            route.output_usd_per_mtok,
+            route.price_book_version,
+        )
+        self._leased[request_id] = (ticket, entry)
+        return ledger_pb2.ReserveResponse(request_id=request_id, held_ucr=bound[0], customer_held_uai=bound[1])
 
     async def reserve(
         self,
@@ -131,6 +246,10 @@ class LedgerClient:
         rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse:
         """The hold, or the ``APIError`` the client gets for a refusal (``refusal``)."""
+        if self.leases is not None and rate_limit is None:
+            leased = await self._from_lease(request_id, billing, route, max_input, max_output)
+            if leased is not None:
+                return leased
         req = ledger_pb2.ReserveRequest(
             request_id=request_id,
             account=billing.payer_account,
@@ -163,7 +282,28 @@ class LedgerClient:
                 raise
             raise refused from None
 
-    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
+    async def settle(self, request_id: str, usage: Usage, lease: Leased | None = None) -> ledger_pb2.SettleResponse:
+        """Settles from the request's lease (``lease``: as journaled, after a restart) or its reservation."""
+        entry = self._leased.get(request_id)
+        lease = entry[1] if entry else lease
+        if lease is not None:
+            lease_id, model, in_price, out_price, version = lease
+            settled = await self.leased_settlements.settle(
+                ledger_pb2.LeasedSettlement(
+                    lease_id=lease_id,
+                    request_id=request_id,
+                    model=model,
+                    price=ledger_pb2.Price(
+                        input_usd_per_mtok=in_price, output_usd_per_mtok=out_price, price_book_version=version
+                    ),
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    usage_source=usage.source,
+                )
+            )
+            if entry is not None and self._leased.pop(request_id, None) is not None and self.leases is not None:
+                self.leases.settled(entry[0], settled.charged_ucr, settled.customer_charged_uai)
+            return settled
         return await self.settlements.settle(
             ledger_pb2.SettleRequest(
                 request_id=request_id,
@@ -174,6 +314,11 @@ class LedgerClient:
         )
 
     async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse:
+        entry = self._leased.pop(request_id, None)
+        if entry is not None:  # nothing reached the ledger: the bound goes back to the lease
+            if self.leases is not None:
+                self.leases.returned(entry[0])
+            return ledger_pb2.VoidResponse(request_id=request_id, released_ucr=entry[0].ucr)
         return await self.stub.Void(
             ledger_pb2.VoidRequest(request_id=request_id, reason=reason), timeout=self.timeout_s
         )

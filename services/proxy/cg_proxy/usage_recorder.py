@@ -21,9 +21,11 @@ while the ledger was unreachable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -128,8 +130,22 @@ class UsageRecorder:
             unsettled = self.journal.unsettled()
             if unsettled:
                 log.info("settling the journal's unsettled requests", extra={"count": len(unsettled)})
-            for f in unsettled:
-                self._spawn(self._record(f))
+            replays = [asyncio.ensure_future(self._record(f)) for f in unsettled]
+            leases = sorted({f.lease[0] for f in unsettled if f.lease})
+            self._spawn(self._after_replay(replays, leases))
+
+    async def _after_replay(self, replays: Sequence[Awaitable[None]], leases: list[str]) -> None:
+        """Once the journal's requests are settled, the leases they were taken from (an
+        earlier run's: no live worker holds them) are released: their unused part goes back
+        now rather than at their expiry."""
+        await asyncio.gather(*replays, return_exceptions=True)
+        for lease_id in leases:
+            try:
+                await _until_acknowledged(
+                    "release lease", lease_id, functools.partial(self.ledger.release_lease, lease_id)
+                )
+            except Exception:
+                log.exception("a replayed lease not released; it will expire", extra={"lease_id": lease_id})
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -150,6 +166,10 @@ class UsageRecorder:
         """Journals the usage (synchronously: the caller sends its last byte after this) and
         settles and publishes it in the background."""
         finished = stamped(finished)
+        if finished.lease is None:
+            lease = self.ledger.lease_of(finished.request_id)
+            if lease is not None:  # the journal keeps the lease, to settle from it after a restart
+                finished = replace(finished, lease=lease)
         if self.journal is not None:
             try:
                 self.journal.answered(finished)
@@ -178,7 +198,7 @@ class UsageRecorder:
         await faults.hold_point("settle:before_send")
         try:
             settled = await _until_acknowledged(
-                "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage)
+                "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage, f.lease)
             )
             SETTLED.labels("ok").inc()
             CHARGED.inc(settled.charged_ucr)

@@ -106,6 +106,12 @@ class FakeLedger:
     """``Ledger``: holds whatever is asked, or refuses as the real client does for a gRPC
     code (``refuse``); ``rate_limit`` is the window's state it answers."""
 
+    async def release_lease(self, lease_id: str) -> None:
+        pass
+
+    def lease_of(self, request_id: str) -> None:
+        return None  # it reserves every request on its own
+
     def __init__(self) -> None:
         self.reserved: list[Reserved] = []
         self.settled: list[tuple[str, Usage]] = []
@@ -130,7 +136,7 @@ class FakeLedger:
             resp.rate_limit.CopyFrom(self.rate_limit)
         return resp
 
-    async def settle(self, request_id: str, usage: Usage) -> ledger_pb2.SettleResponse:
+    async def settle(self, request_id: str, usage: Usage, lease=None) -> ledger_pb2.SettleResponse:
         self.settled.append((request_id, usage))
         return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=123, price_book_version="pb-1")
 
