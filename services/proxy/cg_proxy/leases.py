@@ -276,6 +276,10 @@ class LeaseBook:
         except LeaseRefused:
             self._refused_until[key_id] = self.clock() + REFUSED_BACKOFF_S
             return None
+        except Exception as e:  # the ledger unreachable: the request is reserved on its own (503 if down)
+            log.warning("lease not acquired", extra={"lease_id": lease_id, "error": repr(e)})
+            self._refused_until[key_id] = self.clock() + REFUSED_BACKOFF_S
+            return None
         lease = Lease(key_id, lease_id, terms, last_used=self.clock())
         self._apply(lease, granted)
         if key_id in self._leases:  # cannot happen (one acquire per key at a time): keep the money exact anyway

@@ -307,3 +307,15 @@ def test_workers_sharing_a_key_serve_exactly_what_it_affords_and_strand_nothing(
     assert outcomes.count(True) == n
     assert ledger.spent == n * bound and ledger.unpaid == 0
     assert sum(ledger.held.values()) == 0
+
+
+def test_an_unreachable_ledger_sends_the_request_down_the_per_request_path():
+    class Down(FakeLeaseLedger):
+        async def acquire(self, lease_id, terms, want, least, ttl_s) -> Granted:
+            raise ConnectionError("ledger down")
+
+    async def go():
+        book = LeaseBook(Down(available=10**9), worker_id="w")
+        assert await book.reserve("k1", TERMS, 1_000) is None  # not an error: Reserve answers (503)
+
+    asyncio.run(go())
