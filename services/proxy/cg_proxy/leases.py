@@ -46,6 +46,7 @@ MAX_LEASE_UCR = 50 * 1_000_000  # 50 credits ($0.50) at most on one lease
 RATE_HALF_LIFE_S = 5.0
 TTL_S = 120  # the ledger frees a lease nobody renews after this long
 RENEW_BEFORE_S = 60.0  # extended (even by nothing) when its expiry is nearer than this
+EXPIRY_MARGIN_S = 10.0  # ... and used no more when it is nearer than this (requests in flight settle first)
 IDLE_S = 30.0
 REFUSED_BACKOFF_S = 1.0
 
@@ -139,7 +140,11 @@ class Lease:
 
     def fits(self, ucr: int, uai: int) -> bool:
         free_ucr, free_uai = self.free
-        return not self.closing and free_ucr >= ucr and free_uai >= uai
+        # a lease about to expire (its renewal failed: the ledger unreachable) takes nothing
+        # more: past its expiry the ledger frees it, and a request taken from it would be
+        # paid only from what is left
+        live = time.time() < self.expires_at - EXPIRY_MARGIN_S
+        return not self.closing and live and free_ucr >= ucr and free_uai >= uai
 
 
 class LeaseBook:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -317,5 +318,19 @@ def test_an_unreachable_ledger_sends_the_request_down_the_per_request_path():
     async def go():
         book = LeaseBook(Down(available=10**9), worker_id="w")
         assert await book.reserve("k1", TERMS, 1_000) is None  # not an error: Reserve answers (503)
+
+    asyncio.run(go())
+
+
+def test_a_lease_near_its_expiry_takes_nothing_more():
+    async def go():
+        ledger = FakeLeaseLedger(available=10**9)
+        book = LeaseBook(ledger, worker_id="w")
+        first = await book.reserve("k1", TERMS, 1_000)
+        assert first is not None
+        lease = book._leases["k1"]
+        lease.expires_at = time.time() + leases.EXPIRY_MARGIN_S / 2  # its renewals failed
+        ledger.open.discard(lease.lease_id)  # and the ledger will not extend it any more
+        assert await book.reserve("k1", TERMS, 1_000) is None  # reserved on its own instead
 
     asyncio.run(go())
