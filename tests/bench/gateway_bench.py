@@ -159,6 +159,7 @@ def main() -> int:
         default="0",
         help="proxy worker counts to measure, in order (0 = one per core, the default of CG_PROXY_WORKERS)",
     )
+    ap.add_argument("--leases", action="store_true", help="the proxy with budget leases (CG_PROXY_LEASES=1)")
     ap.add_argument("--out", default="", help="results directory (default: the harness's)")
     ap.add_argument("--validation-only", action="store_true", help="only measure request validation, in-process")
     args = ap.parse_args()
@@ -176,7 +177,7 @@ def main() -> int:
 
     rc = 0
     for i, workers in enumerate(int(w) for w in args.proxy_workers.split()):
-        name = "creditgate" if i == 0 else f"creditgate-w{workers}"
+        name = "creditgate" if i == 0 else f"creditgate-w{workers or os.cpu_count()}"
         rc = measure_stack(args, workers, args.targets if i == 0 else name, name) or rc
     print_validation_cost()
     return rc
@@ -191,7 +192,7 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
         ledger_db=args.ledger_db,
         proxy_workers=workers,  # 0: the proxy's default, one per core
         env={
-            "proxy": {**UPSTREAMS, "CG_PROXY_LOG_LEVEL": "WARNING"},
+            "proxy": {**UPSTREAMS, "CG_PROXY_LOG_LEVEL": "WARNING", "CG_PROXY_LEASES": "1" if args.leases else "0"},
             "keys": {"CG_KEYS_LOG_LEVEL": "WARNING"},
             "ledger": {"CG_LEDGER_LOG_LEVEL": "WARNING"},
             "worker": {"CG_WORKER_LOG_LEVEL": "WARNING"},
