@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import TypeVar
 
+import nats
 import openai
 
 from cg_devstack import Stack
 from cg_keys.catalog import load_catalog
 from cg_keys.settings import Settings as KeysSettings
+from cglib import natsx
+from creditgate.events.v1 import events_pb2
 
 T = TypeVar("T")
 CATALOG = load_catalog(KeysSettings().catalog_path)
@@ -47,3 +51,23 @@ def quiet_balance(seeder, account: str) -> int:
         return b if b.pending_ucr == 0 else None
 
     return eventually(settled, what="no reservation pending").posted_ucr
+
+
+def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
+    """Every event on ``subject`` in the USAGE stream, read by sequence (no consumer)."""
+
+    async def read() -> list[events_pb2.UsageEvent]:
+        nc = await nats.connect(stack.nats_url)
+        try:
+            js = nc.jetstream()
+            state = (await js.stream_info(natsx.USAGE_STREAM)).state
+            found = []
+            for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+                msg = await js.get_msg(natsx.USAGE_STREAM, seq)
+                if msg.subject == subject:
+                    found.append(events_pb2.UsageEvent.FromString(msg.data))
+            return found
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())

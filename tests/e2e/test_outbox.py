@@ -4,21 +4,18 @@ the USAGE stream holds exactly one event per request."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import tempfile
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
 from cglib import natsx
-from creditgate.events.v1 import events_pb2
 from creditgate.ledger.v1 import ledger_pb2
-from helpers import client, eventually, expected_cost_ucr
+from helpers import client, eventually, expected_cost_ucr, usage_events
 
 N = 5
 
@@ -29,26 +26,6 @@ def stack():
         config = StackConfig(var_dir=Path(var), services=("nats", "keys", "ledger", "mock", "proxy"))
         with Stack(config) as s:
             yield s
-
-
-def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
-    """Every event on ``subject`` in the USAGE stream, read by sequence (no consumer)."""
-
-    async def read() -> list[events_pb2.UsageEvent]:
-        nc = await nats.connect(stack.nats_url)
-        try:
-            js = nc.jetstream()
-            state = (await js.stream_info(natsx.USAGE_STREAM)).state
-            found = []
-            for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-                msg = await js.get_msg(natsx.USAGE_STREAM, seq)
-                if msg.subject == subject:
-                    found.append(events_pb2.UsageEvent.FromString(msg.data))
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
 
 
 def nats_state(stack: Stack) -> str:

@@ -12,22 +12,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import nats
 import orjson
 import pytest
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
 from cglib import natsx
-from creditgate.events.v1 import events_pb2
 from creditgate.ledger.v1 import ledger_pb2
-from helpers import eventually, expected_cost_ucr
+from helpers import eventually, expected_cost_ucr, usage_events
 
 MODEL = "gpt-4o-mini"
 
@@ -45,26 +42,6 @@ def seeder(stack: Stack):
     s = Seeder(stack.keys_addr, stack.ledger_addr)
     yield s
     s.close()
-
-
-def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
-    """Every event on ``subject`` in the USAGE stream, read by sequence (no consumer)."""
-
-    async def read() -> list[events_pb2.UsageEvent]:
-        nc = await nats.connect(stack.nats_url)
-        try:
-            js = nc.jetstream()
-            state = (await js.stream_info(natsx.USAGE_STREAM)).state
-            found = []
-            for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-                msg = await js.get_msg(natsx.USAGE_STREAM, seq)
-                if msg.subject == subject:
-                    found.append(events_pb2.UsageEvent.FromString(msg.data))
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
 
 
 def balance(seeder: Seeder, account: str) -> ledger_pb2.GetBalanceResponse:
