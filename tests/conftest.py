@@ -4,12 +4,20 @@ that test modules share (``support.stacks.shared_stack``) live as long as the se
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from support.postgres import PgServer, postgres_server
 from support.stacks import StackPool
+
+# Every proxy a test starts holds budget leases (the default) but lets an idle one go after
+# half a second instead of 30: "nothing pending" on an account then means every request
+# settled and every lease's unused part returned, soon after the test's last request. A
+# stack's own env (e.g. tests/e2e/test_leases.py) overrides this.
+os.environ.setdefault("CG_PROXY_LEASE_IDLE_S", "0.5")
+os.environ.setdefault("CG_PROXY_LEASE_SWEEP_S", "0.2")
 
 
 @pytest.fixture(scope="session")

@@ -159,7 +159,10 @@ def main() -> int:
         default="0",
         help="proxy worker counts to measure, in order (0 = one per core, the default of CG_PROXY_WORKERS)",
     )
-    ap.add_argument("--leases", action="store_true", help="the proxy with budget leases (CG_PROXY_LEASES=1)")
+    ap.add_argument(
+        "--no-leases", dest="leases", action="store_false", help="a reservation per request (CG_PROXY_LEASES=0)"
+    )
+    ap.add_argument("--leases", action="store_true", help="budget leases, the default (kept for older commands)")
     ap.add_argument("--out", default="", help="results directory (default: the harness's)")
     ap.add_argument("--validation-only", action="store_true", help="only measure request validation, in-process")
     args = ap.parse_args()

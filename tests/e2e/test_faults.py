@@ -1,9 +1,11 @@
 """A dead dependency gives the client a fast, OpenAI-shaped 503, and service comes
-back when the dependency does, without restarting the proxy."""
+back when the dependency does, without restarting the proxy. A key that holds a budget
+lease goes on being served while the ledger is down, within what the lease holds."""
 
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +43,11 @@ def _call(stack, key):
 def test_dependency_down_is_a_fast_503_and_recovers(fault_stack, service):
     stack, key = fault_stack
     assert _call(stack, key).choices
+    seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+    try:  # the key's lease released (idle): its next request needs the ledger
+        quiet_balance(seeder, key.account)
+    finally:
+        seeder.close()
     stack.stop_service(service)
     try:
         for _ in range(3):
@@ -64,6 +71,48 @@ def test_dependency_down_is_a_fast_503_and_recovers(fault_stack, service):
 
     eventually(works, timeout_s=15, what=f"service back after {service} restart")
     assert stack.procs["proxy"].running
+
+
+def test_a_leased_key_is_served_while_the_ledger_is_down_and_billed_once_it_is_back(fault_stack):
+    """Requests go on (from the key's lease, no ledger call) while the ledger restarts;
+    their settlements wait in the journal and land once each when it is back, and the
+    lease's unused part returns then too (not at its expiry)."""
+    stack, key = fault_stack
+    seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+    before = quiet_balance(seeder, key.account)
+    served: list[tuple[int, int]] = []
+    ledger_down = threading.Event()
+    served_while_down = threading.Event()
+    done = threading.Event()
+
+    def traffic() -> None:  # one request after another, so the lease never goes idle
+        while not done.is_set():
+            try:
+                reply = _call(stack, key)
+            except openai.APIStatusError as e:
+                assert e.status_code == 503  # the lease ran dry: the same fast 503 as without one
+                continue
+            served.append((reply.usage.prompt_tokens, reply.usage.completion_tokens))
+            if ledger_down.is_set():
+                served_while_down.set()
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        # a lease is sized to the key's recent rate: a second or two of traffic first
+        eventually(lambda: len(served) >= 20, what="requests served before the ledger stops")
+        stack.stop_service("ledger")
+        ledger_down.set()
+        assert served_while_down.wait(10), "no request was served from the lease while the ledger was down"
+        stack.start_service("ledger")
+    finally:
+        done.set()
+        worker.join(30)
+    cost = sum(expected_cost_ucr("gpt-4o-mini", p, c) for p, c in served)
+    try:
+        eventually(lambda: before - quiet_balance(seeder, key.account) == cost, what="every served request billed once")
+    finally:
+        seeder.close()
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_and_bills_it(fault_stack):

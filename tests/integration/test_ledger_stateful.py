@@ -178,13 +178,17 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize(
         deposits=st.lists(st.integers(200_000, 2_000_000), min_size=2, max_size=2),
         budgets=st.lists(st.integers(20_000, 300_000), min_size=3, max_size=3),
+        leases=st.lists(st.integers(0, 100_000), min_size=2, max_size=2),
     )
-    def open_books(self, deposits, budgets):
-        """Partners with credits and funded keys, so every rule has something to act on."""
+    def open_books(self, deposits, budgets, leases):
+        """Partners with credits, funded keys and two leases (on a key, on a partner's
+        balance), so every rule has something to act on."""
         for p, amount in zip(PARTNERS, deposits, strict=True):
             self.deposit(p, amount)
         for k, budget in zip(sorted(KEYS), budgets, strict=True):
             self.fund_key(k, budget, "0.05")
+        for payer, want in zip(("key:k0", "partner:p0"), leases, strict=True):
+            self.acquire_lease(payer, want, 0)
 
     @rule(p=st.sampled_from(PARTNERS), amount=AMOUNTS)
     def deposit(self, p, amount):

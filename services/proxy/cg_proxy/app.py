@@ -115,10 +115,10 @@ def create_app(
                 ledger_stub = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
                 book = None
                 if settings.leases:
-                    book = LeaseBook(GrpcLeaseLedger(ledger_stub, settings.rpc_timeout_s))
+                    book = LeaseBook(GrpcLeaseLedger(ledger_stub, settings.rpc_timeout_s), idle_s=settings.lease_idle_s)
                     # after the recorder's drain (pushed later, so run earlier): every lease released
                     built.push_async_callback(book.close)
-                    built.push_async_callback(_cancel, asyncio.create_task(_sweep(book)))
+                    built.push_async_callback(_cancel, asyncio.create_task(_sweep(book, settings.lease_sweep_s)))
                 the_ledger = LedgerClient(ledger_stub, settings.rpc_timeout_s, settings.reservation_ttl_s, leases=book)
                 probes["ledger"] = _grpc_health(ledger_channel)
             the_bus: EventBus = bus if bus is not None else Bus(settings.nats_url)

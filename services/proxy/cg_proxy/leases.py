@@ -33,9 +33,11 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from cglib.retry import grpc_transient, retrying
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +152,15 @@ class Lease:
 class LeaseBook:
     """One worker's leases, one per key."""
 
-    def __init__(self, ledger: LeaseLedger, worker_id: str = "", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ledger: LeaseLedger,
+        worker_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        idle_s: float = IDLE_S,
+    ) -> None:
         self.ledger = ledger
+        self.idle_s = idle_s
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self.clock = clock
         self._leases: dict[str, Lease] = {}
@@ -161,6 +170,7 @@ class LeaseBook:
         self._ids = itertools.count(1)
         self._closing: set[asyncio.Task[None]] = set()
         self._ending: dict[str, Lease] = {}  # lease id -> an ended lease with requests in flight
+        self._stopping = asyncio.Event()  # set by close: a release is tried once more, not retried
 
     # -- the request path --------------------------------------------------------------
 
@@ -227,15 +237,17 @@ class LeaseBook:
         for lease in list(self._leases.values()):
             if lease.closing:
                 continue
-            if now - lease.last_used > IDLE_S and not lease.taken_ucr and not lease.taken_uai:
+            if now - lease.last_used > self.idle_s and not lease.taken_ucr and not lease.taken_uai:
                 self._end(lease)
             elif lease.expires_at - time.time() < RENEW_BEFORE_S and lease.growing is None:
                 self._grow(lease, 0, 0)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._closing:  # a release the ledger has not answered yet does not hold up renewals
+            await asyncio.wait(self._closing, timeout=1.0)
 
     async def close(self) -> None:
-        """On shutdown, after the requests in flight settled: every lease released."""
+        """On shutdown, after the requests in flight settled: every lease released (one
+        attempt each; what the ledger does not get back now, it frees at the lease's expiry)."""
+        self._stopping.set()
         for lease in list(self._leases.values()):
             self._end(lease)
         await asyncio.gather(*self._closing, return_exceptions=True)
@@ -345,14 +357,36 @@ class LeaseBook:
         await self._release_now(lease, keep=(lease.taken_ucr, lease.taken_uai))
 
     def _release_later(self, lease: Lease, keep: tuple[int, int]) -> None:
-        task = asyncio.ensure_future(self._release_now(lease, keep))
+        task = asyncio.ensure_future(self._release_now(lease, keep, patient=True))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _release_now(self, lease: Lease, keep: tuple[int, int]) -> None:
+    async def _release_now(self, lease: Lease, keep: tuple[int, int], patient: bool = False) -> None:
+        """Gives the ledger back what the lease holds beyond ``keep``. ``patient``: through a
+        ledger outage too (the same release id, so a retry never releases twice), until the
+        lease would have expired anyway or the book closes; the payer gets the money back
+        when the ledger returns rather than at the expiry."""
         release_id = f"{lease.lease_id}:r{next(lease.seq)}"
+
+        def release() -> Awaitable[Granted]:
+            return self.ledger.release(release_id, lease.lease_id, keep)
+
         try:
-            granted = await self.ledger.release(release_id, lease.lease_id, keep)
+            try:
+                granted = await release()
+            except Exception as e:
+                if not patient or not grpc_transient(e):
+                    raise
+                granted = await retrying(
+                    release,
+                    what="lease release",
+                    retry_on=grpc_transient,
+                    give_up_after_s=TTL_S,
+                    stop=self._stopping,
+                    first_delay_s=0.25,
+                    max_delay_s=5.0,
+                    extra={"lease_id": lease.lease_id},
+                )
         except Exception as e:  # the lease expires on the ledger's side: nothing is lost
             log.warning("lease not released; it will expire", extra={"lease_id": lease.lease_id, "error": repr(e)})
             return

@@ -61,9 +61,12 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(default=30.0, gt=0)
     reservation_ttl_s: int = 900
     # Budget leases (docs/leases.md): requests of keys without rate limits reserve against a
-    # worker-local lease instead of a Reserve call each. Off by default while the rest of the
-    # suite is reviewed against them (issue 14).
-    leases: bool = False
+    # worker-local lease instead of a Reserve call each; off, every request reserves on its own.
+    leases: bool = True
+    # A lease nothing used for this long is released (its unused part back with the payer),
+    # checked every ``lease_sweep_s``.
+    lease_idle_s: float = Field(default=30.0, gt=0)
+    lease_sweep_s: float = Field(default=5.0, gt=0)
     # Seconds to let in-flight requests and pending settlements finish on SIGTERM.
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
