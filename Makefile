@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help run test lint fmt protos install lock clean system-deps bench bench-setup bench-ledger ci
+.PHONY: help run test lint fmt protos install lock clean system-deps bench bench-setup bench-ledger ci certs
 .DEFAULT_GOAL := help
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
@@ -52,6 +52,12 @@ protos: $(GEN)/.stamp  ## generate the gRPC code and its typed stubs into gen/ (
 # Starts nats-server, keys, ledger, proxy, worker, bff (with the portal) and the mock upstream; seeds a demo key.
 run: protos portal  ## the whole stack on this machine, with a demo key
 	$(PY) -m cg_devstack
+
+# Mutual TLS between the services: a development CA and a certificate+key per service
+# (CN = the service's name) into CERTS_DIR; files still good are kept (deploy/certs/devcerts.py).
+CERTS_DIR ?= var/certs
+certs: $(VENV)/.installed  ## a dev CA and one certificate per service for internal mTLS (CERTS_DIR=var/certs)
+	$(PY) deploy/certs/devcerts.py --out $(CERTS_DIR) $(CERTS_ARGS)
 
 # The PostgreSQL tests start a throwaway server from the local PostgreSQL 15 binaries
 # (or use CG_TEST_PG_DSN); the browser tests (tests/browser) drive Debian's Chromium

@@ -33,9 +33,10 @@ from cg_bff.settings import Settings
 from cg_bff.state import BffState
 from cglib import natsx
 from cglib.db import make_engine, migrate
-from cglib.grpc_client import insecure_channel
+from cglib.grpc_client import channel as grpc_channel
 from cglib.metrics import metrics_route
 from cglib.retry import Stopped, retrying
+from cglib.tls import Tls
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -63,7 +64,9 @@ def _make_authenticator(state_settings: Settings, sessions: async_sessionmaker[A
     return SessionAuth(sessions, state_settings)
 
 
-def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
+def create_app(settings: Settings, *, backends: Backends | None = None, tls: Tls | None = None) -> FastAPI:
+    """The BFF; with ``tls`` (``cglib.tls``) its gRPC channels and its internal gRPC port use mutual TLS."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
@@ -71,7 +74,10 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         channels = []
         if backends is None:
-            keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
+            keys_channel, ledger_channel = (
+                grpc_channel(settings.keys_addr, tls),
+                grpc_channel(settings.ledger_addr, tls),
+            )
             channels = [keys_channel, ledger_channel]
             built = Backends(
                 keys=keys_pb2_grpc.KeysServiceStub(keys_channel),
@@ -86,6 +92,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
             sessions=sessions,
             backends=backends or built,
             auth=_make_authenticator(settings, sessions),
+            tls=tls,
         )
         app.state.bff = state
         stop = asyncio.Event()

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     port: int = 8090
     # The gRPC port of the BFF's internal service (webhook endpoints for the worker).
     grpc_port: int = 50053
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    grpc_health_port: int = 50063
     database_url: str = "sqlite:///var/bff.db"
     keys_addr: str = "127.0.0.1:50051"
     ledger_addr: str = "127.0.0.1:50052"

@@ -13,6 +13,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9101
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    health_port: int = 50061
     database_url: str = "sqlite:///var/keys.db"
     catalog_path: Path = _HERE / "catalog.yaml"
     ledger_addr: str = "127.0.0.1:50052"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 
+from cg_ledger import authz
 from cg_ledger.admin import LedgerAdminServicer
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
@@ -21,6 +22,7 @@ from cglib.db import make_engine, migrate
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
+from cglib.tls import Tls, from_env_or_exit
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger("cg_ledger")
@@ -42,7 +44,7 @@ async def expire_forever(reservations: Reservations, every_s: float) -> None:
             log.exception("expiry sweep failed; retrying next round")
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, tls: Tls | None = None) -> None:
     # Alembic (SQLAlchemy) only migrates; every operation then runs on the driver (txrunner).
     engine = make_engine(settings.database_url)
     try:
@@ -64,7 +66,15 @@ async def main(settings: Settings) -> None:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
         ledger_pb2_grpc.add_LedgerAdminServiceServicer_to_server(admin, server)
 
-    server, port, health = create_server(f"{settings.host}:{settings.port}", register, SERVICE_NAMES, ERROR_CODES)
+    server, port, health = create_server(
+        f"{settings.host}:{settings.port}",
+        register,
+        SERVICE_NAMES,
+        ERROR_CODES,
+        tls=tls,
+        policy=authz.POLICY,
+        health_addr=f"{settings.host}:{settings.health_port}",
+    )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
@@ -81,4 +91,4 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("ledger", settings.log_level)
-    asyncio.run(main(settings))
+    asyncio.run(main(settings, from_env_or_exit("ledger")))

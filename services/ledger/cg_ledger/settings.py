@@ -12,6 +12,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 50052
     metrics_port: int = 9102
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    health_port: int = 50062
     database_url: str = "sqlite:///var/ledger.db"
     default_reservation_ttl_s: int = 600
     # How often stale reservations are voided.
