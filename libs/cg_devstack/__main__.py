@@ -14,8 +14,9 @@ from cg_devstack.seed import DemoUsers, Seeder, ensure_demo, ensure_demo_users
 from cg_devstack.stack import Stack, StackConfig
 
 
-def banner(stack: Stack, key, users: DemoUsers) -> str:
+def banner(stack: Stack, key, users: DemoUsers, command: str = "make run") -> str:
     base = f"{stack.proxy_url}/v1"
+    env = "" if stack.var == Path("var").resolve() else f"CG_DEVSTACK_VAR={stack.var} "
     models = ", ".join(key.models)
     admin = stack.bff_admin
     mtls = f"\ninternal gRPC:   mutual TLS, certificates in {stack.certs_dir}" if stack.certs_dir else ""
@@ -32,11 +33,11 @@ portal:          {stack.bff_url}/   (management API: {stack.bff_url}/api/v1/docs
   platform admin {admin["email"]} / {admin["password"]}
 metrics:         {stack.proxy_url}/metrics
 logs:            {stack.var / "logs"}{mtls}
-balance:         .venv/bin/python -m cg_devstack.balance
+balance:         {env}.venv/bin/python -m cg_devstack.balance
 
 curl -s {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-Ctrl-C stops everything; `make run` again reuses var/ (the same demo key, users and passwords keep working).
+Ctrl-C stops everything; `{command}` again reuses {stack.var} (the same demo key, users and passwords keep working).
 ========================================================================================
 """
 

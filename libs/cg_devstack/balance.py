@@ -1,5 +1,6 @@
 """``python -m cg_devstack.balance``: the demo key's ledger balance, in credits and µcr,
-from the stack that ``make run`` started (reads ``var/demo-key.json``)."""
+from the stack that ``make run`` (or ``make run-cluster``) started (reads ``demo-key.json``
+in ``CG_DEVSTACK_VAR``, ``var`` by default)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cglib.money import UCR_PER_CREDIT
 
 
 def main() -> int:
-    state = Path("var/demo-key.json")
+    state = Path(os.environ.get("CG_DEVSTACK_VAR", "var")) / "demo-key.json"
     if not state.exists():
         print("no demo key yet: run `make run` first", file=sys.stderr)
         return 1

@@ -47,6 +47,35 @@ ORDER = ("nats", "keys", "ledger", "mock", "proxy", "bff", "worker")
 PORT_WAIT_S = 10.0
 
 
+@dataclass
+class Replica:
+    """One process of a service run beside others (``Stack.build_replica``), on its own
+    ports: ``ports[0]`` is the one it serves on (gRPC, HTTP; a worker's metrics)."""
+
+    service: str
+    proc: Proc
+    ports: list[int]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.ports[0]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+
+# Per service a replica may run of: the settings that name the ports it binds (the first is
+# the one it serves on) and its readiness check, given that port.
+REPLICA_PORTS: dict[str, tuple[tuple[str, ...], Callable[[int], ReadyCheck]]] = {
+    "keys": (("CG_KEYS_PORT", "CG_KEYS_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
+    "ledger": (("CG_LEDGER_PORT", "CG_LEDGER_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
+    "proxy": (("CG_PROXY_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/readyz")),
+    "worker": (("CG_WORKER_METRICS_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/metrics")),
+    "bff": (("CG_BFF_PORT", "CG_BFF_GRPC_PORT"), lambda port: http_ok(f"http://127.0.0.1:{port}/healthz")),
+}
+
+
 def nats_server_binary() -> str:
     path = os.path.join(sysconfig.get_path("scripts"), "nats-server")
     if not os.path.exists(path):
@@ -309,31 +338,33 @@ class Stack:
             )
         raise KeyError(name)
 
+    def build_replica(self, service: str, name: str, extra_env: dict[str, str] | None = None) -> Replica:
+        """Another process of ``service`` sharing the stack (its databases, NATS and the
+        addresses it is given), on free ports of its own; not started. A proxy replica
+        gets its own outbox and journal files (``<name>-outbox.sqlite3``, ``<name>-journal.log``)."""
+        port_vars, ready_of = REPLICA_PORTS[service]
+        ports = [free_port() for _ in port_vars]
+        proc = self._build(service)
+        own = dict(zip(port_vars, map(str, ports), strict=True))
+        if service == "proxy":
+            own["CG_PROXY_OUTBOX_PATH"] = str(self.var / f"{name}-outbox.sqlite3")
+            own["CG_PROXY_JOURNAL_PATH"] = str(self.var / f"{name}-journal.log")
+        proc.name = name
+        proc.env = {**proc.env, **own, **(extra_env or {})}
+        proc.log_path = proc.log_path.with_name(f"{name}.log")
+        proc.ready = ready_of(ports[0])
+        return Replica(service, proc, ports)
+
     def start_replica(
         self, service: str, name: str, extra_env: dict[str, str] | None = None, timeout_s: float = 60
     ) -> tuple[Proc, str]:
         """Another proxy or worker sharing the stack, on ports of its own; stopped with the
         stack. Returns the process and its base URL (HTTP port for a proxy, metrics for a worker)."""
-        port = free_port()
-        proc = self._build(service)
-        port_var = {"proxy": "CG_PROXY_PORT", "worker": "CG_WORKER_METRICS_PORT"}[service]
-        own = (
-            {
-                "CG_PROXY_OUTBOX_PATH": str(self.var / f"{name}-outbox.sqlite3"),
-                "CG_PROXY_JOURNAL_PATH": str(self.var / f"{name}-journal.log"),
-            }
-            if service == "proxy"
-            else {}
-        )
-        proc.name = name
-        proc.env = {**proc.env, port_var: str(port), **own, **(extra_env or {})}
-        proc.log_path = proc.log_path.with_name(f"{name}.log")
-        url = f"http://127.0.0.1:{port}"
-        proc.ready = http_ok(f"{url}/readyz" if service == "proxy" else f"{url}/metrics")
-        self.procs[name] = proc
-        proc.start()
-        proc.wait_ready(timeout_s)
-        return proc, url
+        replica = self.build_replica(service, name, extra_env)
+        self.procs[name] = replica.proc
+        replica.proc.start()
+        replica.proc.wait_ready(timeout_s)
+        return replica.proc, replica.url
 
     # the ports each service binds itself (others only connect to them)
     OWN_PORTS = {
