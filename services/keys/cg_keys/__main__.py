@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -16,6 +15,8 @@ from cg_keys.events import KeyEvents, run_last_used
 from cg_keys.funding import Funding
 from cg_keys.issuing import KeyIssuer
 from cg_keys.keyops import KeyOps
+from cg_keys.migrate import COMMAND as MIGRATE_COMMAND
+from cg_keys.migrate import MIGRATIONS
 from cg_keys.money import KeyMoney
 from cg_keys.reads import KeyReads
 from cg_keys.repository import KeyRepository
@@ -23,12 +24,13 @@ from cg_keys.servicer import ERROR_CODES, KeysServicer
 from cg_keys.settings import Settings
 from cg_keys.tenants import Tenants
 from cglib import natsx
-from cglib.db import make_engine, migrate
+from cglib.db import make_engine
 from cglib.grpc_client import insecure_channel
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
 from cglib.retry import Stopped, retrying
+from cglib.schema import SchemaNotReady, prepare_schema
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -81,7 +83,13 @@ async def reconcile_forever(money: KeyMoney, every_s: float) -> None:
 async def main(settings: Settings) -> None:
     catalog = load_catalog(settings.catalog_path)
     engine = make_engine(settings.database_url)
-    await migrate(engine, Path(__file__).parent / "migrations")
+    await prepare_schema(
+        engine,
+        MIGRATIONS,
+        apply=settings.migrate_at_start,
+        wait_s=settings.schema_wait_s,
+        migrate_command=MIGRATE_COMMAND,
+    )
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     ledger_channel = insecure_channel(settings.ledger_addr)
     events = KeyEvents()
@@ -119,4 +127,7 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("keys", settings.log_level)
-    asyncio.run(main(settings))
+    try:
+        asyncio.run(main(settings))
+    except SchemaNotReady as e:
+        raise SystemExit(f"cg_keys: {e}") from None
