@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 import grpc
 
@@ -14,14 +13,17 @@ from cg_ledger.admin import LedgerAdminServicer
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.events import BalanceEvents
+from cg_ledger.migrate import COMMAND as MIGRATE_COMMAND
+from cg_ledger.migrate import MIGRATIONS
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cg_ledger.settings import Settings
 from cg_ledger.txrunner import runner_for
-from cglib.db import make_engine, migrate
+from cglib.db import make_engine
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
+from cglib.schema import SchemaNotReady, prepare_schema
 from cglib.tls import Tls, from_env_or_exit
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -48,7 +50,13 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
     # Alembic (SQLAlchemy) only migrates; every operation then runs on the driver (txrunner).
     engine = make_engine(settings.database_url)
     try:
-        await migrate(engine, Path(__file__).parent / "migrations")
+        await prepare_schema(
+            engine,
+            MIGRATIONS,
+            apply=settings.migrate_at_start,
+            wait_s=settings.schema_wait_s,
+            migrate_command=MIGRATE_COMMAND,
+        )
     finally:
         await engine.dispose()
     db = runner_for(settings.database_url, settings.sqlite_synchronous)
@@ -91,4 +99,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("ledger", settings.log_level)
-    asyncio.run(main(settings, from_env_or_exit("ledger")))
+    try:
+        asyncio.run(main(settings, from_env_or_exit("ledger")))
+    except SchemaNotReady as e:
+        raise SystemExit(f"cg_ledger: {e}") from None
