@@ -19,6 +19,9 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
+from cglib.natsx import STREAM_REPLICAS_ENV
+from cglib.tls import ENV_NAMES as TLS_ENV_NAMES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # service -> (module run by its image, module defining its Settings class)
@@ -33,15 +36,9 @@ APPS = {
 # The services that talk gRPC to each other, each with its own certificate (its name is the CN).
 MTLS_SERVICES = ("keys", "ledger", "proxy", "worker", "bff")
 
-try:  # the process-wide mutual TLS variables (cglib.tls reads them in every service)
-    from cglib.tls import ENV_NAMES as _TLS_ENV_NAMES  # type: ignore[import-not-found]
-except ImportError:  # before cglib.tls (issue 15, item 2) is merged: its agreed interface
-    _TLS_ENV_NAMES = ("CG_TLS_CA_FILE", "CG_TLS_CERT_FILE", "CG_TLS_KEY_FILE")
-TLS_ENV = tuple(_TLS_ENV_NAMES)
-try:  # how many JetStream replicas the streams get (cglib.natsx, where every service declares them)
-    from cglib.natsx import STREAM_REPLICAS_ENV  # type: ignore[attr-defined]
-except ImportError:  # before that setting (issue 15, item 5) is merged: its agreed name
-    STREAM_REPLICAS_ENV = "CG_NATS_STREAM_REPLICAS"
+# the process-wide mutual TLS variables (cglib.tls reads them in every service), and how
+# many JetStream replicas the streams get (cglib.natsx: STREAM_REPLICAS_ENV, imported above)
+TLS_ENV = tuple(TLS_ENV_NAMES)
 
 
 def settings_class(service: str) -> type[BaseSettings]:
