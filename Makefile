@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 GEN    := gen
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help run test lint fmt protos install lock clean system-deps bench bench-setup bench-ledger ci
+.PHONY: help run run-cluster test lint fmt protos install lock clean system-deps bench bench-setup bench-ledger ci certs
 .DEFAULT_GOAL := help
 PG_BIN ?= /usr/lib/postgresql/15/bin
 
@@ -53,14 +53,27 @@ protos: $(GEN)/.stamp  ## generate the gRPC code and its typed stubs into gen/ (
 run: protos portal  ## the whole stack on this machine, with a demo key
 	$(PY) -m cg_devstack
 
+# Mutual TLS between the services: a development CA and a certificate+key per service
+# (CN = the service's name) into CERTS_DIR; files still good are kept (deploy/certs/devcerts.py).
+CERTS_DIR ?= var/certs
+certs: $(VENV)/.installed  ## a dev CA and one certificate per service for internal mTLS (CERTS_DIR=var/certs)
+	$(PY) deploy/certs/devcerts.py --out $(CERTS_DIR) $(CERTS_ARGS)
+
+# Two keys, two ledger, three proxy, two worker and two bff processes behind haproxy, on a
+# local PostgreSQL and a 3-node NATS JetStream cluster (cg_devstack.cluster); state in var/cluster.
+run-cluster: protos portal  ## many replicas of every service behind haproxy, with a demo key
+	$(PY) -m cg_devstack.run_cluster
+
 # The PostgreSQL tests start a throwaway server from the local PostgreSQL 15 binaries
 # (or use CG_TEST_PG_DSN); the browser tests (tests/browser) drive Debian's Chromium
-# through Playwright (never `playwright install`). On Debian as root this installs
-# whichever is missing.
-system-deps:  ## as root on Debian: PostgreSQL 15 and Chromium for the tests, when missing
+# through Playwright (never `playwright install`); the cluster fault test and `make
+# run-cluster` put Debian's haproxy in front of the replicas. On Debian as root this
+# installs whichever is missing.
+system-deps:  ## as root on Debian: PostgreSQL 15, Chromium and haproxy for the tests, when missing
 	@missing=""; \
 	if [ -z "$$CG_TEST_PG_DSN" ] && [ ! -x "$(PG_BIN)/initdb" ]; then missing="postgresql-15"; fi; \
 	if [ ! -x /usr/bin/chromium ]; then missing="$$missing chromium fonts-liberation"; fi; \
+	if [ ! -x /usr/sbin/haproxy ]; then missing="$$missing haproxy"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

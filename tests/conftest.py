@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from support.postgres import PgServer, postgres_server
-from support.stacks import StackPool
+from support.stacks import StackPool, stop_shared_stacks
 
 # Every proxy a test starts holds budget leases (the default) but lets an idle one go after
 # half a second instead of 30: "nothing pending" on an account then means every request
@@ -61,3 +61,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         values = params.params.values() if params is not None else ()
         if "pg_server" in getattr(item, "fixturenames", ()) or "postgres" in values:
             item.add_marker(pytest.mark.postgres)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "alone: runs with none of its xdist worker's shared stacks beside it (a many-process fault run)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``alone`` (a many-process fault run) starts with none of this
+    worker's shared stacks running beside it (support.stacks.stop_shared_stacks)."""
+    if item.get_closest_marker("alone") is not None:
+        stop_shared_stacks()

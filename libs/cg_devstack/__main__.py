@@ -9,14 +9,17 @@ import sys
 import threading
 from pathlib import Path
 
+from cg_devstack.certs import mtls_from_env
 from cg_devstack.seed import DemoUsers, Seeder, ensure_demo, ensure_demo_users
 from cg_devstack.stack import Stack, StackConfig
 
 
-def banner(stack: Stack, key, users: DemoUsers) -> str:
+def banner(stack: Stack, key, users: DemoUsers, command: str = "make run") -> str:
     base = f"{stack.proxy_url}/v1"
+    env = "" if stack.var == Path("var").resolve() else f"CG_DEVSTACK_VAR={stack.var} "
     models = ", ".join(key.models)
     admin = stack.bff_admin
+    mtls = f"\ninternal gRPC:   mutual TLS, certificates in {stack.certs_dir}" if stack.certs_dir else ""
     return f"""
 ================================ Creditgate is running ================================
 export OPENAI_BASE_URL={base}
@@ -29,12 +32,12 @@ portal:          {stack.bff_url}/   (management API: {stack.bff_url}/api/v1/docs
   customer user  {users.customer_email} / {users.customer_password}
   platform admin {admin["email"]} / {admin["password"]}
 metrics:         {stack.proxy_url}/metrics
-logs:            {stack.var / "logs"}
-balance:         .venv/bin/python -m cg_devstack.balance
+logs:            {stack.var / "logs"}{mtls}
+balance:         {env}.venv/bin/python -m cg_devstack.balance
 
 curl -s {base}/chat/completions -H "Authorization: Bearer {key.secret}" -H "Content-Type: application/json" -d '{{"model": "{key.models[0]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-Ctrl-C stops everything; `make run` again reuses var/ (the same demo key, users and passwords keep working).
+Ctrl-C stops everything; `{command}` again reuses {stack.var} (the same demo key, users and passwords keep working).
 ========================================================================================
 """
 
@@ -43,14 +46,16 @@ def main() -> int:
     var = Path(os.environ.get("CG_DEVSTACK_VAR", "var"))
     offset = int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
     # the proxy with one worker process per core, its own default
-    config = StackConfig(var_dir=var, fixed_ports=True, port_offset=offset, echo=sys.stdout, proxy_workers=0)
+    config = StackConfig(
+        var_dir=var, fixed_ports=True, port_offset=offset, echo=sys.stdout, proxy_workers=0, mtls=mtls_from_env()
+    )
     stack = Stack(config)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stack.start()
-        seeder = Seeder(stack.keys_addr, stack.ledger_addr)
+        seeder = Seeder(stack.keys_addr, stack.ledger_addr, stack.certs_dir)
         try:
             key = ensure_demo(seeder, stack.var)
             users = ensure_demo_users(seeder, stack.var, stack.bff_url, stack.bff_admin, key.partner_id)

@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-import grpc
-
+from cg_devstack.certs import certs_dir_from_env, sync_channel
 from cg_devstack.stack import DEFAULT_PORTS
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -20,7 +19,7 @@ def main() -> int:
         print("no ledger admin token yet: run `make run` first", file=sys.stderr)
         return 2
     port = DEFAULT_PORTS["ledger"] + int(os.environ.get("CG_DEVSTACK_PORT_OFFSET", "0"))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with sync_channel(f"127.0.0.1:{port}", certs_dir_from_env(var), "bff") as channel:
         audit = ledger_pb2_grpc.LedgerAdminServiceStub(channel).AuditBooks(
             ledger_pb2.AuditBooksRequest(), metadata=(("x-cg-admin-token", token_file.read_text().strip()),), timeout=30
         )

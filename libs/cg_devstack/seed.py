@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from cg_devstack.bff import BffClient, invite_and_accept
+from cg_devstack.certs import sync_channel
 from cglib.keysecret import hash_secret
 from cglib.money import UCR_PER_CREDIT
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
@@ -41,15 +42,30 @@ class FundedKey:
 
 
 class Seeder:
-    def __init__(self, keys_addr: str, ledger_addr: str) -> None:
-        self._keys_ch = grpc.insecure_channel(keys_addr)
-        self._ledger_ch = grpc.insecure_channel(ledger_addr)
+    """Makes demo data through the keys and ledger services. With ``certs_dir`` (a stack
+    with mutual TLS, ``Stack.certs_dir``) each call goes as the service that makes it in
+    production: partners, deposits and keys as the BFF (``keys``, ``ledger``), a key's
+    secret checked as the proxy, a balance read as the worker."""
+
+    def __init__(self, keys_addr: str, ledger_addr: str, certs_dir: Path | None = None) -> None:
+        self._keys_ch = sync_channel(keys_addr, certs_dir, "bff")
+        self._ledger_ch = sync_channel(ledger_addr, certs_dir, "bff")
+        self._channels = [self._keys_ch, self._ledger_ch]
+        auth_ch, reads_ch = self._keys_ch, self._ledger_ch
+        if certs_dir is not None:
+            auth_ch, reads_ch = (
+                sync_channel(keys_addr, certs_dir, "proxy"),
+                sync_channel(ledger_addr, certs_dir, "worker"),
+            )
+            self._channels += [auth_ch, reads_ch]
         self.keys = keys_pb2_grpc.KeysServiceStub(self._keys_ch)
         self.ledger = ledger_pb2_grpc.LedgerServiceStub(self._ledger_ch)
+        self._auth = keys_pb2_grpc.KeysServiceStub(auth_ch)
+        self._reads = ledger_pb2_grpc.LedgerServiceStub(reads_ch)
 
     def close(self) -> None:
-        self._keys_ch.close()
-        self._ledger_ch.close()
+        for channel in self._channels:
+            channel.close()
 
     def partner(self, ref: str, credits: int, name: str = "", tier: str = "growth") -> str:
         partner = self.keys.CreatePartner(
@@ -108,12 +124,15 @@ class Seeder:
         settings.enabled = True
         self.keys.UpdateSelfService(keys_pb2.UpdateSelfServiceRequest(actor=actor, settings=settings), timeout=TIMEOUT)
 
+    def balance(self, account: str) -> ledger_pb2.Balance:
+        return self._reads.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=TIMEOUT)
+
     def balance_ucr(self, account: str) -> int:
-        return self.ledger.GetBalance(ledger_pb2.GetBalanceRequest(account=account), timeout=TIMEOUT).posted_ucr
+        return self.balance(account).posted_ucr
 
     def key_works(self, secret: str) -> bool:
         try:
-            resp = self.keys.AuthenticateKey(
+            resp = self._auth.AuthenticateKey(
                 keys_pb2.AuthenticateKeyRequest(key_hash=hash_secret(secret)), timeout=TIMEOUT
             )
         except grpc.RpcError:

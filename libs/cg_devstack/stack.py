@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from cg_devstack.certs import make_certs, tls_env
 from cg_devstack.procs import (
     Proc,
+    ReadyCheck,
     free_port,
     grpc_serving,
     http_ok,
@@ -37,10 +39,41 @@ DEFAULT_PORTS = {
     "bff": 8090,
     "bff_grpc": 50053,
 }
+# With mutual TLS (StackConfig.mtls): the plaintext gRPC health ports (health only).
+MTLS_PORTS = {"keys_health": 50061, "ledger_health": 50062, "bff_grpc_health": 50063}
 # the worker after the bff: it is given the bff's (internal gRPC) address
 ORDER = ("nats", "keys", "ledger", "mock", "proxy", "bff", "worker")
 # How long a fixed-port stack waits for its ports, e.g. right after a previous run stopped.
 PORT_WAIT_S = 10.0
+
+
+@dataclass
+class Replica:
+    """One process of a service run beside others (``Stack.build_replica``), on its own
+    ports: ``ports[0]`` is the one it serves on (gRPC, HTTP; a worker's metrics)."""
+
+    service: str
+    proc: Proc
+    ports: list[int]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.ports[0]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+
+# Per service a replica may run of: the settings that name the ports it binds (the first is
+# the one it serves on) and its readiness check, given that port.
+REPLICA_PORTS: dict[str, tuple[tuple[str, ...], Callable[[int], ReadyCheck]]] = {
+    "keys": (("CG_KEYS_PORT", "CG_KEYS_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
+    "ledger": (("CG_LEDGER_PORT", "CG_LEDGER_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
+    "proxy": (("CG_PROXY_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/readyz")),
+    "worker": (("CG_WORKER_METRICS_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/metrics")),
+    "bff": (("CG_BFF_PORT", "CG_BFF_GRPC_PORT"), lambda port: http_ok(f"http://127.0.0.1:{port}/healthz")),
+}
 
 
 def nats_server_binary() -> str:
@@ -66,19 +99,23 @@ class StackConfig:
     # The proxy's worker processes (CG_PROXY_WORKERS): one, so that the suite's many stacks
     # share two cores; 0 for the proxy's own default, one per core (`make run`).
     proxy_workers: int = 1
+    # Mutual TLS between the services (CG_TLS_*): certificates made into <var_dir>/certs
+    # (deploy/certs/devcerts.py), each service run with its own, the authorization tables on.
+    mtls: bool = False
 
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.var = Path(config.var_dir).resolve()
+        defaults = {**DEFAULT_PORTS, **(MTLS_PORTS if config.mtls else {})}
         if config.fixed_ports:
-            self.ports = {name: port + config.port_offset for name, port in DEFAULT_PORTS.items()}
+            self.ports = {name: port + config.port_offset for name, port in defaults.items()}
             busy = wait_for_free_ports(self.ports, PORT_WAIT_S)
             if busy:
                 raise RuntimeError(f"ports already in use: {', '.join(busy)} (is another stack running?)")
         else:
-            self.ports = {name: free_port() for name in DEFAULT_PORTS}
+            self.ports = {name: free_port() for name in defaults}
         self.procs: dict[str, Proc] = {}
 
     def _var_secret(self, name: str, make: Callable[[], str]) -> str:
@@ -119,6 +156,21 @@ class Stack:
                 json.dump({"email": "admin@creditgate.local", "password": secrets.token_urlsafe(18)}, f)
         data = json.loads(path.read_text())
         return {"email": str(data["email"]), "password": str(data["password"])}
+
+    @property
+    def certs_dir(self) -> Path | None:
+        """The CA and the services' certificates (``ca.crt``, ``<service>.crt``/``.key``) when
+        the stack runs mutual TLS; None when it is plaintext."""
+        return self.var / "certs" if self.config.mtls else None
+
+    def _tls(self, service: str) -> dict[str, str]:
+        """The service's CG_TLS_*; empty ones for a plaintext stack (whatever the shell has)."""
+        env = tls_env(self.var / "certs", service)
+        return env if self.config.mtls else dict.fromkeys(env, "")
+
+    def _grpc_ready(self, addr: str, health_port: str) -> ReadyCheck:
+        """Plaintext: health on the service's port; mutual TLS: on its plaintext health port."""
+        return grpc_serving(f"127.0.0.1:{self.ports[health_port]}" if self.config.mtls else addr)
 
     @property
     def bff_grpc_addr(self) -> str:
@@ -176,9 +228,17 @@ class Stack:
                 "CG_KEYS_DATABASE_URL": cfg.keys_db or f"sqlite:///{var / 'keys.db'}",
                 "CG_KEYS_LEDGER_ADDR": self.ledger_addr,
                 "CG_KEYS_NATS_URL": self.nats_url,
+                **self._tls("keys"),
             }
+            if cfg.mtls:
+                env["CG_KEYS_HEALTH_PORT"] = str(p["keys_health"])
             return Proc.python_module(
-                "keys", "cg_keys", {**env, **extra}, logs / "keys.log", grpc_serving(self.keys_addr), echo=cfg.echo
+                "keys",
+                "cg_keys",
+                {**env, **extra},
+                logs / "keys.log",
+                self._grpc_ready(self.keys_addr, "keys_health"),
+                echo=cfg.echo,
             )
         if name == "ledger":
             env = {
@@ -187,13 +247,16 @@ class Stack:
                 "CG_LEDGER_DATABASE_URL": cfg.ledger_db or f"sqlite:///{var / 'ledger.db'}",
                 "CG_LEDGER_NATS_URL": self.nats_url,
                 "CG_LEDGER_ADMIN_TOKEN": self.ledger_admin_token,
+                **self._tls("ledger"),
             }
+            if cfg.mtls:
+                env["CG_LEDGER_HEALTH_PORT"] = str(p["ledger_health"])
             return Proc.python_module(
                 "ledger",
                 "cg_ledger",
                 {**env, **extra},
                 logs / "ledger.log",
-                grpc_serving(self.ledger_addr),
+                self._grpc_ready(self.ledger_addr, "ledger_health"),
                 echo=cfg.echo,
             )
         if name == "mock":
@@ -215,6 +278,7 @@ class Stack:
                 "CG_PROXY_DEFAULT_UPSTREAM__BASE_URL": f"http://127.0.0.1:{p['mock']}/v1",
                 "CG_PROXY_OUTBOX_PATH": str(var / "proxy-outbox.sqlite3"),
                 "CG_PROXY_JOURNAL_PATH": str(var / "proxy-journal.log"),
+                **self._tls("proxy"),
             }
             if cfg.proxy_workers:
                 env["CG_PROXY_WORKERS"] = str(cfg.proxy_workers)
@@ -237,6 +301,7 @@ class Stack:
                 "CG_WORKER_BFF_ADDR": self.bff_grpc_addr,
                 "CG_WORKER_BFF_TOKEN": self.bff_internal_token,
                 "CG_WORKER_WEBHOOKS_ALLOW_PRIVATE": "true",
+                **self._tls("worker"),
             }
             return Proc.python_module(
                 "worker",
@@ -264,47 +329,52 @@ class Stack:
                 "CG_BFF_BOOTSTRAP_ADMIN_PASSWORD": admin["password"],
                 # a development stack: webhooks may point at local test servers
                 "CG_BFF_WEBHOOKS_ALLOW_PRIVATE": "true",
+                **self._tls("bff"),
             }
+            if cfg.mtls:
+                env["CG_BFF_GRPC_HEALTH_PORT"] = str(p["bff_grpc_health"])
             return Proc.python_module(
                 "bff", "cg_bff", {**env, **extra}, logs / "bff.log", http_ok(f"{self.bff_url}/healthz"), echo=cfg.echo
             )
         raise KeyError(name)
+
+    def build_replica(self, service: str, name: str, extra_env: dict[str, str] | None = None) -> Replica:
+        """Another process of ``service`` sharing the stack (its databases, NATS and the
+        addresses it is given), on free ports of its own; not started. A proxy replica
+        gets its own outbox and journal files (``<name>-outbox.sqlite3``, ``<name>-journal.log``)."""
+        port_vars, ready_of = REPLICA_PORTS[service]
+        ports = [free_port() for _ in port_vars]
+        proc = self._build(service)
+        own = dict(zip(port_vars, map(str, ports), strict=True))
+        if service == "proxy":
+            own["CG_PROXY_OUTBOX_PATH"] = str(self.var / f"{name}-outbox.sqlite3")
+            own["CG_PROXY_JOURNAL_PATH"] = str(self.var / f"{name}-journal.log")
+        proc.name = name
+        proc.env = {**proc.env, **own, **(extra_env or {})}
+        proc.log_path = proc.log_path.with_name(f"{name}.log")
+        proc.ready = ready_of(ports[0])
+        return Replica(service, proc, ports)
 
     def start_replica(
         self, service: str, name: str, extra_env: dict[str, str] | None = None, timeout_s: float = 60
     ) -> tuple[Proc, str]:
         """Another proxy or worker sharing the stack, on ports of its own; stopped with the
         stack. Returns the process and its base URL (HTTP port for a proxy, metrics for a worker)."""
-        port = free_port()
-        proc = self._build(service)
-        port_var = {"proxy": "CG_PROXY_PORT", "worker": "CG_WORKER_METRICS_PORT"}[service]
-        own = (
-            {
-                "CG_PROXY_OUTBOX_PATH": str(self.var / f"{name}-outbox.sqlite3"),
-                "CG_PROXY_JOURNAL_PATH": str(self.var / f"{name}-journal.log"),
-            }
-            if service == "proxy"
-            else {}
-        )
-        proc.name = name
-        proc.env = {**proc.env, port_var: str(port), **own, **(extra_env or {})}
-        proc.log_path = proc.log_path.with_name(f"{name}.log")
-        url = f"http://127.0.0.1:{port}"
-        proc.ready = http_ok(f"{url}/readyz" if service == "proxy" else f"{url}/metrics")
-        self.procs[name] = proc
-        proc.start()
-        proc.wait_ready(timeout_s)
-        return proc, url
+        replica = self.build_replica(service, name, extra_env)
+        self.procs[name] = replica.proc
+        replica.proc.start()
+        replica.proc.wait_ready(timeout_s)
+        return replica.proc, replica.url
 
     # the ports each service binds itself (others only connect to them)
     OWN_PORTS = {
         "nats": ("nats", "nats_monitor"),
-        "keys": ("keys", "keys_metrics"),
-        "ledger": ("ledger", "ledger_metrics"),
+        "keys": ("keys", "keys_metrics", "keys_health"),
+        "ledger": ("ledger", "ledger_metrics", "ledger_health"),
         "mock": ("mock",),
         "proxy": ("proxy",),
         "worker": ("worker_metrics",),
-        "bff": ("bff", "bff_grpc"),
+        "bff": ("bff", "bff_grpc", "bff_grpc_health"),
     }
 
     def start_service(self, name: str, timeout_s: float = 60) -> Proc:
@@ -314,7 +384,8 @@ class Stack:
             nonlocal attempts
             if attempts:  # a free port we picked was taken before the service bound it: pick again
                 for port_name in self.OWN_PORTS[name]:
-                    self.ports[port_name] = free_port()
+                    if port_name in self.ports:  # the health ports only with mutual TLS
+                        self.ports[port_name] = free_port()
             attempts += 1
             proc = self._build(name)
             self.procs[name] = proc
@@ -328,6 +399,8 @@ class Stack:
 
     def start(self) -> Stack:
         self.var.mkdir(parents=True, exist_ok=True)
+        if self.config.mtls:
+            make_certs(self.var / "certs")
         try:
             for name in self.config.services:
                 self.start_service(name)

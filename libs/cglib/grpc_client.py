@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import grpc
 
+from cglib.tls import Tls
+
 DEFAULT_TIMEOUT_S = 2.0
 
 # The failures after which the same call (with the same idempotency id) is worth making
@@ -30,3 +32,12 @@ CHANNEL_OPTIONS = [
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def channel(target: str, tls: Tls | None) -> grpc.aio.Channel:
+    """The channel every service opens to another: plaintext without ``tls``; with it,
+    mutual TLS (this process's certificate shown, the server's checked against the CA and
+    the target's host name, so ``ledger:50052`` needs ``ledger`` among its names)."""
+    if tls is None:
+        return insecure_channel(target)
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=CHANNEL_OPTIONS)

@@ -12,8 +12,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cglib.grpc_authz import AuthorizationInterceptor, Policy
 from cglib.grpc_errors import ErrorCodes, ErrorMappingInterceptor, UnaryHandler
 from cglib.metrics import MetricsInterceptor
+from cglib.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +64,50 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
 
 
 def create_server(
-    addr: str, register: Registrar, service_names: Iterable[str], error_codes: ErrorCodes | None = None
+    addr: str,
+    register: Registrar,
+    service_names: Iterable[str],
+    error_codes: ErrorCodes | None = None,
+    *,
+    tls: Tls | None = None,
+    policy: Policy | None = None,
+    health_addr: str | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds an aio server with our interceptors, health and reflection, bound to
     ``addr`` (``host:0`` picks a free port). ``error_codes`` maps the service's domain
     errors to status codes (``cglib.grpc_errors``; anything unmapped is INTERNAL).
-    Returns ``(server, port, health)``."""
-    # metrics first: it counts (and times) the calls the decoder refuses too; the error
-    # mapping last, next to the handler
-    interceptors = [MetricsInterceptor(), RequestDecodeInterceptor(), ErrorMappingInterceptor(error_codes or {})]
+    Returns ``(server, port, health)``.
+
+    With ``tls`` (``cglib.tls``), ``addr`` serves mutual TLS only, every call is checked
+    against ``policy`` (``cglib.grpc_authz``: who may call each method), and ``health_addr``
+    is a second, plaintext port on which only ``grpc.health.v1.Health`` answers: the
+    kubelet's gRPC probe connects without a client certificate."""
+    if tls is not None and policy is None:
+        raise ValueError("a server with mutual TLS needs its authorization table (policy)")
+    # metrics first: it counts (and times) the calls the decoder (and authorization) refuse
+    # too; authorization before anything reads the request; the error mapping last, next
+    # to the handler
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+    if tls is not None and policy is not None:
+        interceptors.append(AuthorizationInterceptor(policy))
+    interceptors += [RequestDecodeInterceptor(), ErrorMappingInterceptor(error_codes or {})]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(addr)
+    if tls is None:
+        port = server.add_insecure_port(addr)
+    else:
+        port = server.add_secure_port(addr, tls.server_credentials())
     if port == 0:
         raise OSError(f"could not bind gRPC server to {addr}")
+    if tls is not None and health_addr:
+        health_port = server.add_insecure_port(health_addr)
+        if health_port == 0:
+            raise OSError(f"could not bind the plaintext health port to {health_addr}")
+        log.info("mutual TLS on; plaintext health port", extra={"port": port, "health_port": health_port})
     return server, port, health_servicer
 
 

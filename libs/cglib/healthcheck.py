@@ -5,7 +5,10 @@
 
 Meant for ``HEALTHCHECK``/compose ``healthcheck.test``: standard library plus grpc only,
 one line on stderr when unhealthy, a 2 s deadline, and no HTTP proxy from the
-environment (a check of 127.0.0.1 must not go through ``http_proxy``).
+environment (a check of 127.0.0.1 must not go through ``http_proxy``). Where the
+container has mutual TLS set (``CG_TLS_*``, ``cglib.tls``), the gRPC check shows the
+container's own certificate (health answers any service's); the plaintext health port
+(``CG_<SVC>_HEALTH_PORT``) needs none.
 """
 
 from __future__ import annotations
@@ -14,15 +17,38 @@ import argparse
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 TIMEOUT_S = 2.0
+
+
+def _grpc_channel(target: str) -> Any:
+    """A plaintext channel, or with ``CG_TLS_*`` set a mutual TLS one (grpc.Channel)."""
+    import os
+
+    import grpc
+
+    env = os.environ
+    options = [("grpc.enable_http_proxy", 0)]
+    if not any(env.get(name) for name in ("CG_TLS_CA_FILE", "CG_TLS_CERT_FILE", "CG_TLS_KEY_FILE")):
+        return grpc.insecure_channel(target, options=options)
+    from cglib.tls import from_env
+
+    tls = from_env(None, env)
+    assert tls is not None
+    return grpc.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def check_grpc(target: str, service: str = "", timeout_s: float = TIMEOUT_S) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+    try:
+        channel = _grpc_channel(target)
+    except ValueError as e:  # cglib.tls.TlsConfigError
+        print(f"grpc {target}: invalid TLS settings: {e}", file=sys.stderr)
+        return False
+    with channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

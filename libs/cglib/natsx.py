@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -27,6 +29,10 @@ WEBHOOKS_STREAM = "WEBHOOKS"
 WEBHOOKS_SUBJECTS = ["webhooks.>"]
 WEBHOOK_EVENTS_FILTER = "webhooks.events.>"
 WEBHOOK_JOBS_FILTER = "webhooks.jobs.>"
+# How many copies of each stream a JetStream cluster keeps (1 on a single server; 3 on a
+# three-node cluster survives losing any one node). Read when a stream is declared, so
+# every service declares the same streams alike; a stream declared with fewer is scaled up.
+STREAM_REPLICAS_ENV = "CG_NATS_STREAM_REPLICAS"
 
 
 def usage_subject(partner_id: str, key_id: str) -> str:
@@ -80,8 +86,17 @@ async def ensure_webhooks_stream(js: JetStreamContext) -> None:
     await ensure_stream(js, WEBHOOKS_STREAM, WEBHOOKS_SUBJECTS)
 
 
+def stream_replicas() -> int:
+    """``CG_NATS_STREAM_REPLICAS`` (1 to 5; default 1); anything else stops the caller with a
+    message that says what to set."""
+    raw = os.environ.get(STREAM_REPLICAS_ENV, "1").strip() or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 5:
+        raise ValueError(f"{STREAM_REPLICAS_ENV}={raw!r}: a whole number from 1 to 5 (JetStream's limit)")
+    return int(raw)
+
+
 async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> None:
-    """Declares a stream; safe to call from every replica at every start."""
+    """Declares a stream with ``stream_replicas()`` copies; safe to call from every replica at every start."""
     config = StreamConfig(
         name=name,
         subjects=subjects,
@@ -89,6 +104,7 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) ->
         storage=StorageType.FILE,
         max_age=7 * 24 * 3600,
         duplicate_window=120,
+        num_replicas=stream_replicas(),
     )
     try:
         await js.add_stream(config)
@@ -102,8 +118,18 @@ async def fetch_batch(
     """Waits up to ``timeout`` for a first message (``nats.errors.TimeoutError`` if none),
     then lets ``linger_s`` pass and takes what else arrived, up to ``batch`` in all: a
     burst becomes one round of work (one database write, one check per key) instead of
-    one round per message, for at most ``linger_s`` of added delay."""
-    msgs = await sub.fetch(batch, timeout=timeout)
+    one round per message, for at most ``linger_s`` of added delay.
+
+    nats-py sometimes reports "nothing yet" as a plain ``TimeoutError`` (when its deadline
+    ran out between its two pull requests: a busy process, a clustered server a little
+    slower to answer); it is raised as ``nats.errors.TimeoutError`` like the others, so
+    callers see one "nothing yet" and not a failure."""
+    try:
+        msgs = await sub.fetch(batch, timeout=timeout)
+    except nats.errors.TimeoutError:
+        raise
+    except TimeoutError:
+        raise nats.errors.TimeoutError from None
     if linger_s > 0 and len(msgs) < batch:
         await asyncio.sleep(linger_s)
         with contextlib.suppress(Exception):  # nothing more (or the connection is going): the first batch stands

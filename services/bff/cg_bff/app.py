@@ -18,7 +18,6 @@ import logging
 import pkgutil
 import types
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -28,20 +27,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_bff import background, errors, portal, routes
 from cg_bff.backends import Backends
+from cg_bff.migrate import COMMAND as MIGRATE_COMMAND
+from cg_bff.migrate import MIGRATIONS
 from cg_bff.principal import Authenticator
 from cg_bff.settings import Settings
 from cg_bff.state import BffState
 from cglib import natsx
-from cglib.db import make_engine, migrate
-from cglib.grpc_client import insecure_channel
+from cglib.db import make_engine
+from cglib.grpc_client import channel as grpc_channel
 from cglib.metrics import metrics_route
 from cglib.retry import Stopped, retrying
+from cglib.schema import prepare_schema
+from cglib.tls import Tls
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
 log = logging.getLogger("cg_bff")
 API_PREFIX = "/api/v1"
-MIGRATIONS = Path(__file__).parent / "migrations"
 Job = Callable[[BffState, asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -63,15 +65,26 @@ def _make_authenticator(state_settings: Settings, sessions: async_sessionmaker[A
     return SessionAuth(sessions, state_settings)
 
 
-def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
+def create_app(settings: Settings, *, backends: Backends | None = None, tls: Tls | None = None) -> FastAPI:
+    """The BFF; with ``tls`` (``cglib.tls``) its gRPC channels and its internal gRPC port use mutual TLS."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        await migrate(engine, MIGRATIONS)
+        await prepare_schema(
+            engine,
+            MIGRATIONS,
+            apply=settings.migrate_at_start,
+            wait_s=settings.schema_wait_s,
+            migrate_command=MIGRATE_COMMAND,
+        )
         sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         channels = []
         if backends is None:
-            keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
+            keys_channel, ledger_channel = (
+                grpc_channel(settings.keys_addr, tls),
+                grpc_channel(settings.ledger_addr, tls),
+            )
             channels = [keys_channel, ledger_channel]
             built = Backends(
                 keys=keys_pb2_grpc.KeysServiceStub(keys_channel),
@@ -86,6 +99,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
             sessions=sessions,
             backends=backends or built,
             auth=_make_authenticator(settings, sessions),
+            tls=tls,
         )
         app.state.bff = state
         stop = asyncio.Event()

@@ -17,7 +17,15 @@ class Settings(BaseSettings):
     port: int = 8090
     # The gRPC port of the BFF's internal service (webhook endpoints for the worker).
     grpc_port: int = 50053
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    grpc_health_port: int = 50063
     database_url: str = "sqlite:///var/bff.db"
+    # Apply the database's migrations at start (make run, the tests, compose). false: the
+    # migration Job does (Kubernetes, `python -m cg_bff.migrate`) and this service waits up to
+    # schema_wait_s for the database to reach its head, then stops saying so.
+    migrate_at_start: bool = True
+    schema_wait_s: float = 600.0
     keys_addr: str = "127.0.0.1:50051"
     ledger_addr: str = "127.0.0.1:50052"
     nats_url: str = "nats://127.0.0.1:4222"

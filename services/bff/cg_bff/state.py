@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from cg_bff.backends import Backends
 from cg_bff.principal import Authenticator
 from cg_bff.settings import Settings
+from cglib.tls import Tls
 
 
 @dataclass
@@ -26,3 +27,5 @@ class BffState:
     nats: Client | None = None
     # Per-feature shared objects (the live-update hub, the webhook publisher, ...), by name.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Mutual TLS of its gRPC channels and internal gRPC port (cglib.tls); None: plaintext.
+    tls: Tls | None = None

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from cg_keys import authz
 from cg_keys.catalog import load_catalog
 from cg_keys.events import KeyEvents, run_last_used
 from cg_keys.funding import Funding
 from cg_keys.issuing import KeyIssuer
 from cg_keys.keyops import KeyOps
+from cg_keys.migrate import COMMAND as MIGRATE_COMMAND
+from cg_keys.migrate import MIGRATIONS
 from cg_keys.money import KeyMoney
 from cg_keys.reads import KeyReads
 from cg_keys.repository import KeyRepository
@@ -23,12 +25,14 @@ from cg_keys.servicer import ERROR_CODES, KeysServicer
 from cg_keys.settings import Settings
 from cg_keys.tenants import Tenants
 from cglib import natsx
-from cglib.db import make_engine, migrate
-from cglib.grpc_client import insecure_channel
+from cglib.db import make_engine
+from cglib.grpc_client import channel
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
 from cglib.retry import Stopped, retrying
+from cglib.schema import SchemaNotReady, prepare_schema
+from cglib.tls import Tls, from_env_or_exit
 from creditgate.keys.v1 import keys_pb2, keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
@@ -78,12 +82,18 @@ async def reconcile_forever(money: KeyMoney, every_s: float) -> None:
             log.exception("reconcile failed; retrying next round")
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, tls: Tls | None = None) -> None:
     catalog = load_catalog(settings.catalog_path)
     engine = make_engine(settings.database_url)
-    await migrate(engine, Path(__file__).parent / "migrations")
+    await prepare_schema(
+        engine,
+        MIGRATIONS,
+        apply=settings.migrate_at_start,
+        wait_s=settings.schema_wait_s,
+        migrate_command=MIGRATE_COMMAND,
+    )
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-    ledger_channel = insecure_channel(settings.ledger_addr)
+    ledger_channel = channel(settings.ledger_addr, tls)
     events = KeyEvents()
     repo = KeyRepository(sessions)
     funding = Funding(ledger_pb2_grpc.LedgerServiceStub(ledger_channel), settings.rpc_timeout_s)
@@ -97,6 +107,9 @@ async def main(settings: Settings) -> None:
         lambda s: keys_pb2_grpc.add_KeysServiceServicer_to_server(servicer, s),
         [SERVICE_NAME],
         ERROR_CODES,
+        tls=tls,
+        policy=authz.POLICY,
+        health_addr=f"{settings.host}:{settings.health_port}",
     )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     stop = asyncio.Event()
@@ -119,4 +132,7 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("keys", settings.log_level)
-    asyncio.run(main(settings))
+    try:
+        asyncio.run(main(settings, from_env_or_exit("keys")))
+    except SchemaNotReady as e:
+        raise SystemExit(f"cg_keys: {e}") from None

@@ -13,7 +13,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 9101
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    health_port: int = 50061
     database_url: str = "sqlite:///var/keys.db"
+    # Apply the database's migrations at start (make run, the tests, compose). false: the
+    # migration Job does (Kubernetes, `python -m cg_keys.migrate`) and this service waits up to
+    # schema_wait_s for the database to reach its head, then stops saying so.
+    migrate_at_start: bool = True
+    schema_wait_s: float = 600.0
     catalog_path: Path = _HERE / "catalog.yaml"
     ledger_addr: str = "127.0.0.1:50052"
     nats_url: str = "nats://127.0.0.1:4222"

@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
 import grpc
 
+from cg_ledger import authz
 from cg_ledger.admin import LedgerAdminServicer
 from cg_ledger.audit import Audit
 from cg_ledger.book import Book
 from cg_ledger.events import BalanceEvents
+from cg_ledger.migrate import COMMAND as MIGRATE_COMMAND
+from cg_ledger.migrate import MIGRATIONS
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cg_ledger.settings import Settings
 from cg_ledger.txrunner import runner_for
-from cglib.db import make_engine, migrate
+from cglib.db import make_engine
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
+from cglib.schema import SchemaNotReady, prepare_schema
+from cglib.tls import Tls, from_env_or_exit
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 log = logging.getLogger("cg_ledger")
@@ -42,11 +46,17 @@ async def expire_forever(reservations: Reservations, every_s: float) -> None:
             log.exception("expiry sweep failed; retrying next round")
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, tls: Tls | None = None) -> None:
     # Alembic (SQLAlchemy) only migrates; every operation then runs on the driver (txrunner).
     engine = make_engine(settings.database_url)
     try:
-        await migrate(engine, Path(__file__).parent / "migrations")
+        await prepare_schema(
+            engine,
+            MIGRATIONS,
+            apply=settings.migrate_at_start,
+            wait_s=settings.schema_wait_s,
+            migrate_command=MIGRATE_COMMAND,
+        )
     finally:
         await engine.dispose()
     db = runner_for(settings.database_url, settings.sqlite_synchronous)
@@ -64,7 +74,15 @@ async def main(settings: Settings) -> None:
         ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, server)
         ledger_pb2_grpc.add_LedgerAdminServiceServicer_to_server(admin, server)
 
-    server, port, health = create_server(f"{settings.host}:{settings.port}", register, SERVICE_NAMES, ERROR_CODES)
+    server, port, health = create_server(
+        f"{settings.host}:{settings.port}",
+        register,
+        SERVICE_NAMES,
+        ERROR_CODES,
+        tls=tls,
+        policy=authz.POLICY,
+        health_addr=f"{settings.host}:{settings.health_port}",
+    )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
@@ -81,4 +99,7 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("ledger", settings.log_level)
-    asyncio.run(main(settings))
+    try:
+        asyncio.run(main(settings, from_env_or_exit("ledger")))
+    except SchemaNotReady as e:
+        raise SystemExit(f"cg_ledger: {e}") from None

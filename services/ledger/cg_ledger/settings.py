@@ -12,7 +12,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 50052
     metrics_port: int = 9102
+    # With mutual TLS on (CG_TLS_*, cglib.tls): a plaintext port answering grpc.health.v1 only,
+    # for probes that show no client certificate (the kubelet's gRPC probe).
+    health_port: int = 50062
     database_url: str = "sqlite:///var/ledger.db"
+    # Apply the database's migrations at start (make run, the tests, compose). false: the
+    # migration Job does (Kubernetes, `python -m cg_ledger.migrate`) and this service waits up to
+    # schema_wait_s for the database to reach its head, then stops saying so.
+    migrate_at_start: bool = True
+    schema_wait_s: float = 600.0
     default_reservation_ttl_s: int = 600
     # How often stale reservations are voided.
     expiry_sweep_s: float = 5.0

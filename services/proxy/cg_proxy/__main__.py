@@ -21,6 +21,7 @@ from cg_proxy.app import create_app
 from cg_proxy.settings import Settings
 from cg_proxy.upstream import fallback_chains
 from cglib.logs import setup_logging
+from cglib.tls import from_env_or_exit
 
 if __name__ == "__main__":
     settings = Settings()
@@ -29,6 +30,7 @@ if __name__ == "__main__":
         fallback_chains(settings)
     except ValueError as e:  # a fallback chain that names no upstream or loops: refuse to start
         raise SystemExit(f"cg_proxy: invalid upstream settings: {e}") from None
+    tls = from_env_or_exit("proxy")  # checked here too: with several workers, before any starts
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -41,6 +43,6 @@ if __name__ == "__main__":
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, tls=tls), **options)
     else:
         uvicorn.run("cg_proxy.app:from_env", factory=True, workers=settings.workers, **options)

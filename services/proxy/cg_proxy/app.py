@@ -35,9 +35,10 @@ from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage_recorder import UsageRecorder
-from cglib.grpc_client import insecure_channel
+from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import metrics_route
+from cglib.tls import Tls, from_env_or_exit
 from creditgate.events.v1 import events_pb2
 from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
@@ -91,10 +92,12 @@ def create_app(
     upstreams: UpstreamPool | None = None,
     recorder: Recorder | None = None,
     bus: EventBus | None = None,
+    tls: Tls | None = None,
 ) -> Gateway:
     """The proxy as an ASGI app (``fastpath.Gateway``): the metered routes on a fast path
     of their own, the rest through the FastAPI app (``.app``) inside the middleware that
-    gives every request its id. Collaborators not given are built from ``settings``."""
+    gives every request its id. Collaborators not given are built from ``settings``; their
+    gRPC channels use mutual TLS when ``tls`` is given (``cglib.tls``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,14 +106,14 @@ def create_app(
             probes: dict[str, Probe] = {}
             the_auth, the_ledger = auth, ledger
             if the_auth is None:
-                keys_channel = insecure_channel(settings.keys_addr)
+                keys_channel = channel(settings.keys_addr, tls)
                 built.push_async_callback(keys_channel.close)
                 the_auth = KeyAuthenticator(
                     keys_pb2_grpc.KeysServiceStub(keys_channel), settings.key_cache_ttl_s, settings.rpc_timeout_s
                 )
                 probes["keys"] = _grpc_health(keys_channel)
             if the_ledger is None:
-                ledger_channel = insecure_channel(settings.ledger_addr)
+                ledger_channel = channel(settings.ledger_addr, tls)
                 built.push_async_callback(ledger_channel.close)
                 ledger_stub = ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
                 book = None
@@ -197,4 +200,4 @@ def from_env() -> Gateway:
     """The app of one worker process of several (``cg_proxy.__main__``), from the environment."""
     settings = Settings()
     setup_logging("proxy", settings.log_level)
-    return create_app(settings)
+    return create_app(settings, tls=from_env_or_exit("proxy"))

@@ -70,11 +70,24 @@ class KeyAuthenticator:
         self.timeout_s = timeout_s
         self._cache: dict[str, tuple[float, AuthedKey]] = {}
         self._hashes_by_key: dict[str, set[str]] = {}
+        # Key changes are numbered; a lookup that a change of its key crossed read the key
+        # before the change (whose event has come and gone): its answer is not cached.
+        self._changes = 0
+        self._last_change_of: dict[str, int] = {}
+        self._forgotten_up_to = 0  # changes older than this are no longer told apart
 
     def invalidate_key(self, key_id: str, stale_hashes: Iterable[str] = ()) -> None:
         """Drops every cached entry of a key (after any lifecycle change)."""
         for key_hash in {*self._hashes_by_key.pop(key_id, ()), *stale_hashes}:
             self._cache.pop(key_hash, None)
+        self._changes += 1
+        if len(self._last_change_of) > 100_000:
+            self._last_change_of.clear()
+            self._forgotten_up_to = self._changes
+        self._last_change_of[key_id] = self._changes
+
+    def _changed_since(self, key_id: str, change_no: int) -> bool:
+        return self._last_change_of.get(key_id, 0) > change_no or self._forgotten_up_to > change_no
 
     async def on_key_changed(self, payload: bytes) -> None:
         """A ``KeyChanged`` event from the bus: the key's cached entries go."""
@@ -96,12 +109,14 @@ class KeyAuthenticator:
         if hit is not None and hit[0] > now:
             authed = hit[1]
         else:
+            looked_up_at = self._changes
             authed = await self._lookup(key_hash, secret)
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-                self._hashes_by_key.clear()
-            self._cache[key_hash] = (now + self.ttl_s, authed)
-            self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
+            if not self._changed_since(authed.key.id, looked_up_at):  # else used once, read again next time
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                    self._hashes_by_key.clear()
+                self._cache[key_hash] = (now + self.ttl_s, authed)
+                self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
         status = authed.key.status
         if status == keys_pb2.KEY_STATUS_ACTIVE and expired(authed.key, time.time()):
             status = keys_pb2.KEY_STATUS_EXPIRED

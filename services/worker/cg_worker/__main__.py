@@ -15,10 +15,11 @@ from cg_worker.settings import Settings
 from cg_worker.webhook_delivery import Deliverer
 from cg_worker.webhook_events import WebhookEvents
 from cglib import natsx
-from cglib.grpc_client import insecure_channel
+from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
 from cglib.retry import Stopped, retrying
+from cglib.tls import Tls, from_env_or_exit
 from creditgate.bff.v1 import bff_pb2_grpc
 from creditgate.events.v1 import events_pb2 as epb
 from creditgate.keys.v1 import keys_pb2_grpc
@@ -27,13 +28,13 @@ from creditgate.ledger.v1 import ledger_pb2_grpc
 log = logging.getLogger("cg_worker")
 
 
-async def main(settings: Settings) -> None:
+async def main(settings: Settings, tls: Tls | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    keys_channel, ledger_channel = insecure_channel(settings.keys_addr), insecure_channel(settings.ledger_addr)
-    bff_channel = insecure_channel(settings.bff_addr)
+    keys_channel, ledger_channel = channel(settings.keys_addr, tls), channel(settings.ledger_addr, tls)
+    bff_channel = channel(settings.bff_addr, tls)
     keys, ledger = keys_pb2_grpc.KeysServiceStub(keys_channel), ledger_pb2_grpc.LedgerServiceStub(ledger_channel)
     webhooks = WebhookEvents(
         keys,
@@ -117,4 +118,4 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("worker", settings.log_level)
-    asyncio.run(main(settings))
+    asyncio.run(main(settings, from_env_or_exit("worker")))

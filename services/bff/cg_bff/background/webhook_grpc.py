@@ -10,7 +10,7 @@ import logging
 from grpc_health.v1 import health_pb2
 
 from cg_bff.state import BffState
-from cg_bff.webhooks import service
+from cg_bff.webhooks import authz, service
 from cg_bff.webhooks.servicer import ERROR_CODES, SERVICE_NAME, WebhookServicer
 from cglib.grpc_server import create_server
 from creditgate.bff.v1 import bff_pb2_grpc
@@ -28,6 +28,9 @@ async def run(state: BffState, stop: asyncio.Event) -> None:
             lambda s: bff_pb2_grpc.add_WebhookServiceServicer_to_server(servicer, s),
             [SERVICE_NAME],
             error_codes=ERROR_CODES,
+            tls=state.tls,
+            policy=authz.POLICY,
+            health_addr=f"{settings.host}:{settings.grpc_health_port}",
         )
     except OSError:  # said now: the app's lifespan only gathers its jobs at shutdown
         log.exception(
