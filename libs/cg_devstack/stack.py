@@ -243,7 +243,7 @@ class Stack:
                 "cg_worker",
                 {**env, **extra},
                 logs / "worker.log",
-                http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"),
+                http_ok(f"http://127.0.0.1:{p['worker_metrics']}/readyz"),  # NATS and every consumer
                 echo=cfg.echo,
             )
         if name == "bff":
@@ -290,7 +290,7 @@ class Stack:
         proc.env = {**proc.env, port_var: str(port), **own, **(extra_env or {})}
         proc.log_path = proc.log_path.with_name(f"{name}.log")
         url = f"http://127.0.0.1:{port}"
-        proc.ready = http_ok(f"{url}/readyz" if service == "proxy" else f"{url}/metrics")
+        proc.ready = http_ok(f"{url}/readyz")
         self.procs[name] = proc
         proc.start()
         proc.wait_ready(timeout_s)

@@ -72,75 +72,111 @@ def _as_postgres() -> dict:
     return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
+class LocalPostgres:
+    """A throwaway cluster from the local binaries, in a temp dir, on a free loopback port;
+    ``stop`` and ``start`` again keep its data and port (a database restart, for tests of
+    what services do while their database is down)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="cg-pg-", dir="/tmp"))
+        os.chmod(self.root, 0o755)
+        self.data, self.sock = self.root / "data", self.root / "sock"
+        self.sock.mkdir()
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            os.chown(self.sock, pw.pw_uid, pw.pw_gid)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self._log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 (the server writes to it until close())
+        subprocess.run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
+            **_as_postgres(),
+        )
+
+    @property
+    def server(self) -> PgServer:
+        return PgServer(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(PG_BIN / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.sock),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            **_as_postgres(),
+        )
+        deadline = time.monotonic() + 30
+        while (
+            subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode != 0
+        ):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start:\n{(self.root / 'postgres.log').read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(2)  # SIGINT: fast shutdown
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[LocalPostgres]:
+    """A started ``LocalPostgres``, removed at the end."""
+    pg = LocalPostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.close()
+
+
 @contextlib.contextmanager
 def _local_server() -> Iterator[PgServer]:
-    root = Path(tempfile.mkdtemp(prefix="cg-pg-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-        os.chown(sock, pw.pw_uid, pw.pw_gid)
-    port = free_port()
-    subprocess.run(
-        [
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ],
-        check=True,
-        capture_output=True,
-        **_as_postgres(),
-    )
-    log = open(root / "postgres.log", "wb")  # noqa: SIM115 (the server writes to it until stop())
-    proc = subprocess.Popen(
-        [
-            str(PG_BIN / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(sock),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        **_as_postgres(),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not start:\n{(root / 'postgres.log').read_text()}")
-            time.sleep(0.05)
-        yield PgServer(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    finally:
-        proc.send_signal(2)  # SIGINT: fast shutdown
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    with local_postgres() as pg:
+        yield pg.server
 
 
 @contextlib.contextmanager
