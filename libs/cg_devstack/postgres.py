@@ -91,58 +91,93 @@ def _chown_to_postgres(*paths: Path) -> None:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
+class LocalPostgres:
+    """A server on 127.0.0.1 (``port`` 0: a free one), its data under ``root`` (none: a
+    temp dir in /tmp, removed by ``close``). ``stop`` and ``start`` again keep its data
+    and port: a database restart, for tests of what services do while it is down."""
+
+    def __init__(self, root: Path | None = None, port: int = 0, max_connections: int = 300) -> None:
+        self.keep = root is not None
+        self.root = Path(root).resolve() if root is not None else Path(tempfile.mkdtemp(prefix="cg-pg-", dir="/tmp"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        self.data, self.sock = self.root / "data", self.root / "sock"
+        self.sock.mkdir(exist_ok=True)
+        _chown_to_postgres(self.root, self.sock)
+        self.port = port or free_port()
+        self.max_connections = max_connections
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.root / "postgres.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (the server writes to it until close())
+        if not (self.data / "PG_VERSION").exists():
+            initdb = subprocess.run(
+                [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync"]
+                + ["-E", "UTF8", "--locale=C"],
+                capture_output=True,
+                text=True,
+                **_as_postgres(),
+            )
+            if initdb.returncode != 0:
+                raise RuntimeError(
+                    f"initdb {self.data} failed (as root, every directory above it must be reachable by the"
+                    f" postgres user):\n{initdb.stderr[-2000:]}"
+                )
+
+    @property
+    def server(self) -> PgServer:
+        return PgServer(f"postgresql://postgres@127.0.0.1:{self.port}/postgres")
+
+    def start(self) -> None:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": str(self.max_connections),
+        }
+        argv = [str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sock)]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        self.proc = proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, **_as_postgres())
+        deadline = time.monotonic() + 30
+        while (
+            subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode != 0
+        ):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not start:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(2)  # SIGINT: fast shutdown
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_postgres(root: Path | None = None, port: int = 0, max_connections: int = 300) -> Iterator[LocalPostgres]:
+    """A started ``LocalPostgres``, stopped (and its temp dir removed) at the end."""
+    pg = LocalPostgres(root, port, max_connections)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.close()
+
+
 @contextlib.contextmanager
 def local_server(root: Path | None = None, port: int = 0, max_connections: int = 300) -> Iterator[PgServer]:
-    """A server on 127.0.0.1 (``port`` 0: a free one), its data under ``root`` (none: a
-    temp dir in /tmp, removed after), stopped at the end (SIGINT: a fast shutdown)."""
-    keep = root is not None
-    root = Path(root).resolve() if root is not None else Path(tempfile.mkdtemp(prefix="cg-pg-", dir="/tmp"))
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o755)
-    data, sock = root / "data", root / "sock"
-    sock.mkdir(exist_ok=True)
-    _chown_to_postgres(root, sock)
-    port = port or free_port()
-    if not (data / "PG_VERSION").exists():
-        initdb = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]
-            + ["--locale=C"],
-            capture_output=True,
-            text=True,
-            **_as_postgres(),
-        )
-        if initdb.returncode != 0:
-            raise RuntimeError(
-                f"initdb {data} failed (as root, every directory above it must be reachable by the"
-                f" postgres user):\n{initdb.stderr[-2000:]}"
-            )
-    log_path = root / "postgres.log"
-    log = open(log_path, "ab")  # noqa: SIM115 (the server writes to it until it stops)
-    settings = {
-        "listen_addresses": "127.0.0.1",
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
-        "max_connections": str(max_connections),
-    }
-    argv = [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock)]
-    for name, value in settings.items():
-        argv += ["-c", f"{name}={value}"]
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **_as_postgres())
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.05)
-        yield PgServer(f"postgresql://postgres@127.0.0.1:{port}/postgres")
-    finally:
-        proc.send_signal(2)  # SIGINT: fast shutdown
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+    """A started local server's admin handle (``local_postgres``)."""
+    with local_postgres(root, port, max_connections) as pg:
+        yield pg.server

@@ -71,7 +71,10 @@ REPLICA_PORTS: dict[str, tuple[tuple[str, ...], Callable[[int], ReadyCheck]]] = 
     "keys": (("CG_KEYS_PORT", "CG_KEYS_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
     "ledger": (("CG_LEDGER_PORT", "CG_LEDGER_METRICS_PORT"), lambda port: grpc_serving(f"127.0.0.1:{port}")),
     "proxy": (("CG_PROXY_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/readyz")),
-    "worker": (("CG_WORKER_METRICS_PORT",), lambda port: http_ok(f"http://127.0.0.1:{port}/metrics")),
+    "worker": (
+        ("CG_WORKER_METRICS_PORT",),
+        lambda port: http_ok(f"http://127.0.0.1:{port}/readyz"),
+    ),  # NATS and every consumer
     "bff": (("CG_BFF_PORT", "CG_BFF_GRPC_PORT"), lambda port: http_ok(f"http://127.0.0.1:{port}/healthz")),
 }
 
@@ -308,7 +311,7 @@ class Stack:
                 "cg_worker",
                 {**env, **extra},
                 logs / "worker.log",
-                http_ok(f"http://127.0.0.1:{p['worker_metrics']}/metrics"),
+                http_ok(f"http://127.0.0.1:{p['worker_metrics']}/readyz"),  # NATS and every consumer
                 echo=cfg.echo,
             )
         if name == "bff":

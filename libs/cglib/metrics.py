@@ -1,28 +1,73 @@
-"""Prometheus metrics: an HTTP endpoint for gRPC-only services and a server interceptor
-that counts and times every RPC."""
+"""Prometheus metrics: an HTTP endpoint for services without HTTP of their own (with
+``/healthz`` and ``/readyz`` beside ``/metrics``), a server interceptor that counts and
+times every RPC, and ``/metrics`` for a FastAPI app, summed over worker processes when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``cglib.multiproc``). Every name is listed, with
+its meaning, in docs/metrics.md (a test keeps the two in step)."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
+from wsgiref.simple_server import make_server
 
 import grpc
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+# () -> (ready?, what each part says): the body of /readyz
+ReadyCheck = Callable[[], tuple[bool, dict[str, str]]]
 
 RPC_LATENCY = Histogram(
     "cg_grpc_server_handling_seconds",
     "Time to handle a gRPC call",
-    ["method"],
+    ["service", "method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-RPC_TOTAL = Counter("cg_grpc_server_handled_total", "gRPC calls handled", ["method", "code"])
+RPC_TOTAL = Counter("cg_grpc_server_handled_total", "gRPC calls handled", ["service", "method", "code"])
 
 
-def serve_metrics(host: str, port: int) -> int:
-    """Starts /metrics on its own thread; returns the bound port (0 picks a free one)."""
-    server, _thread = start_http_server(port, addr=host)
-    return server.server_port
+def _always_ready() -> tuple[bool, dict[str, str]]:
+    return True, {}
+
+
+def _probe_app(metrics: Callable[..., Iterable[bytes]], ready: ReadyCheck) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app of the metrics port: ``/healthz`` (the process answers), ``/readyz``
+    (``ready()``: 200 or 503, JSON), anything else ``metrics``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        checks: dict[str, str] = {}
+        if path == "/healthz":
+            ok = True
+        elif path == "/readyz":
+            try:
+                ok, checks = ready()
+            except Exception as e:  # a check that breaks is a "not ready", never a 500
+                ok, checks = False, {"error": repr(e)}
+        else:
+            return metrics(environ, start_response)
+        body = json.dumps(
+            {"status": ("ok" if path == "/healthz" else "ready") if ok else "not_ready", "checks": checks}
+        )
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+        )
+        return [body.encode()]
+
+    return app
+
+
+def serve_metrics(host: str, port: int, ready: ReadyCheck | None = None) -> int:
+    """Starts ``/metrics``, ``/healthz`` and ``/readyz`` (``ready``; always ready when
+    None) on a thread of their own; returns the bound port (0 picks a free one)."""
+    app = _probe_app(make_wsgi_app(), ready or _always_ready)
+    httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd.server_port
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -34,7 +79,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        # "/creditgate.ledger.v1.LedgerService/Reserve" -> the service's full name, the method
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         # an aio server's handler is a coroutine function (grpc's stubs type it as the sync server's)
         inner = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
 
@@ -50,8 +96,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 status = context.code()
                 if status is not None and status != grpc.StatusCode.OK:
                     code = status.name
-                RPC_TOTAL.labels(method, code).inc()
-                RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
+                RPC_TOTAL.labels(service, method, code).inc()
+                RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
 
         return grpc.unary_unary_rpc_method_handler(
             timed,
@@ -61,11 +107,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def metrics_route(app) -> None:
-    """Adds ``GET /metrics`` (exactly that path, no redirect) to a FastAPI/Starlette app."""
+    """Adds ``GET /metrics`` (exactly that path, no redirect) to a FastAPI/Starlette app:
+    this process's metrics, or with ``PROMETHEUS_MULTIPROC_DIR`` set those of every
+    worker process sharing that directory, summed (``cglib.multiproc``)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
 
+    from cglib import multiproc
+
     async def metrics(_request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        registry = multiproc.registry()
+        if registry is None:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        # reads every worker's files: off the event loop
+        return Response(await run_in_threadpool(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
@@ -152,6 +153,17 @@ def test_the_journal_of_a_worker_slot_no_longer_run_is_adopted(stack: Stack, see
     assert not slot1.exists()
 
 
+def sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``, in an exposition."""
+    total, found = 0.0, False
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total, found = total + s.value, True
+    assert found, f"{name}{labels} not exported"
+    return total
+
+
 def test_two_worker_processes_both_answer_and_bill(stack: Stack, seeder: Seeder):
     key = seeder.funded_key(seeder.partner("two-workers", credits=100), 10, [MODEL])
     before = balance(seeder, key.account)
@@ -181,4 +193,14 @@ def test_two_worker_processes_both_answer_and_bill(stack: Stack, seeder: Seeder)
     subject = natsx.usage_subject(key.partner_id, key.key_id)
     eventually(lambda: len(usage_events(stack, subject)) >= 40, what="the usage events")
     assert sorted(e.request_id for e in usage_events(stack, subject)) == sorted(ids)
+
+    # /metrics of whichever worker answers the scrape: the sum of both (multiprocess mode)
+    metrics_dir = stack.var / f"proxy-metrics-{url.rsplit(':', 1)[1]}"
+    pids = {f.stem.rsplit("_", 1)[1] for f in metrics_dir.glob("counter_*.db")}
+    assert len(pids) >= 2, f"one counter file per worker process: {sorted(pids)}"
+    for _ in range(6):  # a new connection each: the scrapes land on either worker
+        text = httpx.get(f"{url}/metrics", headers={"Connection": "close"}, timeout=10).text
+        assert sample(text, "cg_proxy_requests_total", path="/v1/chat/completions", status="200") == 40
+        assert sample(text, "cg_proxy_settlements_total", outcome="ok") == 40
+        assert sample(text, "cg_proxy_background_tasks") == 0
     assert proc.stop() in (0, -15)

@@ -15,9 +15,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from cg_devstack.postgres import PG_BIN, PgServer, binaries_present, local_server
+from cg_devstack.postgres import PG_BIN, PgServer, binaries_present, local_postgres, local_server
 
-__all__ = ["PG_BIN", "PgServer", "postgres_server"]
+__all__ = ["PG_BIN", "PgServer", "local_postgres", "postgres_server"]
 
 
 @contextlib.contextmanager

@@ -485,7 +485,7 @@ def test_healthchecks_probe_own_listening_ports(
         else:
             assert port in ports.values(), f"{name}: {test} vs {ports}"
     assert services["proxy"]["healthcheck"]["test"][-1].endswith("/readyz")
-    assert services["worker"]["healthcheck"]["test"][-1].endswith("/metrics")
+    assert services["worker"]["healthcheck"]["test"][-1].endswith("/readyz")
 
 
 # -- the health check CLI --------------------------------------------------------------------

@@ -71,10 +71,12 @@ SECRET_VALUES = {
 HTTP_PROBES = {
     "proxy": {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"},
     "bff": {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/healthz"},
-    "worker": {"startupProbe": "/metrics", "livenessProbe": "/metrics", "readinessProbe": "/metrics"},
+    "worker": {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"},
 }
 # gRPC probes (grpc.health.v1): on the plaintext health port, as mutual TLS is on.
 GRPC_PROBES = {"keys": "health_port", "ledger": "health_port"}
+# what the worker's metrics port answers (cglib.metrics.serve_metrics)
+WORKER_HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 PROBE_PORT_FIELD = {"proxy": "port", "bff": "port", "worker": "metrics_port"}
 
 
@@ -344,7 +346,9 @@ def test_probes_hit_the_services_health_endpoints(overlay: Rendered, monkeypatch
             assert port == listening[PROBE_PORT_FIELD[service]], f"{service} {kind}: port {port}"
             want = HTTP_PROBES[service][kind]
             assert get["path"] == want, f"{service} {kind}"
-            if service != "worker":  # the worker's metrics server answers any path
+            if service == "worker":  # its metrics port's own routes (cg_worker.health)
+                assert want in WORKER_HEALTH_PATHS, f"cg_worker has no route {want}"
+            else:
                 assert want in route_paths(f"cg_{service}"), f"cg_{service} has no route {want}"
     # a probe that waits out the migration Job: as long as the service waits for it
     for service in ("keys", "ledger", "bff"):

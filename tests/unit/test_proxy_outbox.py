@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from cg_proxy import usage_recorder
 from cg_proxy.collaborators import Finished
 from cg_proxy.outbox import Outbox
 from cg_proxy.token_usage import Usage
@@ -178,7 +179,8 @@ def finished(request_id: str) -> Finished:
 
 
 @pytest.mark.parametrize("case", ["healthy", "disconnected", "publish_fails", "hangs_at_shutdown"])
-async def test_the_recorder_uses_the_outbox_only_when_publishing_fails(tmp_path, case):
+async def test_the_recorder_uses_the_outbox_only_when_publishing_fails(tmp_path, case, monkeypatch):
+    monkeypatch.setattr(usage_recorder, "OUTBOX_FLUSH_S", 0.2)  # the bound of the flush at shutdown
     path = tmp_path / "o.sqlite3"
     outbox = Outbox(path)
     publish = Publisher(fail_once=("req1",) if case == "publish_fails" else (), hang=case == "hangs_at_shutdown")
@@ -192,6 +194,9 @@ async def test_the_recorder_uses_the_outbox_only_when_publishing_fails(tmp_path,
         assert (event.charged_ucr, event.customer_id, event.price_book_version) == (42, "cust1", "v1")
         assert (event.outcome, event.source) == (events_pb2.USAGE_OUTCOME_OK, ledger_pb2.USAGE_SOURCE_PROVIDER)
         assert rows(path) == []
+    elif case == "publish_fails":
+        # the failed publish put it in the outbox; the flush at shutdown (connected) sent it
+        assert [m for _, _, m in publish.sent] == ["req1"] and rows(path) == []
     else:
         assert publish.sent == [] and rows(path) == [("req1", 0)]
         entry = (await outbox.oldest())[0]

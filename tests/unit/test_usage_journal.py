@@ -106,6 +106,8 @@ async def test_the_files_of_a_slot_beyond_the_workers_are_adopted(tmp_path: Path
     orphan.close()
     orphan_outbox = Outbox(slots.slot_path(outbox_base, 2))
     await orphan_outbox.put("req_event", "usage.p_1.key_1", b"payload")
+    await orphan_outbox.put("req_dead", "nostream.p_1", b"refused")  # and a dead letter: kept too
+    await orphan_outbox.dead_letter((await orphan_outbox.oldest())[1], 8, ValueError("refused for good"))
     orphan_outbox.close()
 
     slot = slots.claim(outbox_base, journal_base)
@@ -115,6 +117,10 @@ async def test_the_files_of_a_slot_beyond_the_workers_are_adopted(tmp_path: Path
     assert taken == 1
     assert [f.request_id for f in journal.unsettled()] == ["req_orphan"]
     assert [e.request_id for e in await outbox.oldest()] == ["req_event"]
+    assert [(d[0], d[4], d[5]) for d in await outbox.dead_letters()] == [
+        ("req_dead", 8, "ValueError: refused for good")
+    ]
+    assert outbox.dead == 1
     assert not slots.slot_path(journal_base, 2).exists() and not slots.slot_path(outbox_base, 2).exists()
     assert busy.index == 1
     outbox.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys import authz
@@ -24,8 +26,9 @@ from cg_keys.repository import KeyRepository
 from cg_keys.servicer import ERROR_CODES, KeysServicer
 from cg_keys.settings import Settings
 from cg_keys.tenants import Tenants
-from cglib import natsx
+from cglib import natsx, tracing
 from cglib.db import make_engine
+from cglib.dbhealth import follow_database
 from cglib.grpc_client import channel
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
@@ -82,6 +85,16 @@ async def reconcile_forever(money: KeyMoney, every_s: float) -> None:
             log.exception("reconcile failed; retrying next round")
 
 
+def _pinger(engine: AsyncEngine) -> Callable[[], Awaitable[object]]:
+    """The database health check's query (``cglib.dbhealth``), on the service's own pool."""
+
+    async def ping() -> object:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT 1"))).scalar()
+
+    return ping
+
+
 async def main(settings: Settings, tls: Tls | None = None) -> None:
     catalog = load_catalog(settings.catalog_path)
     engine = make_engine(settings.database_url)
@@ -116,13 +129,15 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
     background = [
         asyncio.create_task(nats_loops(settings, events, sessions, stop)),
         asyncio.create_task(reconcile_forever(money, settings.reconcile_every_s)),
+        asyncio.create_task(follow_database(health, [SERVICE_NAME], _pinger(engine), settings.db_check_every_s)),
     ]
     log.info("keys listening", extra={"grpc_port": port, "metrics_port": metrics_port, "catalog": catalog.version})
     try:
         await serve(server, health, [SERVICE_NAME])
     finally:
         stop.set()
-        background[1].cancel()
+        for task in background[1:]:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*background, return_exceptions=True), timeout=10)
         await ledger_channel.close()
@@ -132,7 +147,10 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("keys", settings.log_level)
+    tracing.setup("keys")  # when an exporter is configured; before any gRPC channel or server
     try:
         asyncio.run(main(settings, from_env_or_exit("keys")))
     except SchemaNotReady as e:
         raise SystemExit(f"cg_keys: {e}") from None
+    finally:
+        tracing.shutdown()

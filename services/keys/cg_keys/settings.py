@@ -31,3 +31,5 @@ class Settings(BaseSettings):
     # At most this many automatic top-ups per key in any 24 hours.
     auto_topup_daily_max: int = 5
     log_level: str = "INFO"
+    # How often gRPC health re-checks the database (NOT_SERVING while it does not answer).
+    db_check_every_s: float = 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import grpc
 
@@ -15,11 +16,14 @@ from cg_ledger.book import Book
 from cg_ledger.events import BalanceEvents
 from cg_ledger.migrate import COMMAND as MIGRATE_COMMAND
 from cg_ledger.migrate import MIGRATIONS
+from cg_ledger.outstanding import refresh_forever
 from cg_ledger.reservations import Reservations
 from cg_ledger.servicer import ERROR_CODES, LedgerServicer
 from cg_ledger.settings import Settings
 from cg_ledger.txrunner import runner_for
+from cglib import tracing
 from cglib.db import make_engine
+from cglib.dbhealth import follow_database
 from cglib.grpc_server import create_server, serve
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
@@ -44,6 +48,11 @@ async def expire_forever(reservations: Reservations, every_s: float) -> None:
                 log.info("reservations expired", extra={"count": count, "released_ucr": released})
         except Exception:
             log.exception("expiry sweep failed; retrying next round")
+
+
+def _select_one(rows: Any) -> object:
+    """The database health check's query (``cglib.dbhealth``), on the runner's own connections."""
+    return rows.cur.execute("SELECT 1").fetchone()
 
 
 async def main(settings: Settings, tls: Tls | None = None) -> None:
@@ -85,13 +94,18 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
     )
     metrics_port = serve_metrics(settings.host, settings.metrics_port)
     sweeper = asyncio.create_task(expire_forever(reservations, settings.expiry_sweep_s))
+    gauges = asyncio.create_task(refresh_forever(db, settings.expiry_sweep_s))
+    db_health = asyncio.create_task(
+        follow_database(health, SERVICE_NAMES, lambda: db.read(_select_one), settings.db_check_every_s)
+    )
     log.info("ledger listening", extra={"grpc_port": port, "metrics_port": metrics_port})
     try:
         await serve(server, health, SERVICE_NAMES)
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, gauges, db_health):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await events.close()
         db.close()
 
@@ -99,7 +113,10 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("ledger", settings.log_level)
+    tracing.setup("ledger")  # when an exporter is configured; before any gRPC channel or server
     try:
         asyncio.run(main(settings, from_env_or_exit("ledger")))
     except SchemaNotReady as e:
         raise SystemExit(f"cg_ledger: {e}") from None
+    finally:
+        tracing.shutdown()

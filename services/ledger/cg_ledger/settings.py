@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     # power loss may lose the last commits). PostgreSQL is the production database.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     log_level: str = "INFO"
+    # How often gRPC health re-checks the database (NOT_SERVING while it does not answer).
+    db_check_every_s: float = 2.0
     # The token operators send as gRPC metadata x-cg-admin-token to LedgerAdminService
     # (ListAccounts, AuditBooks). Empty: the admin service refuses every call.
     admin_token: SecretStr = SecretStr("")

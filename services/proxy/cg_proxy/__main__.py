@@ -9,6 +9,10 @@ binding with SO_REUSEPORT: a port bound once cannot be taken over by a stray sec
 proxy started by mistake, and restarting a dead worker (which then settles what its
 journal holds) comes with the supervisor. The price: the kernel does not balance a
 shared socket's accepts, so a few keep-alive clients may land unevenly on the workers.
+
+With more than one worker, their Prometheus metrics go through files in one directory
+(``cglib.multiproc``, prepared here before any worker starts), so the ``/metrics`` of
+any worker shows the sum of all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import uvicorn
 from cg_proxy.app import create_app
 from cg_proxy.settings import Settings
 from cg_proxy.upstream import fallback_chains
+from cglib import multiproc, tracing
 from cglib.logs import setup_logging
 from cglib.tls import from_env_or_exit
 
@@ -43,6 +48,8 @@ if __name__ == "__main__":
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
     }
     if settings.workers == 1:
+        tracing.setup("proxy")  # each of several workers does it itself (app.from_env)
         uvicorn.run(create_app(settings, tls=tls), **options)
     else:
+        multiproc.prepare(settings.metrics_base())  # before the workers are spawned: they inherit it
         uvicorn.run("cg_proxy.app:from_env", factory=True, workers=settings.workers, **options)

@@ -35,6 +35,7 @@ from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage_recorder import UsageRecorder
+from cglib import multiproc, tracing
 from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import metrics_route
@@ -103,6 +104,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # what is built here is closed in reverse order on the way out
         async with contextlib.AsyncExitStack() as built:
+            built.callback(multiproc.process_exit)  # run last: this worker's live gauges leave the sum
+            built.callback(tracing.shutdown)  # the spans not yet exported
             probes: dict[str, Probe] = {}
             the_auth, the_ledger = auth, ledger
             if the_auth is None:
@@ -187,8 +190,10 @@ def create_app(
     async def readyz(request: Request) -> JSONResponse:
         st: ProxyState = request.app.state.proxy
         checks = {name: await probe() for name, probe in st.probes.items()}
-        checks["nats"] = "serving" if st.bus.connected else "not_connected"
+        # keys and ledger decide readiness; NATS is reported but does not: while it is down
+        # usage events wait in the outbox, so the proxy keeps taking traffic
         ok = all(v == "serving" for v in checks.values())
+        checks["nats"] = "serving" if st.bus.connected else "not_connected"
         return JSONResponse(
             {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
         )
@@ -200,4 +205,5 @@ def from_env() -> Gateway:
     """The app of one worker process of several (``cg_proxy.__main__``), from the environment."""
     settings = Settings()
     setup_logging("proxy", settings.log_level)
+    tracing.setup("proxy")  # before any channel: they are instrumented as they are made
     return create_app(settings, tls=from_env_or_exit("proxy"))

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from cg_proxy.collaborators import Handler
-from cglib import natsx
+from cglib import natsx, tracing
 from cglib.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,10 @@ class Bus:
         nc = self.nc
         if nc is None:
             raise ConnectionError("nats not connected")
-        await nc.jetstream().publish(subject, payload, timeout=timeout_s, headers={"Nats-Msg-Id": msg_id})
+        headers = {"Nats-Msg-Id": msg_id}
+        if tracing.ENABLED:  # the request's trace continues in the consumers (traceparent)
+            tracing.inject(headers)
+        await nc.jetstream().publish(subject, payload, timeout=timeout_s, headers=headers)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from cg_proxy import errors, middleware, routes
 from cg_proxy.state import ProxyState
+from cglib import tracing
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,18 @@ class MeteredRoute:
             middleware.finished(request_id, scope["method"], path, status, start)
 
 
+class TracedRoute:
+    """A metered route inside a server span (``cglib.tracing``), continuing the client's
+    trace context; used in place of the route only when tracing is on."""
+
+    def __init__(self, route: MeteredRoute) -> None:
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with tracing.server_span(f"POST {scope['path']}", request_headers(scope)):
+            await self.route(scope, receive, send)
+
+
 class Gateway:
     """The proxy's ASGI app: the metered routes on the fast path, the rest through FastAPI
     (``app``, whose lifespan builds the ``ProxyState`` both use)."""
@@ -147,7 +160,11 @@ class Gateway:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.rest = middleware.RequestContext(app)
-        self.metered = {path: MeteredRoute(ep, self._state) for path, ep in routes.ENDPOINTS.items()}
+        # traced only when tracing is on (decided at start): nothing is added to the path when off
+        self.metered: dict[str, MeteredRoute | TracedRoute] = {
+            path: TracedRoute(MeteredRoute(ep, self._state)) if tracing.ENABLED else MeteredRoute(ep, self._state)
+            for path, ep in routes.ENDPOINTS.items()
+        }
 
     def _state(self) -> ProxyState:
         state: ProxyState = self.app.state.proxy

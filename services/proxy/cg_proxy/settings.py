@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -79,9 +80,15 @@ class Settings(BaseSettings):
     journal_path: str = ""
     # Worker processes serving the one port (cg_proxy.__main__); default: one per core.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    # With more than one worker: the directory of their Prometheus files (cglib.multiproc),
+    # emptied at every start; empty: `proxy-metrics-<port>` beside the journal.
+    metrics_dir: str = ""
 
     def outbox_base(self) -> str:
         return self.outbox_path or f"var/proxy-outbox-{self.port}.sqlite3"
 
     def journal_base(self) -> str:
         return self.journal_path or f"var/proxy-journal-{self.port}.log"
+
+    def metrics_base(self) -> str:
+        return self.metrics_dir or str(Path(self.journal_base()).with_name(f"proxy-metrics-{self.port}"))

@@ -106,6 +106,8 @@ async def adopt(
             events = _outbox_rows(slot_path(outbox_base, index))
             for request_id, subject, payload in events:
                 await outbox.put(request_id, subject, payload)
+            for row in _dead_letter_rows(slot_path(outbox_base, index)):
+                await outbox.put_dead(row)
             _remove(slot_path(journal_base, index), slot_path(outbox_base, index))
             if entries or events:
                 log.info(
@@ -126,6 +128,20 @@ def _outbox_rows(path: Path) -> list[tuple[str, str, bytes]]:
             rows = db.execute("SELECT request_id, subject, payload FROM outbox ORDER BY created_unix_ms, rowid")
             return [(r[0], r[1], bytes(r[2])) for r in rows]
         except sqlite3.OperationalError:  # no table: nothing was ever stored
+            return []
+
+
+def _dead_letter_rows(path: Path) -> list[tuple[str, str, bytes, int, int, str]]:
+    """The dead letters of the outbox file ``path`` (``Outbox.dead_letter``), kept when it is adopted."""
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        try:
+            rows = db.execute(
+                "SELECT request_id, subject, payload, created_unix_ms, attempts, reason FROM dead_letters"
+            )
+            return [(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+        except sqlite3.OperationalError:  # an outbox from before dead letters, or never used
             return []
 
 

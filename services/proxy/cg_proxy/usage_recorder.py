@@ -44,9 +44,13 @@ T = TypeVar("T")
 
 SETTLED = Counter("cg_proxy_settlements_total", "Settlements by outcome", ["outcome"])
 PUBLISHED = Counter("cg_proxy_usage_events_total", "Usage events by outcome (ok, outbox, failed)", ["outcome"])
-PENDING = Gauge("cg_proxy_background_tasks", "Settlements and publications not yet acknowledged")
+PENDING = Gauge(
+    "cg_proxy_background_tasks", "Settlements and publications not yet acknowledged", multiprocess_mode="livesum"
+)
 CHARGED = Counter("cg_proxy_charged_ucr_total", "Micro-credits charged")
 JOURNAL_FAILED = Counter("cg_proxy_journal_failures_total", "Answered requests whose usage could not be journaled")
+# The most a shutdown spends relaying the outbox (after the drain), NATS permitting.
+OUTBOX_FLUSH_S = 2.0
 # The one publish attempt on the hot path; after it, the event waits in the outbox.
 PUBLISH_TIMEOUT_S = 2.0
 # On shutdown, how long the settlements of streams cut off by the grace period may take.
@@ -266,3 +270,16 @@ class UsageRecorder:
         if self._unsent:
             log.info("unsent usage events written to the outbox", extra={"count": len(self._unsent)})
         self._unsent.clear()
+        await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        """A last, bounded pass over the outbox while NATS is still connected: a proxy
+        stopped for good (scaled down) leaves as little as it can in its file."""
+        if not self.outbox.depth or not self.bus.connected:
+            return
+        try:
+            sent = await self.outbox.flush(self._publish, OUTBOX_FLUSH_S)
+        except Exception:
+            log.exception("outbox flush on shutdown failed; the events stay in the file")
+            return
+        log.info("outbox flushed on shutdown", extra={"sent": sent, "left": self.outbox.depth})

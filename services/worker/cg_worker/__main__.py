@@ -10,11 +10,13 @@ from nats.aio.client import Client
 
 from cg_worker.consumer import run_consumer
 from cg_worker.handlers import Handlers
+from cg_worker.health import ConsumerHealth
 from cg_worker.rules import Rules
 from cg_worker.settings import Settings
+from cg_worker.webhook_delivery import DURABLE as WEBHOOK_JOBS_DURABLE
 from cg_worker.webhook_delivery import Deliverer
 from cg_worker.webhook_events import WebhookEvents
-from cglib import natsx
+from cglib import natsx, tracing
 from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
@@ -26,6 +28,9 @@ from creditgate.keys.v1 import keys_pb2_grpc
 from creditgate.ledger.v1 import ledger_pb2_grpc
 
 log = logging.getLogger("cg_worker")
+# the durable consumers every worker runs: /readyz is 503 until each is subscribed
+USAGE_DURABLE, BALANCES_DURABLE, KEYS_DURABLE = "worker-usage", "worker-balances", "worker-keys"
+DURABLES = (USAGE_DURABLE, BALANCES_DURABLE, KEYS_DURABLE, WEBHOOK_JOBS_DURABLE)
 
 
 async def main(settings: Settings, tls: Tls | None = None) -> None:
@@ -47,6 +52,9 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
     rules = Rules(keys, ledger, settings.rpc_timeout_s, settings.deposit_line_credits, webhooks)
     handlers = Handlers(rules, webhooks)
     deliverer = Deliverer(settings, bff_pb2_grpc.WebhookServiceStub(bff_channel))
+    health = ConsumerHealth(DURABLES)
+    # from the start: /readyz says "not connected" while NATS is being waited for
+    metrics_port = serve_metrics(settings.host, settings.metrics_port, ready=health.check)
 
     async def connect() -> Client:
         """NATS, with the streams the worker consumes and publishes to declared (idempotently)."""
@@ -73,7 +81,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
         await bff_channel.close()
         return
     webhooks.attach(nc)
-    metrics_port = serve_metrics(settings.host, settings.metrics_port)
+    health.nc = nc
     log.info("worker started", extra={"metrics_port": metrics_port})
     batch, ack_wait = settings.batch_size, settings.ack_wait_s
     try:
@@ -83,28 +91,38 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
             run_consumer(
                 nc,
                 natsx.USAGE_STREAM,
-                "worker-usage",
+                USAGE_DURABLE,
                 epb.UsageEvent,
                 handlers.usage,
                 stop,
                 batch,
                 ack_wait,
                 settings.linger_s,
+                health=health,
             ),
             run_consumer(
                 nc,
                 natsx.LEDGER_STREAM,
-                "worker-balances",
+                BALANCES_DURABLE,
                 epb.BalanceChanged,
                 handlers.balances,
                 stop,
                 batch,
                 ack_wait,
+                health=health,
             ),
             run_consumer(
-                nc, natsx.KEYS_STREAM, "worker-keys", epb.KeyChanged, handlers.key_changes, stop, batch, ack_wait
+                nc,
+                natsx.KEYS_STREAM,
+                KEYS_DURABLE,
+                epb.KeyChanged,
+                handlers.key_changes,
+                stop,
+                batch,
+                ack_wait,
+                health=health,
             ),
-            deliverer.run(nc, stop),
+            deliverer.run(nc, stop, health),
         )
     finally:
         await nc.drain()
@@ -118,4 +136,8 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
 if __name__ == "__main__":
     settings = Settings()
     setup_logging("worker", settings.log_level)
-    asyncio.run(main(settings, from_env_or_exit("worker")))
+    tracing.setup("worker")  # when an exporter is configured; before any gRPC channel or server
+    try:
+        asyncio.run(main(settings, from_env_or_exit("worker")))
+    finally:
+        tracing.shutdown()

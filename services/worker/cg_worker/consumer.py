@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,14 +15,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from cg_worker.health import ConsumerHealth
 from cg_worker.metrics import EVENTS, LAG
-from cglib import natsx
+from cglib import natsx, tracing
+from cglib.consumerlag import watch_lag
 from cglib.retry import Stopped, retrying
 
 log = logging.getLogger(__name__)
 
-LAG_EVERY_S = 1.0
-_lag_read: dict[str, float] = {}  # stream -> when its lag was last read
 
 M = TypeVar("M", bound=Message)
 
@@ -64,6 +63,7 @@ async def run_consumer(
     batch: int = 64,
     ack_wait_s: float = 30.0,
     linger_s: float = 0.0,
+    health: ConsumerHealth | None = None,
 ) -> None:
     js = nc.jetstream()
 
@@ -88,22 +88,26 @@ async def run_consumer(
     except Stopped:
         return
     log.info("consuming", extra={"stream": stream, "durable": durable})
+    if health is not None:
+        health.subscribed(durable)
+    lag = asyncio.create_task(watch_lag(js, stream, durable, LAG, stop))  # cg_worker_consumer_pending
     try:
         while not stop.is_set():
             try:
-                await _one_round(stream, sub, js, durable, message_type, handler, batch, linger_s)
+                await _one_round(stream, sub, message_type, handler, batch, linger_s)
             except Exception:  # never let one consumer end: the others share its connection
                 log.exception("consumer round failed; continuing", extra={"stream": stream})
                 await asyncio.sleep(0.5)
     finally:
+        lag.cancel()
+        if health is not None:
+            health.unsubscribed(durable)
         await sub.unsubscribe()
 
 
 async def _one_round(
     stream: str,
     sub: JetStreamContext.PullSubscription,
-    js: JetStreamContext,
-    durable: str,
     message_type: type[M],
     handler: Callable[[list[M]], Awaitable[None]],
     batch: int,
@@ -131,7 +135,11 @@ async def _one_round(
     if not good:
         return
     try:
-        await handler(events)
+        if tracing.ENABLED:  # one span per batch, linked to the trace of each event
+            with tracing.consumer_span(f"{stream} process", (m.headers for m in good)):
+                await handler(events)
+        else:
+            await handler(events)
     except Transient as e:
         log.warning("dependency unavailable; redelivering", extra={"stream": stream, "error": str(e)})
         EVENTS.labels(stream, "retried").inc(len(good))
@@ -146,11 +154,3 @@ async def _one_round(
     for msg in good:
         await msg.ack()
     EVENTS.labels(stream, "ok").inc(len(good))
-    now = time.monotonic()
-    if now - _lag_read.get(stream, 0.0) >= LAG_EVERY_S:  # a request to the server: not after every batch
-        _lag_read[stream] = now
-        try:
-            info = await js.consumer_info(stream, durable)
-            LAG.labels(stream).set(info.num_pending)
-        except Exception:
-            pass

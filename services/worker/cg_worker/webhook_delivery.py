@@ -47,6 +47,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter
 
+from cg_worker.health import ConsumerHealth
 from cg_worker.settings import Settings
 from cg_worker.webhook_signing import headers as signature_headers
 from cglib import egress, natsx
@@ -136,7 +137,7 @@ class Deliverer:
 
     # -- the consumer ---------------------------------------------------------------------
 
-    async def run(self, nc: Client, stop: asyncio.Event) -> None:
+    async def run(self, nc: Client, stop: asyncio.Event, health: ConsumerHealth | None = None) -> None:
         js = nc.jetstream()
 
         async def declare() -> JetStreamContext.PullSubscription:
@@ -160,6 +161,8 @@ class Deliverer:
         except Stopped:
             return
         log.info("delivering webhooks", extra={"durable": DURABLE})
+        if health is not None:
+            health.subscribed(DURABLE)
         try:
             while not stop.is_set():
                 try:
@@ -172,6 +175,8 @@ class Deliverer:
                     continue
                 await asyncio.gather(*(self._guarded(m) for m in msgs))
         finally:
+            if health is not None:
+                health.unsubscribed(DURABLE)
             await sub.unsubscribe()
 
     async def _guarded(self, msg: Msg) -> None:

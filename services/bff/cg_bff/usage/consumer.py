@@ -36,12 +36,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cg_bff.usage import ingest
 from cglib import natsx
+from cglib.consumerlag import watch_lag
 from cglib.faults import crash_point
 from cglib.retry import Stopped, retrying
 from creditgate.events.v1 import events_pb2 as epb
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 DURABLE = "bff-usage"
 EVENTS = Counter("cg_bff_usage_events_total", "Usage events by outcome", ["outcome"])
+LAG = Gauge("cg_bff_consumer_pending", "Messages not yet delivered to the bff's consumer", ["stream"])
 FIRST_PAUSE_S = 0.2
 MAX_PAUSE_S = 5.0
 DAY_MS = 86_400_000
@@ -118,6 +120,7 @@ class UsageConsumer:
         except Stopped:
             return
         log.info("consuming usage events", extra={"durable": self.durable})
+        lag = asyncio.create_task(watch_lag(self.nc.jetstream(), natsx.USAGE_STREAM, self.durable, LAG, stop))
         try:
             while not stop.is_set():
                 try:
@@ -126,6 +129,7 @@ class UsageConsumer:
                     log.exception("usage consumer round failed; continuing")
                     await self._pause(stop)
         finally:
+            lag.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
