@@ -77,11 +77,17 @@ class Result:
     host_busy: float = 0.0  # share of all cores busy during the run (everything: client, ledger, database)
     others_cores: float = 0.0  # CPU used by processes this script did not start, in cores (should be ~0)
     ours_cpu_s: float = 0.0  # CPU of this script, the ledger and the database server together
+    client_cpu_s: float = 0.0  # CPU of this script (the load generator) alone
     unit: str = "pairs"  # what ``pairs`` counts: reserve+settle pairs, or settled requests (SettleBatch)
 
     @property
     def cpu_ms_per_pair(self) -> float:
         return self.ledger_cpu_s / self.pairs * 1000 if self.pairs else float("nan")
+
+    @property
+    def client_ms(self) -> float:
+        """CPU of this script per pair (or settlement): the load itself must stay small."""
+        return self.client_cpu_s / self.pairs * 1000 if self.pairs else float("nan")
 
     @property
     def all_ms(self) -> float:
@@ -383,9 +389,11 @@ async def check_balances(stub, single: str, settled_single: int, settled_all: in
 async def measured(load, res: Result, ledger_pid: int) -> None:
     """Runs ``load`` and records the CPU the ledger and everything else used meanwhile."""
     cpu0, (busy0, total0), ours0 = proc_cpu_s(ledger_pid), host_cpu(), tree_cpu_s(os.getpid())
+    client0 = proc_cpu_s(os.getpid())
     await load
     (busy1, total1), ours1 = host_cpu(), tree_cpu_s(os.getpid())
     res.ledger_cpu_s = proc_cpu_s(ledger_pid) - cpu0
+    res.client_cpu_s = proc_cpu_s(os.getpid()) - client0
     if total1 > total0 and res.elapsed_s:
         res.host_busy = (busy1 - busy0) / (total1 - total0)
         ours = sum(c - ours0.get(pid, 0.0) for pid, c in ours1.items())
@@ -394,7 +402,7 @@ async def measured(load, res: Result, ledger_pid: int) -> None:
     print(
         f"[{res.backend}] {res.scenario:>10} c={res.concurrency:<3} {res.rate:8.0f} {res.unit}/s  "
         f"p50 {res.pct_ms(0.50):6.2f} ms  p99 {res.pct_ms(0.99):7.2f} ms  errors {sum(res.errors.values())}  "
-        f"ledger CPU {res.cpu_ms_per_pair:.2f} ms/{res.unit}  all CPU {res.all_ms:.2f} ms/{res.unit}  host busy {res.host_busy:.0%}  "
+        f"ledger CPU {res.cpu_ms_per_pair:.2f} ms/{res.unit}  client CPU {res.client_ms:.2f} ms/{res.unit}  all CPU {res.all_ms:.2f} ms/{res.unit}  host busy {res.host_busy:.0%}  "
         f"other processes {res.others_cores:.2f} cores",
         file=sys.stderr,
     )
@@ -414,7 +422,7 @@ async def bench_backend(backend: str, addr: str, ledger_pid: int, args) -> tuple
         results = []
         settled = {True: 0, False: 0}  # pairs settled on the single key / on the many keys
         for scenario, keys in (("single key", single), (f"{len(many)} keys", many)):
-            for conc in args.concurrency:
+            for conc in args.concurrency if args.pairs else ():
                 tag = f"{run_id}-{len(keys)}k-c{conc}"
                 warm = Result(backend, scenario, conc)
                 await drive(stubs, keys, conc, args.warmup, f"{tag}-warm", warm, args.rpc_timeout)
@@ -522,14 +530,14 @@ def mem_total() -> str:
 def table(results: list[Result]) -> str:
     rows = [
         "| backend | scenario | concurrency | per second | p50 ms | p99 ms | errors | ledger CPU ms/each"
-        " | all CPU ms/each | host CPU busy | other processes, cores |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | client CPU ms/each | all CPU ms/each | host CPU busy | other processes, cores |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         rows.append(
             f"| {r.backend} | {r.scenario} | {r.concurrency} | {r.rate:,.0f} {r.unit} | {r.pct_ms(0.5):.2f} "
             f"| {r.pct_ms(0.99):.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_pair:.2f} "
-            f"| {r.all_ms:.2f} | {r.host_busy:.0%} | {r.others_cores:.2f} |"
+            f"| {r.client_ms:.2f} | {r.all_ms:.2f} | {r.host_busy:.0%} | {r.others_cores:.2f} |"
         )
     return "\n".join(rows)
 
@@ -563,6 +571,9 @@ def parse_args(argv: list[str] | None = None):
     )
     p.add_argument("--batch-size", type=int, default=256, help="settlements per SettleBatch (default 256, the proxy's)")
     p.add_argument("--batch-concurrency", type=int, default=4, help="SettleBatch calls in flight (default 4)")
+    p.add_argument(
+        "--no-pairs", dest="pairs", action="store_false", help="skip the Reserve+Settle pair runs (SettleBatch only)"
+    )
     p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="client on asyncio's default loop")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]

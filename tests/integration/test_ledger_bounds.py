@@ -12,6 +12,7 @@ bounded and every stored string has a maximum, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import re
 import time
 
 import grpc
@@ -559,6 +560,10 @@ async def test_every_operation_runs_the_one_guarded_sql():
 
     assert set(rows._PSYCOPG) == set(ledger_sql.STATEMENTS)
     assert all(ledger_sql.STATEMENTS[name].startswith(text) for name, text in ledger_sql.BATCH.items())
-    # the array forms only keep rows (no guard of a counter): the money rules stay in BATCH's texts
-    assert set(ledger_sql.PG_ARRAYS) == {"settled", "insert_transfer"}
+    # PostgreSQL's array forms: the UPDATEs are BATCH's texts over arrays (rows the batch
+    # has locked already: no guarded counter), the INSERT of transfers only journals rows
+    assert set(ledger_sql.PG_ARRAYS) == {"release", "settled", "insert_transfer"}
+    for name in ledger_sql.PG_ARRAY_KEYS:
+        head = ledger_sql.BATCH[name].partition(" WHERE ")[0]
+        assert ledger_sql.PG_ARRAYS[name].startswith(re.sub(r"(?<!:):(\w+)", r"v.p_\1", head) + " FROM unnest(")
     assert ":limit" in ledger_sql.STATEMENTS["credit"] and ":limit" in ledger_sql.STATEMENTS["debit"]

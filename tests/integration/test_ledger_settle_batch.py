@@ -8,13 +8,18 @@ audit. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import grpc
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from cg_ledger.accounts import USAGE_SHARDS
+from cg_ledger.reservations import SettleOutcome
+from cg_ledger.rows import Rows
+from cg_ledger.settlebatch import Settlement, _settle_plain
 from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from support.ledger import HAIKU, audit, running_ledger, seed_transfers
@@ -191,3 +196,54 @@ async def test_the_usage_row_of_a_book_older_than_the_shards_still_counts(ledger
     assert [t.idempotency_id for t in statement.transfers] == ["settle:new", "reserve:new", "old-usage"]
     report = await audit(ledger)
     assert report.ok, report.discrepancies
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    with pg_server.database() as dsn:
+        yield dsn
+
+
+async def test_a_batch_beside_an_uncommitted_one_that_created_the_usage_shards_settles_in_its_batch(pg_url):
+    """PostgreSQL, a fresh book, two batches at once: the first creates the usage shards and
+    has not committed when the second credits them. The second may not take the shards for
+    existing (it would credit rows it cannot see yet, fail, and fall back to settling one by
+    one): it creates them too, waits for the first to commit, and settles in its batch.
+    The two transactions are driven by hand to make that interleaving certain."""
+    async with running_ledger(pg_url) as ledger:
+        s = ledger.stub
+        await s.Deposit(pb.DepositRequest(idempotency_id="dep", account="partner:p", amount_ucr=10 * CREDIT))
+        for key in ("a", "b"):
+            await s.FundKey(pb.FundKeyRequest(idempotency_id=f"f-{key}", partner_id="p", key_id=key, budget_ucr=CREDIT))
+            for i in range(40):
+                await s.Reserve(
+                    pb.ReserveRequest(
+                        request_id=f"{key}{i}",
+                        account=f"key:{key}",
+                        model="m",
+                        price=HAIKU,
+                        max_input_tokens=10,
+                        max_output_tokens=10,
+                    )
+                )
+
+        def batch(key: str) -> dict[int, Settlement]:
+            return {i: Settlement(f"{key}{i}", 3, 4, "provider") for i in range(40)}
+
+        conninfo = ledger.db.conninfo  # type: ignore[attr-defined]
+        with psycopg.connect(conninfo) as first, psycopg.connect(conninfo) as second:
+            done_first, shards = _settle_plain(Rows(first, postgres=True), ledger.reservations, batch("a"))
+            assert len(shards) == len(USAGE_SHARDS)  # 40 request ids: every shard, new to this book
+            later = asyncio.create_task(
+                asyncio.to_thread(_settle_plain, Rows(second, postgres=True), ledger.reservations, batch("b"))
+            )
+            await asyncio.sleep(0.3)  # the second now waits on the first's new shard rows
+            first.commit()
+            done_second, _ = await later
+            second.commit()
+        assert len(done_first) == len(done_second) == 40
+        assert all(isinstance(o, SettleOutcome) for o in [*done_first.values(), *done_second.values()])
+        usage = await s.GetBalance(pb.GetBalanceRequest(account="platform:usage"))
+        assert usage.posted_ucr == 80 * (3 * 100 + 4 * 500)
+        report = await audit(ledger)
+        assert report.ok, report.discrepancies

@@ -35,10 +35,15 @@ from cg_ledger.errors import NotFound
 _PSYCOPG = sql.psycopg_style(sql.STATEMENTS)
 _PSYCOPG_BATCH = sql.psycopg_style(sql.BATCH)
 _PSYCOPG_ARRAYS = sql.psycopg_style(sql.PG_ARRAYS)
+_PSYCOPG_LOCK = sql.psycopg_style(sql.PG_LOCK)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _distinct(params: Sequence[dict], key: str) -> bool:
+    return len({p[key] for p in params}) == len(params)
 
 
 @functools.lru_cache(maxsize=256)
@@ -88,17 +93,31 @@ class Rows:
         self.cur.execute(sql.psycopg_text(text) if self.pg else text, params)
         return self._rows(self.cur) if self.cur.description else []
 
-    def many(self, name: str, params: Sequence[dict]) -> int:
+    def many(self, name: str, params: Sequence[dict], locked: bool = False) -> int:
         """Runs ``sql.BATCH[name]`` once per parameter set (psycopg pipelines them: one
-        round trip), or on PostgreSQL ``sql.PG_ARRAYS[name]`` once with every parameter an
-        array; returns the rows they changed in all."""
+        round trip), in the order given; or on PostgreSQL ``sql.PG_ARRAYS[name]`` once with
+        every parameter an array: always for an INSERT, for an UPDATE only when the caller
+        holds the rows' locks already (``locked``: the statement reaches them in its plan's
+        order) and their keys are distinct (it changes a row once). Returns the rows they
+        changed in all."""
         if not params:
             return 0
-        if self.pg and name in _PSYCOPG_ARRAYS:
+        key = sql.PG_ARRAY_KEYS.get(name)
+        if self.pg and name in _PSYCOPG_ARRAYS and (key is None or (locked and _distinct(params, key))):
             self.cur.execute(_PSYCOPG_ARRAYS[name], {k: [p[k] for p in params] for k in params[0]})
         else:
             self.cur.executemany(self.batch_sql[name], params)
         return self.cur.rowcount
+
+    def by_key_only(self) -> None:
+        """PostgreSQL, for the rest of this transaction: find rows by index, never by
+        scanning a table. The planner costs each of a batch's 256 primary-key probes as a
+        random disk read (``random_page_cost`` 4) and so scans a reservations table of up to
+        tens of thousands of rows whole, comparing every row with the 256 keys (several
+        times slower than the probes, and worse as the table grows). A batch finds every
+        row it touches by key; ``SET LOCAL`` ends with the transaction."""
+        if self.pg:
+            self.cur.execute("SET LOCAL enable_seqscan = off")
 
     # -- accounts ------------------------------------------------------------------------
 
@@ -118,9 +137,7 @@ class Rows:
     def lock_accounts(self, ids: Iterable[str]) -> list:
         """Row-locks accounts in id order (PostgreSQL; SQLite holds its write lock
         already); returns their ``(id, closed_to)`` on both."""
-        names, params = sql.in_list("a", sorted(set(ids)))
-        lock = " FOR UPDATE" if self.pg else ""
-        return self.query(f"SELECT id, closed_to FROM accounts WHERE id IN ({names}) ORDER BY id{lock}", **params)
+        return self._locked("accounts", ids, "SELECT id, closed_to FROM accounts WHERE id IN ({}) ORDER BY id")
 
     def ensure_account(self, account: AccountId) -> None:
         self._run("ensure_account", **sql.new_account(account, now_ms()))
@@ -172,11 +189,23 @@ class Rows:
 
     def reservations(self, request_ids: Iterable[str], lock: bool = False) -> list:
         """Reservation rows of these request ids, locked in request-id order on PostgreSQL."""
-        names, params = sql.in_list("r", sorted(set(request_ids)))
-        if not params:
+        text = "SELECT * FROM reservations WHERE request_id IN ({})"
+        if lock:
+            return self._locked("reservations", request_ids, text)
+        names, params = sql.in_list("r", set(request_ids))
+        return self.query(text.format(names), **params) if params else []
+
+    def _locked(self, table: str, ids: Iterable[str], sqlite_text: str) -> list:
+        """``sql.PG_LOCK[table]`` on PostgreSQL (one array parameter); on SQLite (its write
+        lock held already) ``sqlite_text`` with an ``IN`` list."""
+        keys = sorted(set(ids))
+        if not keys:
             return []
-        suffix = " ORDER BY request_id FOR UPDATE" if lock and self.pg else ""
-        return self.query(f"SELECT * FROM reservations WHERE request_id IN ({names}){suffix}", **params)
+        if self.pg:
+            self.cur.execute(_PSYCOPG_LOCK[table], {"ids": keys})
+            return self._rows(self.cur)
+        names, params = sql.in_list("k", keys)
+        return self.query(sqlite_text.format(names), **params)
 
     def insert_reservation(self, **values: Any) -> None:
         values.setdefault("kind", "request")

@@ -16,10 +16,10 @@ of about six statements; here the common case of a whole batch costs a handful:
    ``closed_to`` read under the lock);
 4. the plain ones' writes, each statement once for the whole batch (``Rows.many``:
    ``executemany``, which psycopg sends as one pipeline, one round trip; on PostgreSQL
-   the reservation rows and the transfers as one statement over arrays): a release per
-   account (the holds and charges of its settlements summed: the counters add up the
-   same), a credit per sink (usage shards, then revenue accounts, each summed), the
-   reservation rows, the transfers.
+   the releases, the reservation rows and the transfers as one statement over arrays
+   each, rows found by index): a release per account (the holds and charges of its
+   settlements summed: the counters add up the same), a credit per sink (usage shards,
+   then revenue accounts, each summed, in id order), the reservation rows, the transfers.
 
 The money rules are ``Reservations._settle``'s: from a hold of ``held`` a charge of
 ``charge <= held`` posts ``charge`` and frees the rest; what the payer paid is credited
@@ -90,11 +90,14 @@ async def settle_batch(res: Reservations, batch: list[Settlement]) -> list[Outco
     rest = list(valid)
     if valid:
         try:
-            done = await res.db.run(_settle_plain, res, valid)
+            done, sinks = await res.db.run(_settle_plain, res, valid)
         except Exception:
             log.exception("batched settlement failed; settling one by one", extra={"settlements": len(valid)})
         else:
             crash_point("settle:after_commit")
+            # only now, committed, do they exist for every other transaction: a batch that
+            # skipped creating them before could credit rows it cannot see yet
+            res.known_sinks.update(sinks)
             outcomes.update(done)
             rest = [i for i in valid if i not in done]
     singles = await asyncio.gather(
@@ -106,9 +109,10 @@ async def settle_batch(res: Reservations, batch: list[Settlement]) -> list[Outco
     return [outcomes[i] for i in range(len(batch))]
 
 
-def _settle_plain(db: Rows, res: Reservations, batch: dict[int, Settlement]) -> dict[int, Outcome]:
-    """Steps 1-4 in one transaction. Returns the outcomes it decided; the indexes it left
-    out are for ``Reservations.settle``."""
+def _settle_plain(db: Rows, res: Reservations, batch: dict[int, Settlement]) -> tuple[dict[int, Outcome], list[str]]:
+    """Steps 1-4 in one transaction. Returns the outcomes it decided (the indexes it left
+    out are for ``Reservations.settle``) and the sink accounts it credited."""
+    db.by_key_only()
     rows = {r.request_id: r for r in db.reservations((s.request_id for s in batch.values()), lock=True)}
     outcomes: dict[int, Outcome] = {}
     plain: dict[int, _Plain] = {}
@@ -142,12 +146,12 @@ def _settle_plain(db: Rows, res: Reservations, batch: dict[int, Settlement]) -> 
         db, [p.r.customer_account for p in plain.values() if p.r.customer_account]
     )
     plain = {i: p for i, p in plain.items() if p.r.account not in closed and p.r.customer_account not in closed}
+    sinks = _write(db, res, list(plain.values())) if plain else []
     if plain:
-        _write(db, res, list(plain.values()))
         crash_point("settle:before_commit")
     for i, p in plain.items():
         outcomes[i] = settle_outcome(p.r, replayed=False, held=p.r.held_ucr, values=p.values)
-    return outcomes
+    return outcomes, sinks
 
 
 def _closed(db: Rows, ids: list[str]) -> set[str]:
@@ -157,7 +161,8 @@ def _closed(db: Rows, ids: list[str]) -> set[str]:
     return {row.id for row in db.lock_accounts(ids) if row.closed_to}
 
 
-def _write(db: Rows, res: Reservations, plain: list[_Plain]) -> None:
+def _write(db: Rows, res: Reservations, plain: list[_Plain]) -> list[str]:
+    """The batch's writes; returns the sink accounts credited."""
     released: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # account -> [held, posted]
     customers: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     shards: dict[str, int] = defaultdict(int)
@@ -171,14 +176,14 @@ def _write(db: Rows, res: Reservations, plain: list[_Plain]) -> None:
             customers[p.r.customer_account][1] += p.charge_uai
             revenue[p.r.revenue_account] += p.charge_uai
     for holds in (released, customers):
-        _expect(db.many("release", [sql.release(a, h, q).params for a, (h, q) in sorted(holds.items())]), len(holds))
+        releases = [sql.release(a, h, q).params for a, (h, q) in sorted(holds.items())]
+        _expect(db.many("release", releases, locked=True), len(holds))
     sinks = [*sorted(shards.items()), *sorted(revenue.items())]
     now = now_ms()
     new = [sql.new_account(accounts.parse(a), now) for a, _ in sinks if a not in res.known_sinks]
     db.many("ensure_account", new)
     _expect(db.many("credit", [sql.credit(a, amount).params for a, amount in sinks]), len(sinks))
-    res.known_sinks.update(a for a, _ in sinks)
-    db.many("settled", [dict(rid=p.s.request_id, **p.values) for p in plain])
+    db.many("settled", [dict(rid=p.s.request_id, **p.values) for p in plain], locked=True)
     transfers = []
     for p in plain:
         rid, r = p.s.request_id, p.r
@@ -200,6 +205,7 @@ def _write(db: Rows, res: Reservations, plain: list[_Plain]) -> None:
                 )
             )
     db.many("insert_transfer", transfers)
+    return [a for a, _ in sinks]
 
 
 def _expect(changed: int, rows: int) -> None:

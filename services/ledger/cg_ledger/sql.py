@@ -7,8 +7,9 @@ account — is one statement here, and its parameters come from one function her
 (``hold``, ``debit``, ``credit``, ``release``). A batch of settlements (``settlebatch``)
 runs the same texts with ``executemany``: ``BATCH`` holds them without ``RETURNING``
 (sqlite3's ``executemany`` cannot return rows), derived here, not written again; on
-PostgreSQL its row bookkeeping (reservations marked settled, transfers journaled) is one
-statement over parameter arrays each (``PG_ARRAYS``).
+PostgreSQL the holds it releases, the reservations it marks settled and the transfers it
+journals are one statement over parameter arrays each (``PG_ARRAYS``, the UPDATEs derived
+from ``BATCH`` too).
 
 The guards, per statement:
 - ``hold`` (pending debit): the account is open, guarded, and has the amount available.
@@ -140,19 +141,16 @@ BATCH = {
 }
 
 
-# PostgreSQL: the same batch writes as ONE statement each, every column a parameter array
-# (``unnest``), instead of one execution per row. Only row bookkeeping, no money rule: a
-# reservation marked settled, transfers journaled (the guarded counters stay ``BATCH``'s).
-_SETTLED_COLUMNS = {
-    "rid": "text",
-    "charged_ucr": "bigint",
-    "unpaid_ucr": "bigint",
-    "customer_charged_uai": "bigint",
-    "customer_unpaid_uai": "bigint",
-    "usage_source": "text",
-    "input_tokens": "bigint",
-    "output_tokens": "bigint",
-}
+# PostgreSQL: batch writes as ONE statement each, every parameter an array (``unnest``),
+# instead of one execution per row: a batch of 256 settlements across 256 keys releases
+# its holds with one UPDATE of 256 account rows, not 256 statements (docs/benchmarks.md).
+# The UPDATEs are ``BATCH``'s texts over arrays (``_update_over_arrays``), so a money rule
+# is still written once; the INSERT of transfers only journals rows. Only rows the
+# transaction has locked already (in key order: the batch's reservations, its payers) are
+# updated this way, since the order in which one statement reaches its rows is the plan's;
+# credits to shared sinks stay ``BATCH``'s, one execution per sink in id order. An UPDATE
+# over arrays changes each row once, so ``rows.Rows.many`` uses it only when the rows'
+# keys are distinct (the callers sum per account), and ``BATCH``'s form otherwise.
 _TRANSFER_COLUMNS = {
     "iid": "text",
     "kind": "text",
@@ -164,23 +162,58 @@ _TRANSFER_COLUMNS = {
     "memo": "text",
     "now": "bigint",
 }
+_PARAM = re.compile(r"(?<!:):(\w+)")
 
 
-def _unnest(columns: dict[str, str]) -> str:
+def _unnest(columns: dict[str, str], prefix: str = "") -> str:
     arrays = ", ".join(f":{name}::{kind}[]" for name, kind in columns.items())
-    return f"unnest({arrays}) AS v({', '.join(columns)})"
+    return f"unnest({arrays}) AS v({', '.join(prefix + name for name in columns)})"
+
+
+def _update_over_arrays(name: str, key: str, types: dict[str, str]) -> str:
+    """``BATCH[name]``, an ``UPDATE ... WHERE <column> = :key ...``, as one statement over
+    parameter arrays: every ``:p`` becomes ``v.p_p``, a column of ``unnest`` over the
+    arrays ``:p``; ``<column> = ANY(:key)`` lets PostgreSQL find the rows by index (not a
+    hash join over the whole table)."""
+    text = BATCH[name]
+    column = re.search(rf"WHERE (\w+) = :{key}\b", text)
+    params = _PARAM.findall(text)
+    if column is None or set(params) != set(types):
+        raise ValueError(f"{name}: not an UPDATE by :{key} with parameters {sorted(types)}")
+    head, _, where = text.partition(" WHERE ")
+    head, where = (_PARAM.sub(r"v.p_\1", part) for part in (head, where))
+    return f"{head} FROM {_unnest(types, 'p_')} WHERE {where} AND {column.group(1)} = ANY(:{key}::{types[key]}[])"
 
 
 PG_ARRAYS = {
-    "settled": (
-        "UPDATE reservations SET status = 'posted', "
-        + ", ".join(f"{c} = v.{c}" for c in _SETTLED_COLUMNS if c != "rid")
-        + f" FROM {_unnest(_SETTLED_COLUMNS)} WHERE request_id = v.rid"
+    "release": _update_over_arrays("release", "id", {"id": "text", "held": "bigint", "posted": "bigint"}),
+    "settled": _update_over_arrays(
+        "settled",
+        "rid",
+        {
+            "rid": "text",
+            "charged_ucr": "bigint",
+            "unpaid_ucr": "bigint",
+            "customer_charged_uai": "bigint",
+            "customer_unpaid_uai": "bigint",
+            "usage_source": "text",
+            "input_tokens": "bigint",
+            "output_tokens": "bigint",
+        },
     ),
     "insert_transfer": (
         "INSERT INTO transfers (idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr,"
         f" request_id, memo, created_at_ms) SELECT {', '.join(_TRANSFER_COLUMNS)} FROM {_unnest(_TRANSFER_COLUMNS)}"
     ),
+}
+# The key of each UPDATE over arrays: its rows must be distinct in it.
+PG_ARRAY_KEYS = {"release": "id", "settled": "rid"}
+
+# PostgreSQL: a set of rows locked in key order with one array parameter (one statement
+# text whatever the set's size, so psycopg prepares it once).
+PG_LOCK = {
+    "accounts": "SELECT id, closed_to FROM accounts WHERE id = ANY(:ids::text[]) ORDER BY id FOR UPDATE",
+    "reservations": "SELECT * FROM reservations WHERE request_id = ANY(:ids::text[]) ORDER BY request_id FOR UPDATE",
 }
 
 
