@@ -389,17 +389,26 @@ class Leases:
                 outcomes[i] = e
         if valid:
             try:
-                outcomes.update(await self.db.run(self._settle, valid))
+                outcomes.update(await self._settle_committed(valid))
             except Exception:
                 log.exception("batched lease settlement failed; settling one by one", extra={"count": len(valid)})
                 singles = await asyncio.gather(
-                    *(self.db.run(self._settle, {i: s}) for i, s in valid.items()), return_exceptions=True
+                    *(self._settle_committed({i: s}) for i, s in valid.items()), return_exceptions=True
                 )
                 for i, single in zip(valid, singles, strict=True):
                     outcomes[i] = single[i] if isinstance(single, dict) else _error(single)
         return [outcomes[i] for i in range(len(batch))]
 
-    def _settle(self, db: Rows, batch: dict[int, LeasedSettlement]) -> dict[int, SettleOutcome | Exception]:
+    async def _settle_committed(self, batch: dict[int, LeasedSettlement]) -> dict[int, SettleOutcome | Exception]:
+        outcomes, sinks = await self.db.run(self._settle, batch)
+        # only now, committed, do the sinks it created exist for every other transaction: a
+        # batch that skipped creating them before would credit rows it cannot see yet
+        self.reservations.known_sinks.update(sinks)
+        return outcomes
+
+    def _settle(
+        self, db: Rows, batch: dict[int, LeasedSettlement]
+    ) -> tuple[dict[int, SettleOutcome | Exception], set[str]]:
         leases = {r.request_id: r for r in db.reservations({s.lease_id for s in batch.values()}, lock=True)}
         seen = {r.request_id: r for r in db.reservations(s.request_id for s in batch.values())}
         outcomes: dict[int, SettleOutcome | Exception] = {}
@@ -492,7 +501,7 @@ class Leases:
                 )
             outcomes[i] = settle_outcome(seen[s.request_id], replayed=False)
         self._write(db, posts, spent, sinks, rows, transfers)
-        return outcomes
+        return outcomes, set(sinks) if rows else set()
 
     @staticmethod
     def _pay(db: Rows, account: str, charge: int, hold: list[int], unit: int, posts: dict) -> tuple[int, int]:
@@ -534,6 +543,5 @@ class Leases:
         credits = [sql.credit(a, amount).params for a, amount in sorted(sinks.items()) if amount]
         if db.many("credit", credits) != len(credits):
             raise OverflowError("a sink would pass the 64-bit range")  # every settlement then runs on its own
-        known.update(sinks)
         db.many("insert_leased", rows)
         db.many("insert_transfer", transfers)
