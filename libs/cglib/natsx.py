@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 import nats
 import nats.errors
@@ -55,11 +56,18 @@ def webhook_job_subject(partner_id: str) -> str:
     return f"webhooks.jobs.{partner_id}"
 
 
-async def connect(url: str, name: str) -> Client:
-    """Connects and keeps reconnecting forever; callers see errors, not a dead client."""
+async def connect(url: str, name: str, reconnected: Callable[[], Awaitable[None]] | None = None) -> Client:
+    """Connects and keeps reconnecting forever; callers see errors, not a dead client.
+    ``reconnected`` is awaited after each reconnection (plain subscriptions missed what was
+    published meanwhile)."""
 
     async def on_error(e: Exception) -> None:
         log.warning("nats error", extra={"error": repr(e)})
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected", extra={"client": name})
+        if reconnected is not None:
+            await reconnected()
 
     return await nats.connect(
         servers=url.split(","),
@@ -67,6 +75,7 @@ async def connect(url: str, name: str) -> Client:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         error_cb=on_error,
+        reconnected_cb=on_reconnected,
     )
 
 

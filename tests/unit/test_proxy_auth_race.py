@@ -60,3 +60,28 @@ async def test_a_lookup_that_no_change_crossed_is_cached():
     for _ in range(3):
         await auth.authenticate(headers)
     assert keys.calls == 1
+
+
+async def test_a_reconnected_bus_drops_every_cached_key_and_every_lookup_in_flight():
+    """Key changes published while the proxy's NATS connection was down never arrive: after
+    a reconnection every key is looked up again (a revoke missed meanwhile is seen), and a
+    lookup that was in flight across the reconnection is not cached."""
+    keys = SlowKeys()
+    auth = KeyAuthenticator(keys, ttl_s=60, timeout_s=1)
+    cached, in_flight_headers = ({"authorization": f"Bearer {new_secret()}"} for _ in range(2))
+    keys.release.set()
+    await auth.authenticate(cached)  # call 1: cached for 60 s
+    keys.release.clear()
+    keys.calls = 0
+    in_flight = asyncio.create_task(auth.authenticate(in_flight_headers))  # call 1 again: held
+    await asyncio.sleep(0.01)
+
+    keys.status = keys_pb2.KEY_STATUS_REVOKED  # revoked while the bus was down: no event
+    auth.forget_all()  # the bus reconnected
+    keys.release.set()
+    assert (await in_flight).key.id == "key_1"
+    for headers in (cached, in_flight_headers):
+        with pytest.raises(errors.APIError) as refused:
+            await auth.authenticate(headers)
+        assert refused.value.code == "invalid_api_key"
+    assert keys.calls == 3

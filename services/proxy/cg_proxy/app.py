@@ -143,6 +143,7 @@ def create_app(
                 the_recorder = UsageRecorder(the_ledger, the_bus, outbox, journal)
             the_upstreams: UpstreamPool = upstreams if upstreams is not None else Upstreams(settings)
             the_bus.on("keys.>", the_auth.on_key_changed)  # every lifecycle change drops the cached key
+            the_bus.on_reconnect(the_auth.forget_all)  # ... and changes missed while NATS was away, every key
             if isinstance(the_ledger, LedgerClient) and the_ledger.leases is not None:
                 the_bus.on("keys.>", _lease_events(the_ledger))  # ... and ends the key's lease
 

@@ -86,6 +86,16 @@ class KeyAuthenticator:
             self._forgotten_up_to = self._changes
         self._last_change_of[key_id] = self._changes
 
+    def forget_all(self) -> None:
+        """Every cached key dropped, and no lookup in flight cached: the bus was down, so a
+        key's change (a revoke) may have come and gone unseen. Without this a revoked key
+        would be served until its entry's TTL ran out."""
+        self._cache.clear()
+        self._hashes_by_key.clear()
+        self._last_change_of.clear()
+        self._changes += 1
+        self._forgotten_up_to = self._changes
+
     def _changed_since(self, key_id: str, change_no: int) -> bool:
         return self._last_change_of.get(key_id, 0) > change_no or self._forgotten_up_to > change_no
 

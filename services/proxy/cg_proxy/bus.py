@@ -29,12 +29,22 @@ class Bus:
         self.nc: NatsClient | None = None
         self.ready = asyncio.Event()
         self._subscriptions: list[tuple[str, Handler]] = []
+        self._on_reconnect: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     def on(self, subject: str, handler: Handler) -> None:
         """Subscribes ``handler`` (given each message's payload) to ``subject`` once connected
         (call before ``start``)."""
         self._subscriptions.append((subject, handler))
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Called after each reconnection: what was published on the subscribed subjects
+        while the connection was down never arrives (they are plain subscriptions)."""
+        self._on_reconnect.append(callback)
+
+    async def _reconnected(self) -> None:
+        for callback in self._on_reconnect:
+            callback()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect())
@@ -50,7 +60,7 @@ class Bus:
         self.ready.set()
 
     async def _connect_once(self) -> NatsClient:
-        nc = await natsx.connect(self.url, "proxy")
+        nc = await natsx.connect(self.url, "proxy", reconnected=self._reconnected)
         try:
             js = nc.jetstream()
             await natsx.ensure_usage_stream(js)

@@ -66,6 +66,10 @@ class Authenticator(Protocol):
         """A ``KeyChanged`` event: forget what is cached of that key."""
         ...
 
+    def forget_all(self) -> None:
+        """Key changes may have been missed (the bus was disconnected): forget every key."""
+        ...
+
 
 class Ledger(Protocol):
     async def reserve(
@@ -136,6 +140,10 @@ class EventBus(Protocol):
 
     def on(self, subject: str, handler: Handler) -> None:
         """Subscribes ``handler`` to ``subject`` once connected (call before ``start``)."""
+        ...
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` after each reconnection (call before ``start``)."""
         ...
 
     async def start(self) -> None: ...

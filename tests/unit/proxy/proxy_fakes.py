@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,9 +247,13 @@ class FakeBus:
         self.connected = True
         self.subscriptions: list[tuple[str, Handler]] = []
         self.published: list[tuple[str, bytes, str]] = []
+        self.reconnect_callbacks: list[Callable[[], None]] = []
 
     def on(self, subject: str, handler: Handler) -> None:
         self.subscriptions.append((subject, handler))
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        self.reconnect_callbacks.append(callback)
 
     async def start(self) -> None:
         pass
