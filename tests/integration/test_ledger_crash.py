@@ -1,5 +1,5 @@
 """The ledger process dies at the worst moments; callers retry; every operation
-happens exactly once.
+happens exactly once — budget leases' too (acquire, extend, a settlement batch, release).
 
 For each crash point the ledger is restarted with ``CG_LEDGER_CRASH_AT`` set, the
 call kills it (the caller sees UNAVAILABLE), then a normal ledger comes back on the
@@ -45,7 +45,7 @@ def ledger(db_url: str, logs: Path, crash_at: str = "", **settings: str) -> Iter
     channel = grpc.insecure_channel(proc.addr)
     try:
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-        stub.proc = proc
+        stub.proc, stub.channel = proc, channel
         yield stub
     finally:
         channel.close()
@@ -127,3 +127,113 @@ def test_the_ledger_voids_stale_holds_by_itself(tmp_path):
             assert time.monotonic() < deadline, "the hold was never released"
             time.sleep(0.1)
         assert "reservations expired" in stub.proc.log_text()
+
+
+# -- budget leases -----------------------------------------------------------------------
+# One lease's whole life, interrupted at each of its crash points in turn: every ledger in
+# the chain first retries the call the one before died in (applied now after a crash
+# before the commit, a replay after one), checks the books, then makes the next call,
+# which kills it at its own point. Ten ledger starts per database instead of three per
+# point. The lease: 1 credit, grown by 1 credit, three requests settled in one batch
+# (11,000 + 0 + 11,000 µcr), then released: the remainder goes back once.
+LEASE_ID = "lease-1"
+ACQUIRE = pb.AcquireLeaseRequest(lease_id=LEASE_ID, account="key:k", want_ucr=CREDIT, min_ucr=60_000, ttl_seconds=600)
+EXTEND = pb.ExtendLeaseRequest(extension_id="lease-1:x1", lease_id=LEASE_ID, want_ucr=CREDIT, ttl_seconds=600)
+SETTLE_LEASED = pb.SettleLeasedRequest(
+    settlements=[
+        pb.LeasedSettlement(
+            lease_id=LEASE_ID,
+            request_id=rid,
+            model="m",
+            price=HAIKU,
+            input_tokens=tin,
+            output_tokens=tout,
+            usage_source=pb.USAGE_SOURCE_PROVIDER,
+        )
+        for rid, tin, tout in (("lr-1", 10, 20), ("lr-2", 0, 0), ("lr-3", 10, 20))
+    ]
+)
+RELEASE = pb.ReleaseLeaseRequest(release_id="lease-1:r", lease_id=LEASE_ID)
+SPENT = 22_000
+LEASE_CHAIN = [  # (the point the ledger dies at, the call that gets it there)
+    ("acquire_lease:before_commit", "acquire"),
+    ("acquire_lease:after_commit", "acquire"),  # the retry of the call above dies here
+    ("extend_lease:before_commit", "extend"),
+    ("extend_lease:after_commit", "extend"),
+    ("settle_leased:mid_batch", "settle"),
+    ("settle_leased:before_commit", "settle"),
+    ("settle_leased:after_commit", "settle"),
+    ("release_lease:before_commit", "release"),
+    ("release_lease:after_commit", "release"),
+]
+ADMIN_TOKEN = "crash-test-admin-token-0123456789"
+
+
+def lease_call(stub, op: str):
+    return {
+        "acquire": lambda: stub.AcquireLease(ACQUIRE, timeout=5),
+        "extend": lambda: stub.ExtendLease(EXTEND, timeout=5),
+        "settle": lambda: stub.SettleLeased(SETTLE_LEASED, timeout=5),
+        "release": lambda: stub.ReleaseLease(RELEASE, timeout=5),
+    }[op]()
+
+
+def replayed(op: str, out) -> bool:
+    if op != "settle":
+        return out.replayed
+    assert [o.status_code for o in out.outcomes] == [0, 0, 0], out
+    flags = {o.settled.replayed for o in out.outcomes}
+    assert len(flags) == 1, out  # the batch is one transaction: all applied, or all replayed
+    return flags.pop()
+
+
+def check_lease_books(stub, done: str) -> None:
+    """The key's books once ``done`` (and everything before it) happened exactly once."""
+    key = stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5)
+    partner = stub.GetBalance(pb.GetBalanceRequest(account="partner:p"), timeout=5)
+    assert partner.posted_ucr == 100 * CREDIT - 10_500_000
+    spent = SPENT if done in ("settle", "release") else 0
+    held = {"acquire": CREDIT, "extend": 2 * CREDIT, "settle": 2 * CREDIT - SPENT, "release": 0}[done]
+    assert (key.posted_ucr, key.pending_ucr) == (10 * CREDIT - spent, held)
+    if spent:  # the usage sink (its shards summed) took each charge once
+        assert stub.GetBalance(pb.GetBalanceRequest(account="platform:usage"), timeout=5).posted_ucr == spent
+    statement = stub.ListTransfers(pb.ListTransfersRequest(account="key:k", page_size=100), timeout=5).transfers
+    kinds = sorted(t.kind for t in statement)
+    expected = {
+        "acquire": ["fund", "pending"],
+        "extend": ["fund", "pending", "pending"],
+        "settle": ["fund", "pending", "pending", "post", "post", "post"],
+        "release": ["fund", "pending", "pending", "post", "post", "post", "void"],
+    }[done]
+    assert kinds == expected, kinds
+
+
+def test_a_lease_survives_a_crash_at_every_point_of_its_life(db_url, tmp_path):
+    """A retry that runs into its own operation's next point dies there too (a retry after
+    a crash before the commit applies the call, so it reaches ``after_commit``: were the
+    first attempt committed after all, the retry would be a replay and answer instead)."""
+    died_in, died_at = "", ""  # the call the previous ledger died in, and where
+    for point, op in LEASE_CHAIN:
+        with ledger(db_url, tmp_path, crash_at=point) as stub:
+            if not died_in:
+                setup_before(stub, "reserve")  # a partner with 100 credits, a key with 10
+            elif died_in != op:
+                out = lease_call(stub, died_in)
+                # after a commit the retry is answered from the record; before it, applied now
+                assert replayed(died_in, out) == died_at.endswith("after_commit"), point
+                assert replayed(died_in, lease_call(stub, died_in)), point  # and again: a replay
+                check_lease_books(stub, died_in)
+            with pytest.raises(grpc.RpcError) as e:
+                lease_call(stub, op)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE, point
+            assert stub.proc.popen.wait(10) == 137, point
+            died_in, died_at = op, point
+    with ledger(db_url, tmp_path, admin_token=ADMIN_TOKEN) as stub:
+        freed = lease_call(stub, "release")
+        assert freed.replayed and (freed.status, freed.held_ucr, freed.changed_ucr) == ("closed", 0, 2 * CREDIT - SPENT)
+        check_lease_books(stub, "release")  # each request settled once, the remainder returned once
+        key = stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5)
+        assert (key.available_ucr, key.pending_ucr) == (10 * CREDIT - SPENT, 0)  # nothing stuck
+        admin = ledger_pb2_grpc.LedgerAdminServiceStub(stub.channel)
+        report = admin.AuditBooks(pb.AuditBooksRequest(), metadata=(("x-cg-admin-token", ADMIN_TOKEN),), timeout=10)
+        assert report.ok, report.discrepancies

@@ -251,3 +251,29 @@ async def test_three_workers_leasing_one_key_never_spend_past_its_budget(ledger)
     key = await ledger.stub.GetBalance(pb.GetBalanceRequest(account="key:k"))
     assert key.pending_ucr == 0 and key.available_ucr == PAIR - 1
     assert (await audit(ledger)).ok
+
+
+async def test_an_extension_or_release_id_used_again_elsewhere_is_a_conflict(ledger):
+    """Found by the stateful model: the id of a release was answered as a replay when it
+    came again as an extension of the same lease, or as a release of another lease of the
+    same key — nothing done, and the caller told it was."""
+    await funded(ledger, 80 * CREDIT)
+    await ledger.stub.AcquireLease(acquire("A", want=CREDIT))
+    await ledger.stub.AcquireLease(acquire("B", want=CREDIT))
+    await ledger.stub.ReleaseLease(pb.ReleaseLeaseRequest(release_id="r", lease_id="A", keep_ucr=1))
+    await ledger.stub.ExtendLease(pb.ExtendLeaseRequest(extension_id="x", lease_id="A", ttl_seconds=60))
+    before = await available(ledger, "key:k")
+    again = [
+        ledger.stub.ExtendLease(pb.ExtendLeaseRequest(extension_id="r", lease_id="A", want_ucr=CREDIT, ttl_seconds=60)),
+        ledger.stub.ReleaseLease(pb.ReleaseLeaseRequest(release_id="r", lease_id="B")),
+        ledger.stub.ReleaseLease(pb.ReleaseLeaseRequest(release_id="x", lease_id="A")),
+        ledger.stub.ExtendLease(pb.ExtendLeaseRequest(extension_id="x", lease_id="B", ttl_seconds=60)),
+    ]
+    assert [await code_of(call) for call in again] == [ABORTED] * 4
+    assert await available(ledger, "key:k") == before  # and nothing moved
+    # the ids still replay what they named
+    assert (await ledger.stub.ReleaseLease(pb.ReleaseLeaseRequest(release_id="r", lease_id="A", keep_ucr=1))).replayed
+    assert (
+        await ledger.stub.ExtendLease(pb.ExtendLeaseRequest(extension_id="x", lease_id="A", ttl_seconds=60))
+    ).replayed
+    assert (await audit(ledger)).ok

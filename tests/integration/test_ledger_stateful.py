@@ -13,6 +13,10 @@ SQLite: ``typeof``); per unit the posted balances sum to zero; no request is cha
 twice; and the ledger's own audit (``AuditBooks``) finds nothing. After every refused
 call: nothing was written — no counter moved, no transfer or reservation appeared —
 except the stored insufficient-funds outcome, which moves no money.
+
+Budget leases (acquire, extend, release, ``SettleLeased`` batches with retries, after a
+release, an expiry or a revoke) run among all of this: their rules and their invariant
+(grants = used + freed + still held, per lease) are ``support.ledger_lease_model``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from cg_ledger.txrunner import runner_for
 from cglib.db import make_engine, migrate
 from cglib.pricing import platform_fee_ucr
 from support.ledger import churn, seed_transfers
+from support.ledger_lease_model import LeaseRules
 
 MIGRATIONS = Path(cg_ledger.__file__).parent / "migrations"
 INT64 = 2**63 - 1
@@ -72,10 +77,11 @@ REQUESTS = st.one_of(
 )
 
 
-class LedgerMachine(RuleBasedStateMachine):
+class LedgerMachine(LeaseRules, RuleBasedStateMachine):
     loop: asyncio.AbstractEventLoop
     engine = None
     db_url = ""
+    prices, requests = PRICES, REQUESTS  # for the lease rules
 
     def __init__(self) -> None:
         super().__init__()
@@ -93,6 +99,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.reservations: dict[str, dict] = {}
         self.history: list[tuple] = []  # (call, args, expected "ok" | a permanent refusal)
         self.n = 0
+        self._lease_model()
 
     def teardown(self) -> None:
         self.db.close()
@@ -168,6 +175,9 @@ class LedgerMachine(RuleBasedStateMachine):
         freed = held - posted
         if account in self.closed and freed > 0:
             self._move(account, self.closed[account], freed)
+
+    def _target(self, call: str):
+        return self.res if call == "reserve" else self.leases if call in ("acquire", "extend", "release") else self.book
 
     def _forward_fits(self, r: dict, freed: int) -> bool:
         partner = self.closed.get(r["account"])
@@ -319,14 +329,20 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def expire_all(self):
-        """Every pending hold expires, except one whose release could not go on to its
-        partner without passing int64 (it stays pending; which of several such holds
-        fit first is the sweep's order, so the outcome is read back)."""
+        """Every pending hold expires, leases' too, except one whose release could not go
+        on to its partner without passing int64 (it stays pending; which of several such
+        holds fit first is the sweep's order, so the outcome is read back)."""
         due = {rid: r for rid, r in self.reservations.items() if r["status"] == "pending"}
+        leases = [lid for lid, lease in self.lease_book.items() if lease["status"] == "open"]
         count, released = self.run(self.res.expire(now_ms=10**13))
-        statuses = self.run(self._statuses(list(due)))
+        statuses = self.run(self._statuses([*due, *leases]))
         expired = [rid for rid in due if statuses[rid] == "expired"]
-        assert (count, released) == (len(expired), sum(due[rid]["held"] for rid in expired))
+        lease_count = sum(statuses[lid] == "expired" for lid in leases)
+        lease_released = self._expire_leases(statuses)
+        assert (count, released) == (
+            len(expired) + lease_count,
+            sum(due[rid]["held"] for rid in expired) + lease_released,
+        )
         for rid in expired:
             self._release(due[rid], due[rid]["held"], 0)
             due[rid]["status"] = "expired"
@@ -395,7 +411,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def replay(self, data):
         """A retried call (a lost reply, a redelivered message) changes nothing."""
         call, args, expected = data.draw(st.sampled_from(self.history))
-        target = self.res if call == "reserve" else self.book
+        target = self._target(call)
         out = self._call(expected, getattr(target, call), *args)
         if out is not None:
             assert out.replayed
@@ -407,7 +423,7 @@ class LedgerMachine(RuleBasedStateMachine):
         call, args, expected = data.draw(st.sampled_from([h for h in self.history if h[2] != "ok"]))
         for p in PARTNERS:
             self.deposit(p, amount)
-        target = self.res if call == "reserve" else self.book
+        target = self._target(call)
         self._call(expected, getattr(target, call), *args)
 
     @precondition(lambda self: any(h[0] == "deposit" for h in self.history))

@@ -26,6 +26,12 @@ frees an expired lease as it frees an expired reservation.
   the rest recorded as unpaid, as for a settlement after its hold expired. A batch is one
   transaction with one write per account, lease and sink; if a write fails (an account at
   the int64 edge) every settlement runs again on its own, so one fails alone.
+
+An extension's or a release's id replays only that change of that lease (its transfer's
+kind and lease): used again for another lease, or for the other operation, it is a
+``Conflict``. Crash points (``cglib.faults``): ``acquire_lease:``, ``extend_lease:``,
+``release_lease:`` ``before_commit`` / ``after_commit``, ``settle_leased:mid_batch``,
+``:before_commit``, ``:after_commit``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from cg_ledger.limits import (
 )
 from cg_ledger.reservations import Reservations, SettleOutcome, _release, settle_memo, settle_outcome
 from cg_ledger.rows import Rows, now_ms
+from cglib.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,13 @@ def _error(e: BaseException) -> Exception:
     return e if isinstance(e, Exception) else RuntimeError(repr(e))
 
 
+def _names(t: Any, kind: str, lease_id: str) -> bool:
+    """Whether a stored transfer is this kind of change of this lease: an extension's or a
+    release's id seen again for another lease, or for the other operation, is a conflict,
+    not a replay (only comparing the payer let it pass on a second lease of the same key)."""
+    return bool(t.kind == kind and t.request_id == lease_id)
+
+
 def _transfer_amount(db: Rows, idem: str) -> int:
     t = db.transfer(idem)
     return int(t.amount_ucr) if t is not None else 0
@@ -159,7 +173,7 @@ class Leases:
         want_ucr, least_ucr = _amounts(want[0], least[0], "ucr")
         want_uai, least_uai = _amounts(want[1], least[1], "uai") if billing else (0, 0)
         ttl_ms = _ttl_ms(ttl_s)
-        return await idempotent.once(
+        out = await idempotent.once(
             self.db,
             lambda db: self._acquire(
                 db, lease_id, payer, billing, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms
@@ -167,6 +181,9 @@ class Leases:
             lambda db: self._store_refusal(db, lease_id, payer),
             lambda db: self._replay_acquire(db, lease_id, payer),
         )
+        if not out.replayed:
+            crash_point("acquire_lease:after_commit")
+        return out
 
     @staticmethod
     def _acquire(
@@ -224,6 +241,7 @@ class Leases:
                 LEASE,
             )
         lease = db.reservation(lease_id)
+        crash_point("acquire_lease:before_commit")  # the hold and the lease are written, not committed
         return _outcome(lease, (held, held_uai), replayed=False)
 
     @staticmethod
@@ -253,12 +271,15 @@ class Leases:
         want_ucr, least_ucr = _amounts(want[0], least[0], "ucr")
         want_uai, least_uai = _amounts(want[1], least[1], "uai")
         ttl_ms = _ttl_ms(ttl_s)
-        return await idempotent.once(
+        out = await idempotent.once(
             self.db,
             lambda db: self._extend(db, extension_id, lease_id, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms),
             lambda db: self._store_extension_refusal(db, extension_id, lease_id),
             lambda db: self._replay_extension(db, extension_id, lease_id),
         )
+        if not out.replayed:
+            crash_point("extend_lease:after_commit")
+        return out
 
     @staticmethod
     def _lease(db: Rows, lease_id: str, lock: bool = False) -> Any:
@@ -307,6 +328,7 @@ class Leases:
                 lease_id,
                 "lease grows",
             )
+        crash_point("extend_lease:before_commit")
         return _outcome(cls._lease(db, lease_id), (add, add_uai), replayed=False)
 
     @staticmethod
@@ -322,11 +344,11 @@ class Leases:
         t = db.transfer(extension_id)
         if t is None:
             raise Conflict(f"extension {extension_id!r} is being made concurrently")
+        lease = cls._lease(db, lease_id)
+        if not _names(t, "pending", lease_id):
+            raise Conflict(f"id {extension_id!r} was used for another lease or operation")
         if t.outcome != "ok":
             raise InsufficientFunds(f"extension {extension_id!r} was refused")
-        lease = cls._lease(db, lease_id)
-        if t.debit_account != lease.account:
-            raise Conflict(f"id {extension_id!r} was used for another lease")
         return _outcome(lease, (int(t.amount_ucr), _transfer_amount(db, f"{extension_id}:customer")), replayed=True)
 
     async def release(self, release_id: str, lease_id: str, keep: tuple[int, int]) -> LeaseOutcome:
@@ -334,15 +356,18 @@ class Leases:
         check_id(lease_id, "lease_id")
         if keep[0] < 0 or keep[1] < 0:
             raise InvalidArgument("keep_ucr, keep_uai: zero or more")
-        return await self.db.run(self._release, release_id, lease_id, keep)
+        out = await self.db.run(self._release, release_id, lease_id, keep)
+        if not out.replayed:
+            crash_point("release_lease:after_commit")
+        return out
 
     @classmethod
     def _release(cls, db: Rows, release_id: str, lease_id: str, keep: tuple[int, int]) -> LeaseOutcome:
         lease = cls._lease(db, lease_id, lock=True)
         t = db.transfer(release_id)
         if t is not None:
-            if t.debit_account != lease.account:
-                raise Conflict(f"id {release_id!r} was used for another lease")
+            if not _names(t, "void", lease_id):
+                raise Conflict(f"id {release_id!r} was used for another lease or operation")
             return _outcome(lease, (int(t.amount_ucr), _transfer_amount(db, f"{release_id}:customer")), True)
         if lease.status != "pending":  # closed or expired: nothing is held any more
             db.insert_transfer(release_id, "void", lease.account, lease.credit_account, 0, lease_id, "lease released")
@@ -366,6 +391,7 @@ class Leases:
                 lease_id,
                 "lease released",
             )
+        crash_point("release_lease:before_commit")  # freed (and forwarded), not committed
         return _outcome(cls._lease(db, lease_id), (free, free_uai), replayed=False)
 
     # -- settlements ---------------------------------------------------------------------
@@ -397,6 +423,8 @@ class Leases:
                 )
                 for i, single in zip(valid, singles, strict=True):
                     outcomes[i] = single[i] if isinstance(single, dict) else _error(single)
+        if any(isinstance(o, SettleOutcome) and not o.replayed for o in outcomes.values()):
+            crash_point("settle_leased:after_commit")
         return [outcomes[i] for i in range(len(batch))]
 
     async def _settle_committed(self, batch: dict[int, LeasedSettlement]) -> dict[int, SettleOutcome | Exception]:
@@ -537,6 +565,7 @@ class Leases:
             if extra and not db.debit(account, extra):
                 raise Conflict(f"account {account!r} changed under a locked lease settlement")  # cannot happen
         db.many("lease_held", [dict(rid=lid, ucr=-u, uai=-a) for lid, (u, a) in sorted(spent.items()) if u or a])
+        crash_point("settle_leased:mid_batch")  # payers charged, leases shrunk; sinks, rows, journal not yet
         known = self.reservations.known_sinks
         new = [sql.new_account(accounts.parse(a), now_ms()) for a in sorted(sinks) if a not in known]
         db.many("ensure_account", new)
@@ -545,3 +574,4 @@ class Leases:
             raise OverflowError("a sink would pass the 64-bit range")  # every settlement then runs on its own
         db.many("insert_leased", rows)
         db.many("insert_transfer", transfers)
+        crash_point("settle_leased:before_commit")

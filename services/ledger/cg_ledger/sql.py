@@ -76,7 +76,7 @@ STATEMENTS = {
     "close": "UPDATE accounts SET closed_to = :closed_to WHERE id = :id AND closed_to = ''",
     # -- transfers -----------------------------------------------------------------
     "transfer": (
-        "SELECT id, idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr"
+        "SELECT id, idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr, request_id"
         " FROM transfers WHERE idempotency_id = :iid"
     ),
     "insert_transfer": (
