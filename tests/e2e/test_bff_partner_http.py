@@ -124,7 +124,12 @@ def test_a_partner_key_from_quote_to_revoke(stack: Stack, admin: BffClient):
             chat(stack, secret)
         again = chat(stack, rotated["secret"])
         used = cost + expected_cost_ucr("gpt-4o-mini", again.usage.prompt_tokens, again.usage.completion_tokens)
-        eventually(lambda: owner.ok("GET", f"/partner/keys/{key_id}")["used"]["ucr"] == used, what="settled")
+        eventually(
+            lambda: (
+                (k := owner.ok("GET", f"/partner/keys/{key_id}"))["used"]["ucr"] == used and k["reserved"]["ucr"] == 0
+            ),
+            what="settled, and the key's lease released",
+        )
         revoked = owner.ok("POST", f"/partner/keys/{key_id}/revoke")
         assert (revoked["used"]["ucr"], revoked["refunded"]["ucr"]) == (used, 1100 * CREDIT - used)
         # deposited 2,000; fees 50 + 5 stay paid; what the requests used is gone; the rest is back

@@ -127,9 +127,10 @@ def test_one_completion_is_one_trace_across_proxy_keys_and_ledger(stack: Stack, 
     expected = {
         ("creditgate-proxy", "POST /v1/chat/completions"),  # the request, continuing the client's trace
         ("creditgate-proxy", "/creditgate.keys.v1.KeysService/AuthenticateKey"),  # its gRPC calls ...
-        ("creditgate-proxy", "/creditgate.ledger.v1.LedgerService/Reserve"),
+        # the key's first request takes its budget lease (leases are on by default)
+        ("creditgate-proxy", "/creditgate.ledger.v1.LedgerService/AcquireLease"),
         ("creditgate-keys", "/creditgate.keys.v1.KeysService/AuthenticateKey"),  # ... served in keys
-        ("creditgate-ledger", "/creditgate.ledger.v1.LedgerService/Reserve"),  # ... and the ledger
+        ("creditgate-ledger", "/creditgate.ledger.v1.LedgerService/AcquireLease"),  # ... and the ledger
     }
 
     def in_trace() -> set[tuple[str, str]] | None:
