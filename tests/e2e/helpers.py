@@ -56,10 +56,11 @@ def quiet_balance(seeder, account: str) -> int:
     return eventually(settled, what="no reservation pending").posted_ucr
 
 
-def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
-    """Every event on ``subject`` in the USAGE stream, read by sequence (no consumer)."""
+def usage_messages(stack: Stack, subject: str) -> list[tuple[bytes, dict[str, str]]]:
+    """Every message on ``subject`` in the USAGE stream, as (payload, headers), read by
+    sequence (no consumer)."""
 
-    async def read() -> list[events_pb2.UsageEvent]:
+    async def read() -> list[tuple[bytes, dict[str, str]]]:
         nc = await nats.connect(stack.nats_url)
         try:
             js = nc.jetstream()
@@ -68,12 +69,17 @@ def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
             for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
                 msg = await js.get_msg(natsx.USAGE_STREAM, seq)
                 if msg.subject == subject:
-                    found.append(events_pb2.UsageEvent.FromString(msg.data))
+                    found.append((msg.data, dict(msg.headers or {})))
             return found
         finally:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
+    """Every usage event on ``subject`` (``usage_messages``), decoded."""
+    return [events_pb2.UsageEvent.FromString(data) for data, _ in usage_messages(stack, subject)]
 
 
 def ledger_statement(stack: Stack, account: str) -> list[ledger_pb2.LedgerTransfer]:

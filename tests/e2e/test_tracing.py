@@ -6,7 +6,6 @@ imported and the metered routes are not wrapped."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import nats
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -25,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from cg_devstack import Stack, StackConfig
 from cg_devstack.seed import Seeder
 from cglib import natsx
-from helpers import client, eventually
+from helpers import client, eventually, usage_messages
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -93,21 +91,7 @@ def stack(receiver: Receiver) -> Iterator[Stack]:
 
 
 def usage_headers(stack: Stack, subject: str) -> list[dict[str, str]]:
-    async def read() -> list[dict[str, str]]:
-        nc = await nats.connect(stack.nats_url)
-        try:
-            js = nc.jetstream()
-            state = (await js.stream_info(natsx.USAGE_STREAM)).state
-            found = []
-            for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-                msg = await js.get_msg(natsx.USAGE_STREAM, seq)
-                if msg.subject == subject:
-                    found.append(dict(msg.headers or {}))
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
+    return [headers for _, headers in usage_messages(stack, subject)]
 
 
 def test_one_completion_is_one_trace_across_proxy_keys_and_ledger(stack: Stack, receiver: Receiver):
