@@ -112,9 +112,10 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package-lock.json
 # pytest exits 5 when it collected no test; that fails here like any other non-zero exit.
 # Two workers (pytest-xdist), each test module whole in one of them with its stack: the
 # end-to-end tests mostly wait on processes and the network, so two cores run two modules
-# at once (docs/benchmarks.md, "Test suite", has the figures). PYTEST_ARGS= (empty) runs
-# it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadscope
+# at once (docs/benchmarks.md, "Test suite", has the figures); the 25 slowest tests are
+# listed at the end, to see where the suite's time goes. PYTEST_ARGS= (empty) runs it in
+# one process.
+PYTEST_ARGS ?= -n 2 --dist loadscope --durations=25
 # Compiled bytecode kept in one cache under .venv, even where PYTHONDONTWRITEBYTECODE is set:
 # the tests start every service as a new Python process (a stack per module), and without
 # the cache each one compiles all it imports again, most of a stack's start-up CPU.
