@@ -31,7 +31,6 @@ Not a test: pytest does not collect it (no ``test_`` prefix).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shlex
 import shutil
@@ -40,14 +39,13 @@ import sys
 import tempfile
 import time
 import timeit
+import urllib.request
 from pathlib import Path
 
-import nats
 from ledger_bench import proc_cpu_s  # this script's neighbour (its folder is on sys.path)
 
 from cg_devstack.seed import Seeder
 from cg_devstack.stack import Stack, StackConfig
-from cglib import natsx
 
 HARNESS = Path(os.environ.get("CG_BENCH_HARNESS") or Path(__file__).resolve().parent / "harness")
 SERVICES = ("nats", "keys", "ledger", "proxy", "worker")
@@ -94,19 +92,16 @@ def tree_peak_rss_kb(pid: int) -> int:
     return total
 
 
-def usage_events(nats_url: str) -> int:
-    """Usage events in the USAGE stream: one per answered request, whichever proxy worker
-    answered it (each worker's /metrics counts only its own requests)."""
-
-    async def count() -> int:
-        nc = await nats.connect(nats_url)
-        try:
-            info = await nc.jetstream().stream_info(natsx.USAGE_STREAM)
-            return int(info.state.messages)
-        finally:
-            await nc.close()
-
-    return asyncio.run(count())
+def usage_events(proxy_url: str) -> int:
+    """Usage events the proxy published (or put in its outbox): one per answered request,
+    whichever worker answered it (the proxy's /metrics sums its workers; the USAGE stream's
+    message count does not, a message holding a batch of a key's events under load)."""
+    text = urllib.request.urlopen(f"{proxy_url}/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("cg_proxy_usage_events_total{") and any(f'outcome="{o}"' in line for o in ("ok", "outbox")):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
 
 
 # The harness's chat request (harness/bench.lua), as the proxy receives it.
@@ -212,7 +207,7 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
         pids = {name: stack.procs[name].popen.pid for name in SERVICES}
         time.sleep(1)  # the proxy's workers are up
         cpu0 = {svc: tree_cpu_s(pid) for svc, pid in pids.items()}
-        served0 = usage_events(stack.nats_url)
+        served0 = usage_events(stack.proxy_url)
 
         modes = [m for m in args.modes.split() if m in MODELS]
         cmd = [
@@ -251,7 +246,7 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
         elapsed = time.monotonic() - started
 
         time.sleep(3)  # settlements and events still in flight
-        served = usage_events(stack.nats_url) - served0
+        served = usage_events(stack.proxy_url) - served0
         cpu = {svc: sum(s - cpu0[svc].get(p, 0.0) for p, s in tree_cpu_s(pid).items()) for svc, pid in pids.items()}
         peak_kb = {svc: tree_peak_rss_kb(pid) for svc, pid in pids.items()}
         seeder = Seeder(stack.keys_addr, stack.ledger_addr)

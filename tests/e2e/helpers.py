@@ -14,7 +14,7 @@ from cg_devstack import Stack
 from cg_devstack.bff import BffClient
 from cg_keys.catalog import load_catalog
 from cg_keys.settings import Settings as KeysSettings
-from cglib import natsx
+from cglib import natsx, usage_batch
 from creditgate.events.v1 import events_pb2
 from creditgate.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
@@ -78,8 +78,9 @@ def usage_messages(stack: Stack, subject: str) -> list[tuple[bytes, dict[str, st
 
 
 def usage_events(stack: Stack, subject: str) -> list[events_pb2.UsageEvent]:
-    """Every usage event on ``subject`` (``usage_messages``), decoded."""
-    return [events_pb2.UsageEvent.FromString(data) for data, _ in usage_messages(stack, subject)]
+    """Every usage event on ``subject`` (``usage_messages``), decoded: a message holds one,
+    or a proxy's batch of them (``cglib.usage_batch``)."""
+    return [e for data, headers in usage_messages(stack, subject) for e in usage_batch.events_of(data, headers)]
 
 
 def ledger_statement(stack: Stack, account: str) -> list[ledger_pb2.LedgerTransfer]:

@@ -12,7 +12,7 @@ import time
 from decimal import ROUND_FLOOR, Decimal
 
 from cg_devstack import Stack
-from cglib import natsx
+from cglib import natsx, usage_batch
 from helpers import client, eventually, ledger_posts, read_model
 from support.bff_usage import partner_with_billed_key
 
@@ -34,22 +34,25 @@ def call(stack: Stack, secret: str, model: str, n: int, stream: bool = False) ->
 
 
 async def _republish_without_dedup(url: str, subject: str) -> int:
-    """Every stored message of ``subject`` published again, without Nats-Msg-Id: stored
-    again, so the BFF's consumer gets each event a second time."""
+    """Every stored message of ``subject`` published again (a proxy's batch as a batch),
+    without Nats-Msg-Id: stored again, so the BFF's consumer gets each event a second time.
+    Returns how many events that is."""
     nc = await natsx.connect(url, "test-duplicator")
     try:
         js = nc.jetstream()
         sub = await js.subscribe(subject, ordered_consumer=True)
-        payloads = []
+        messages = []
         while True:
             try:
-                payloads.append((await sub.next_msg(timeout=1.0)).data)
+                msg = await sub.next_msg(timeout=1.0)
             except TimeoutError:
                 break
+            headers = {k: v for k, v in (msg.headers or {}).items() if k == usage_batch.HEADER}
+            messages.append((msg.data, headers))
         await sub.unsubscribe()
-        for data in payloads:
-            await js.publish(subject, data)
-        return len(payloads)
+        for data, headers in messages:
+            await js.publish(subject, data, headers=headers or None)
+        return sum(len(usage_batch.events_of(data, headers)) for data, headers in messages)
     finally:
         await nc.close()
 

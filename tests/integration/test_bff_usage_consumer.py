@@ -21,7 +21,7 @@ from cg_bff.models.usage import HOURLY, REQUESTS
 from cg_bff.usage import consumer as consumer_module
 from cg_bff.usage import ingest
 from cg_bff.usage.consumer import UsageConsumer
-from cglib import natsx
+from cglib import natsx, usage_batch
 from cglib.db import make_engine, migrate
 from creditgate.events.v1 import events_pb2 as epb
 from support.bff_usage import nats_server, publish, usage_event, wait_for
@@ -363,5 +363,26 @@ async def test_an_event_the_database_refuses_does_not_hold_back_the_others(nats_
         async with running(UsageConsumer(nc, engine)):
             await wait_for(lambda: _drained(nc), timeout_s=20, what="every event handled")
         assert await totals(engine) == expected([e for e in batch if e.request_id != "r0003"])
+    finally:
+        await nc.close()
+
+
+async def test_a_proxys_batch_is_stored_event_by_event_and_its_bad_event_alone_is_dropped(nats_stack, engine) -> None:
+    """A proxy under load publishes a key's events together (cglib.usage_batch): each is a
+    row; a batch sent again changes nothing; an event that can never be stored (here: no
+    request id) is dropped without the batch's others."""
+    nc = await connect(nats_stack)
+    good = [e for e in events(12) if e.key_id == "k1"]
+    bad = usage_event("", "p1", "k1")
+    payload = usage_batch.batch([e.SerializeToString() for e in [*good[:2], bad, *good[2:]]])
+    headers = {usage_batch.HEADER: str(len(good) + 1)}
+    js = nc.jetstream()
+    try:
+        await js.publish("usage.p1.k1", payload, headers=headers)
+        await js.publish("usage.p1.k1", payload, headers=headers)  # sent again (no dedup id)
+        await publish(js, good[:1], dedup=False)  # and one of them alone, as the outbox would
+        async with running(UsageConsumer(nc, engine)):
+            await wait_for(lambda: _drained(nc), timeout_s=20, what="every message handled")
+        assert len(good) == 4 and await totals(engine) == expected(good)
     finally:
         await nc.close()

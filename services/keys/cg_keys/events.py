@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cg_keys.models import VirtualKey
 from cg_keys.transitions import suspension_pb
-from cglib import natsx
+from cglib import natsx, usage_batch
 from cglib.retry import retrying
 from creditgate.events.v1 import events_pb2
 
@@ -112,11 +112,12 @@ async def run_last_used(
             latest: dict[str, int] = {}
             for msg in msgs:
                 try:
-                    event = events_pb2.UsageEvent.FromString(msg.data)
+                    events = usage_batch.events_of(msg.data, msg.headers)
                 except Exception:
                     continue
-                t = event.time_unix_ms // 1000
-                latest[event.key_id] = max(latest.get(event.key_id, 0), t)
+                for event in events:
+                    t = event.time_unix_ms // 1000
+                    latest[event.key_id] = max(latest.get(event.key_id, 0), t)
             try:
                 async with sessions() as session:
                     for key_id, t in latest.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -77,11 +77,13 @@ class Bus:
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str, timeout_s: float) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> None:
         nc = self.nc
         if nc is None:
             raise ConnectionError("nats not connected")
-        headers = {"Nats-Msg-Id": msg_id}
+        headers = {**(headers or {}), "Nats-Msg-Id": msg_id}
         if tracing.ENABLED:  # the request's trace continues in the consumers (traceparent)
             tracing.inject(headers)
         await nc.jetstream().publish(subject, payload, timeout=timeout_s, headers=headers)

@@ -150,6 +150,9 @@ class EventBus(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str, timeout_s: float) -> None:
-        """Publishes to JetStream, deduplicated by ``msg_id``; raises if not connected."""
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publishes to JetStream (with ``headers`` besides its own), deduplicated by
+        ``msg_id``; raises if not connected."""
         ...

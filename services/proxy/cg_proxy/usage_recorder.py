@@ -4,8 +4,9 @@ Both run off the client's critical path as background tasks. Settlement (and a v
 is retried with backoff (``cglib.retry``) until acknowledged, the ledger deduplicating
 by request id; after ``GIVE_UP_AFTER_S`` it is given up and logged as an error, never
 silently. The event (``usage_event``: the outcome, the token source and the customer
-billed, in the proto's enums) gets one short publish attempt when NATS is connected; if
-NATS is down or the publish fails, it goes to the durable local outbox (``outbox.py``),
+billed, in the proto's enums) gets one short publish attempt when NATS is connected (in a
+batch with the key's other events when they come faster than JetStream acknowledges them:
+``event_batches``); if NATS is down or the publish fails, it goes to the durable local outbox (``outbox.py``),
 whose relay sends it, deduplicated by ``Nats-Msg-Id`` = request id, once NATS is back,
 in this run or the next. On shutdown pending work is awaited (bounded), and events not
 yet acknowledged are written to the outbox.
@@ -32,6 +33,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from cg_proxy.collaborators import EventBus, Finished, Ledger
+from cg_proxy.event_batches import EventBatcher
 from cg_proxy.journal import Journal, stamped
 from cg_proxy.outbox import Outbox
 from cglib import faults, natsx
@@ -121,6 +123,8 @@ class UsageRecorder:
         self.bus = bus
         self.outbox = outbox
         self.journal = journal
+        # the live path's publications: many requests of a key in one message under load
+        self.batcher = EventBatcher(bus, PUBLISH_TIMEOUT_S)
         self._tasks: set[asyncio.Task[None]] = set()
         # events built but neither acknowledged nor in the outbox: request id -> (subject, payload)
         self._unsent: dict[str, tuple[str, bytes]] = {}
@@ -223,7 +227,7 @@ class UsageRecorder:
         self._unsent[request_id] = (subject, payload)
         if self.bus.connected:
             try:
-                await self._publish(subject, payload, request_id)
+                await self.batcher.publish(subject, payload, request_id)
                 del self._unsent[request_id]
                 PUBLISHED.labels("ok").inc()
                 return True

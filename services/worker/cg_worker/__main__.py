@@ -8,7 +8,7 @@ import signal
 
 from nats.aio.client import Client
 
-from cg_worker.consumer import run_consumer
+from cg_worker.consumer import run_consumer, single, usage_events
 from cg_worker.handlers import Handlers
 from cg_worker.health import ConsumerHealth
 from cg_worker.rules import Rules
@@ -92,7 +92,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
                 nc,
                 natsx.USAGE_STREAM,
                 USAGE_DURABLE,
-                epb.UsageEvent,
+                usage_events,
                 handlers.usage,
                 stop,
                 batch,
@@ -104,7 +104,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
                 nc,
                 natsx.LEDGER_STREAM,
                 BALANCES_DURABLE,
-                epb.BalanceChanged,
+                single(epb.BalanceChanged),
                 handlers.balances,
                 stop,
                 batch,
@@ -115,7 +115,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
                 nc,
                 natsx.KEYS_STREAM,
                 KEYS_DURABLE,
-                epb.KeyChanged,
+                single(epb.KeyChanged),
                 handlers.key_changes,
                 stop,
                 batch,

@@ -17,9 +17,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cg_worker.health import ConsumerHealth
 from cg_worker.metrics import EVENTS, LAG
-from cglib import natsx, tracing
+from cglib import natsx, tracing, usage_batch
 from cglib.consumerlag import watch_lag
 from cglib.retry import Stopped, retrying
+from creditgate.events.v1 import events_pb2 as epb
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +33,46 @@ class Transient(Exception):
 
 
 async def _one_by_one(
-    stream: str, msgs: list[Msg], events: list[M], handler: Callable[[list[M]], Awaitable[None]]
+    stream: str, good: list[tuple[Msg, list[M]]], handler: Callable[[list[M]], Awaitable[None]]
 ) -> None:
     """Acks what succeeds, redelivers what meets an unavailable dependency, and
-    terminates (and logs) an event that fails by itself: events are only triggers, so the
+    terminates (and logs) a message that fails by itself: events are only triggers, so the
     next event about the same key or partner re-reads the state it would have acted on."""
-    for msg, event in zip(msgs, events, strict=True):
+    for msg, events in good:
         try:
-            await handler([event])
+            await handler(events)
         except Transient:
-            EVENTS.labels(stream, "retried").inc()
+            EVENTS.labels(stream, "retried").inc(len(events))
             await msg.nak(delay=1)
             continue
         except Exception:
             log.exception("event failed; dropped", extra={"stream": stream, "subject": msg.subject})
-            EVENTS.labels(stream, "failed").inc()
+            EVENTS.labels(stream, "failed").inc(len(events))
             await msg.term()
             continue
-        EVENTS.labels(stream, "ok").inc()
+        EVENTS.labels(stream, "ok").inc(len(events))
         await msg.ack()
+
+
+def single(message_type: type[M]) -> Callable[[Msg], list[M]]:
+    """The decoder of a stream whose messages hold one event each."""
+
+    def decode(msg: Msg) -> list[M]:
+        return [message_type.FromString(msg.data)]
+
+    return decode
+
+
+def usage_events(msg: Msg) -> list[epb.UsageEvent]:
+    """The decoder of the usage stream: one event, or a proxy's batch (cglib.usage_batch)."""
+    return usage_batch.events_of(msg.data, msg.headers)
 
 
 async def run_consumer(
     nc: Client,
     stream: str,
     durable: str,
-    message_type: type[M],
+    decode: Callable[[Msg], list[M]],
     handler: Callable[[list[M]], Awaitable[None]],
     stop: asyncio.Event,
     batch: int = 64,
@@ -94,7 +109,7 @@ async def run_consumer(
     try:
         while not stop.is_set():
             try:
-                await _one_round(stream, sub, message_type, handler, batch, linger_s)
+                await _one_round(stream, sub, decode, handler, batch, linger_s)
             except Exception:  # never let one consumer end: the others share its connection
                 log.exception("consumer round failed; continuing", extra={"stream": stream})
                 await asyncio.sleep(0.5)
@@ -108,7 +123,7 @@ async def run_consumer(
 async def _one_round(
     stream: str,
     sub: JetStreamContext.PullSubscription,
-    message_type: type[M],
+    decode: Callable[[Msg], list[M]],
     handler: Callable[[list[M]], Awaitable[None]],
     batch: int,
     linger_s: float,
@@ -122,35 +137,34 @@ async def _one_round(
         log.warning("fetch failed", extra={"stream": stream, "error": repr(e)})
         await asyncio.sleep(0.5)
         return
-    good: list[Msg] = []
-    events: list[M] = []
+    good: list[tuple[Msg, list[M]]] = []
     for msg in msgs:
         try:
-            events.append(message_type.FromString(msg.data))
-            good.append(msg)
+            good.append((msg, decode(msg)))
         except DecodeError:
             log.error("poison message dropped", extra={"stream": stream, "subject": msg.subject})
             EVENTS.labels(stream, "poison").inc()
             await msg.term()
     if not good:
         return
+    events = [event for _, decoded in good for event in decoded]
     try:
         if tracing.ENABLED:  # one span per batch, linked to the trace of each event
-            with tracing.consumer_span(f"{stream} process", (m.headers for m in good)):
+            with tracing.consumer_span(f"{stream} process", (m.headers for m, _ in good)):
                 await handler(events)
         else:
             await handler(events)
     except Transient as e:
         log.warning("dependency unavailable; redelivering", extra={"stream": stream, "error": str(e)})
-        EVENTS.labels(stream, "retried").inc(len(good))
-        for msg in good:
+        EVENTS.labels(stream, "retried").inc(len(events))
+        for msg, _ in good:
             await msg.nak(delay=1)
         return
     except Exception:
         # one event may be at fault: handle them one by one so it cannot hold the others back
         log.warning("batch failed; handling its events one by one", extra={"stream": stream}, exc_info=True)
-        await _one_by_one(stream, good, events, handler)
+        await _one_by_one(stream, good, handler)
         return
-    for msg in good:
+    for msg, _ in good:
         await msg.ack()
-    EVENTS.labels(stream, "ok").inc(len(good))
+    EVENTS.labels(stream, "ok").inc(len(events))

@@ -41,11 +41,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cg_bff.usage import ingest
-from cglib import natsx
+from cglib import natsx, usage_batch
 from cglib.consumerlag import watch_lag
 from cglib.faults import crash_point
 from cglib.retry import Stopped, retrying
-from creditgate.events.v1 import events_pb2 as epb
 
 log = logging.getLogger(__name__)
 
@@ -153,30 +152,33 @@ class UsageConsumer:
             return 0
         now_ms = int(time.time() * 1000)
         cutoff_ms = self._cutoff_ms(now_ms)
-        good: list[tuple[Msg, ingest.Row]] = []
+        good: list[tuple[Msg, list[ingest.Row]]] = []
         for msg in msgs:
-            row = await self._row(msg, now_ms)
-            if row is None:
+            rows = await self._rows(msg, now_ms)
+            if rows is None:
                 continue
-            if row["time_ms"] < cutoff_ms:
-                EVENTS.labels("expired").inc()
+            kept = [row for row in rows if row["time_ms"] >= cutoff_ms]
+            if len(kept) < len(rows):
+                EVENTS.labels("expired").inc(len(rows) - len(kept))
+            if not kept:
                 await msg.ack()
                 continue
-            good.append((msg, row))
+            good.append((msg, kept))
         if not good:
             return 0
+        rows = [row for _, kept in good for row in kept]
         try:
-            new = await ingest.store(self.engine, [row for _, row in good], now_ms)
+            new = await ingest.store(self.engine, rows, now_ms)
         except Exception as e:
             if transient(e):
-                log.warning("usage store unavailable; redelivering", extra={"error": repr(e), "events": len(good)})
-                EVENTS.labels("retried").inc(len(good))
+                log.warning("usage store unavailable; redelivering", extra={"error": repr(e), "events": len(rows)})
+                EVENTS.labels("retried").inc(len(rows))
                 for msg, _ in good:
                     await msg.nak(delay=1)
                 await asyncio.sleep(self._pause_s)
                 self._pause_s = min(self._pause_s * 2, MAX_PAUSE_S)
                 return 0
-            log.warning("usage batch failed; storing its events one by one", exc_info=True)
+            log.warning("usage batch failed; storing its messages one by one", exc_info=True)
             return await self._one_by_one(good, now_ms)
         self._pause_s = FIRST_PAUSE_S
         crash_point("usage:after_commit")  # crash tests: committed, not acknowledged
@@ -185,31 +187,51 @@ class UsageConsumer:
         for msg, _ in good:
             await msg.ack()
         EVENTS.labels("stored").inc(len(new))
-        EVENTS.labels("duplicate").inc(len(good) - len(new))
+        EVENTS.labels("duplicate").inc(len(rows) - len(new))
         return len(new)
 
-    async def _row(self, msg: Msg, now_ms: int) -> ingest.Row | None:
-        """The message's row, or None when it is terminated (it can never be stored)."""
+    async def _rows(self, msg: Msg, now_ms: int) -> list[ingest.Row] | None:
+        """The message's rows (one per event: a proxy batches a key's events under load,
+        cglib.usage_batch), or None when it is terminated (nothing in it can be stored).
+        An event that can never be stored is dropped alone, not with its batch."""
+        error = "no events"
         try:
-            event = epb.UsageEvent.FromString(msg.data)
-            return ingest.row_of(event, msg.subject, _published_ms(msg, now_ms))
-        except (DecodeError, ingest.Invalid) as e:
-            log.error("usage event dropped: it can never be stored", extra={"subject": msg.subject, "error": str(e)})
-            EVENTS.labels("invalid").inc()
-            await msg.term()
-            return None
-
-    async def _one_by_one(self, good: list[tuple[Msg, ingest.Row]], now_ms: int) -> int:
-        stored = 0
-        for msg, row in good:
+            events = usage_batch.events_of(msg.data, msg.headers)
+        except DecodeError as e:
+            events, error = [], str(e)
+        rows = []
+        for event in events:
             try:
-                stored += len(await ingest.store(self.engine, [row], now_ms))
+                rows.append(ingest.row_of(event, msg.subject, _published_ms(msg, now_ms)))
+            except ingest.Invalid as e:
+                error = str(e)
+                log.error(
+                    "usage event dropped: it can never be stored",
+                    extra={"subject": msg.subject, "request_id": event.request_id[:120], "error": error},
+                )
+                EVENTS.labels("invalid").inc()
+        if rows:
+            return rows
+        if not events:
+            log.error("usage event dropped: it can never be stored", extra={"subject": msg.subject, "error": error})
+            EVENTS.labels("invalid").inc()
+        await msg.term()
+        return None
+
+    async def _one_by_one(self, good: list[tuple[Msg, list[ingest.Row]]], now_ms: int) -> int:
+        stored = 0
+        for msg, rows in good:
+            try:
+                stored += len(await ingest.store(self.engine, rows, now_ms))
             except Exception as e:
                 if transient(e):
                     await msg.nak(delay=1)
                     continue
-                log.exception("usage event dropped: the database refused it", extra={"request_id": row["request_id"]})
-                EVENTS.labels("failed").inc()
+                log.exception(
+                    "usage events dropped: the database refused them",
+                    extra={"request_ids": [row["request_id"] for row in rows][:20]},
+                )
+                EVENTS.labels("failed").inc(len(rows))
                 await msg.term()
                 continue
             await msg.ack()

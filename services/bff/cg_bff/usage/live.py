@@ -46,6 +46,7 @@ from cg_bff import errors
 from cg_bff.principal import Principal
 from cg_bff.state import BffState
 from cg_bff.usage.ingest import OUTCOMES, SOURCES, UNKNOWN
+from cglib import usage_batch
 from creditgate.events.v1 import events_pb2 as epb
 from creditgate.keys.v1 import keys_pb2 as kpb
 
@@ -183,9 +184,10 @@ class Connection:
 
     def _customers_usage(self, msg: Msg) -> bool:
         try:
-            return epb.UsageEvent.FromString(msg.data).customer_id == self.principal.customer_id
+            events = usage_batch.events_of(msg.data, msg.headers)
         except DecodeError:
             return False
+        return any(u.customer_id == self.principal.customer_id for u in events)
 
     @property
     def ended(self) -> bool:
@@ -216,11 +218,13 @@ class Connection:
         """The SSE frame of a message, or None when this principal may not see it."""
         partner = self.principal.partner_id
         is_partner = self.principal.kind == "partner"
-        if msg.subject.startswith("usage."):
-            u = epb.UsageEvent.FromString(msg.data)
-            if u.partner_id != partner or (not is_partner and u.customer_id != self.principal.customer_id):
-                return None
-            return sse("usage", _usage(u, is_partner))
+        if msg.subject.startswith("usage."):  # one event, or a proxy's batch of a key's events
+            frames = [
+                sse("usage", _usage(u, is_partner))
+                for u in usage_batch.events_of(msg.data, msg.headers)
+                if u.partner_id == partner and (is_partner or u.customer_id == self.principal.customer_id)
+            ]
+            return b"".join(frames) or None
         if msg.subject.startswith("ledger.balance."):
             b = epb.BalanceChanged.FromString(msg.data)
             if not is_partner or b.partner_id != partner:
