@@ -85,3 +85,35 @@ async def test_a_reconnected_bus_drops_every_cached_key_and_every_lookup_in_flig
             await auth.authenticate(headers)
         assert refused.value.code == "invalid_api_key"
     assert keys.calls == 3
+
+
+async def test_requests_that_miss_together_share_one_lookup():
+    """A busy key's entry expires: the requests that miss meanwhile wait for one lookup
+    instead of each asking the keys service; one of them leaving does not fail the others."""
+    keys = SlowKeys()
+    auth = KeyAuthenticator(keys, ttl_s=60, timeout_s=1)
+    headers = {"authorization": f"Bearer {new_secret()}"}
+    waiting = [asyncio.create_task(auth.authenticate(headers)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    waiting[0].cancel()  # the first caller's client went away
+    keys.release.set()
+    done = await asyncio.gather(*waiting[1:])
+    assert {a.key.id for a in done} == {"key_1"} and keys.calls == 1
+    await auth.authenticate(headers)  # and the answer is cached
+    assert keys.calls == 1
+
+
+async def test_a_request_after_a_change_does_not_join_a_lookup_from_before_it():
+    keys = SlowKeys()
+    auth = KeyAuthenticator(keys, ttl_s=60, timeout_s=1)
+    headers = {"authorization": f"Bearer {new_secret()}"}
+    before = asyncio.create_task(auth.authenticate(headers))
+    await asyncio.sleep(0.01)  # its lookup read the key while active
+    keys.status = keys_pb2.KEY_STATUS_REVOKED
+    await auth.on_key_changed(REVOKED.SerializeToString())
+    after = asyncio.create_task(auth.authenticate(headers))  # a lookup of its own: refused
+    keys.release.set()
+    assert (await before).key.id == "key_1"
+    with pytest.raises(errors.APIError) as refused:
+        await after
+    assert refused.value.status == 401 and keys.calls == 2

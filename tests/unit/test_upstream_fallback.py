@@ -331,3 +331,30 @@ async def test_a_fallback_that_cannot_express_the_request_is_skipped(fast_backof
         )
     assert (e.value.status, e.value.code) == (503, "upstream_overloaded")  # the primary's error
     assert (primary.attempts, backup.attempts) == (2, 0)
+
+
+async def test_a_providers_cookies_are_never_sent_back():
+    """One session serves every tenant: a cookie a provider sets on one request must not be
+    sent with the next (someone else's)."""
+    seen: list[str | None] = []
+
+    async def answer(request):
+        seen.append(request.headers.get("Cookie"))
+        resp = await completion()(request)
+        resp.set_cookie("session", "tenant-a-secret")
+        return resp
+
+    provider = Provider(answer)
+    async with _served(provider) as (url,):
+        url = url.replace("127.0.0.1", "localhost")  # a name (a cookie jar refuses IP addresses)
+        ups = upstream.Upstreams(Settings(upstreams={"openai": Upstream(base_url=url)}))
+        await ups.start()
+        try:
+            for _ in range(2):
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+                resp = await ups.open("/chat/completions", ROUTE, body, stream=False)
+                await resp.read()
+                resp.release()
+        finally:
+            await ups.close()
+    assert seen == [None, None]

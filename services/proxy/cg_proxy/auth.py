@@ -3,6 +3,7 @@ service. Only the SHA-256 of the presented secret leaves this module."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -75,6 +76,11 @@ class KeyAuthenticator:
         self._changes = 0
         self._last_change_of: dict[str, int] = {}
         self._forgotten_up_to = 0  # changes older than this are no longer told apart
+        # One lookup per key hash at a time: requests that miss the cache while it is in
+        # flight (all of a busy key's, each time its entry expires) wait for its answer
+        # instead of each asking the keys service. Joined only while no key change has come
+        # since it started, so nobody is given an answer older than a change it followed.
+        self._lookups: dict[str, tuple[asyncio.Future[AuthedKey], int]] = {}
 
     def invalidate_key(self, key_id: str, stale_hashes: Iterable[str] = ()) -> None:
         """Drops every cached entry of a key (after any lifecycle change)."""
@@ -119,14 +125,7 @@ class KeyAuthenticator:
         if hit is not None and hit[0] > now:
             authed = hit[1]
         else:
-            looked_up_at = self._changes
-            authed = await self._lookup(key_hash, secret)
-            if not self._changed_since(authed.key.id, looked_up_at):  # else used once, read again next time
-                if len(self._cache) > 100_000:
-                    self._cache.clear()
-                    self._hashes_by_key.clear()
-                self._cache[key_hash] = (now + self.ttl_s, authed)
-                self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
+            authed = await self._shared_lookup(key_hash, secret, now)
         status = authed.key.status
         if status == keys_pb2.KEY_STATUS_ACTIVE and expired(authed.key, time.time()):
             status = keys_pb2.KEY_STATUS_EXPIRED
@@ -137,6 +136,30 @@ class KeyAuthenticator:
         if status != keys_pb2.KEY_STATUS_ACTIVE:
             raise errors.key_not_usable(_STATUS_NAMES.get(status, "inactive"))
         check_domain(list(authed.key.allowed_domains), headers)
+        return authed
+
+    async def _shared_lookup(self, key_hash: str, secret: str, now: float) -> AuthedKey:
+        """The key's lookup: the one in flight if no key change came since it started, else
+        a new one. A caller that goes away (its client disconnected) cancels it for nobody."""
+        flight = self._lookups.get(key_hash)
+        if flight is None or flight[1] != self._changes:
+            lookup = asyncio.ensure_future(self._lookup_and_cache(key_hash, secret, now, self._changes))
+            lookup.add_done_callback(_retrieved)
+            flight = self._lookups[key_hash] = (lookup, self._changes)
+        return await asyncio.shield(flight[0])
+
+    async def _lookup_and_cache(self, key_hash: str, secret: str, now: float, looked_up_at: int) -> AuthedKey:
+        try:
+            authed = await self._lookup(key_hash, secret)
+        finally:
+            if self._lookups.get(key_hash, (None, -1))[1] == looked_up_at:
+                del self._lookups[key_hash]
+        if not self._changed_since(authed.key.id, looked_up_at):  # else used once, read again next time
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+                self._hashes_by_key.clear()
+            self._cache[key_hash] = (now + self.ttl_s, authed)
+            self._hashes_by_key.setdefault(authed.key.id, set()).add(key_hash)
         return authed
 
     async def _lookup(self, key_hash: str, secret: str) -> AuthedKey:
@@ -156,3 +179,9 @@ class KeyAuthenticator:
             billing=resp.billing,
             partner_suspended=resp.partner_state == keys_pb2.PARTNER_STATUS_SUSPENDED,
         )
+
+
+def _retrieved(lookup: asyncio.Future[AuthedKey]) -> None:
+    """Marks a shared lookup's failure as seen: its callers may all have gone."""
+    if not lookup.cancelled():
+        lookup.exception()

@@ -160,6 +160,8 @@ class Upstreams:
                 total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.settings.upstream_timeout_s
             ),
             auto_decompress=True,
+            # a provider's cookies must never ride along on another tenant's request
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
