@@ -75,4 +75,9 @@ class GrpcLeaseLedger:
         req = ledger_pb2.ReleaseLeaseRequest(
             release_id=release_id, lease_id=lease_id, keep_ucr=keep[0], keep_uai=keep[1]
         )
-        return _granted(await self.stub.ReleaseLease(req, timeout=self.timeout_s))
+        try:
+            return _granted(await self.stub.ReleaseLease(req, timeout=self.timeout_s))
+        except grpc.aio.AioRpcError as e:
+            if e.code() in _REFUSED:  # no such lease (e.g. an acquire that never arrived)
+                raise LeaseRefused(e.details() or e.code().name) from None
+            raise

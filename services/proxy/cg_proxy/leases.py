@@ -29,6 +29,7 @@ flight settle. Idle leases are released after ``IDLE_S``; ``close`` releases the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -51,6 +52,9 @@ RENEW_BEFORE_S = 60.0  # extended (even by nothing) when its expiry is nearer th
 EXPIRY_MARGIN_S = 10.0  # ... and used no more when it is nearer than this (requests in flight settle first)
 IDLE_S = 30.0
 REFUSED_BACKOFF_S = 1.0
+# An orphaned lease (its acquire unanswered) the ledger does not know is asked for once more
+# after this long: the acquire may have been on its way still.
+ORPHAN_RECHECK_S = 5.0
 
 
 class LeaseRefused(Exception):
@@ -296,6 +300,7 @@ class LeaseBook:
         except Exception as e:  # the ledger unreachable: the request is reserved on its own (503 if down)
             log.warning("lease not acquired", extra={"lease_id": lease_id, "error": repr(e)})
             self._refused_until[key_id] = self.clock() + REFUSED_BACKOFF_S
+            self._release_orphan(lease_id)
             return None
         lease = Lease(key_id, lease_id, terms, last_used=self.clock())
         self._apply(lease, granted)
@@ -355,6 +360,53 @@ class LeaseBook:
         if lease is None or lease.closing or lease.free == (0, 0):
             return
         await self._release_now(lease, keep=(lease.taken_ucr, lease.taken_uai))
+
+    def _release_orphan(self, lease_id: str) -> None:
+        """An acquire whose answer never came may have been made all the same (the ledger
+        committed it, then died or answered too late): it is released by its id, so what it
+        holds goes back to the payer now rather than at its expiry. A lease the ledger never
+        made is NOT_FOUND; asked once more after ``ORPHAN_RECHECK_S`` in case the acquire was
+        still on its way."""
+        task = asyncio.ensure_future(self._release_orphan_now(lease_id))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _release_orphan_now(self, lease_id: str) -> None:
+        release_id = f"{lease_id}:orphaned"  # one id: a retry (or a replay) never releases twice
+
+        def release() -> Awaitable[Granted]:
+            return self.ledger.release(release_id, lease_id, (0, 0))
+
+        for attempt in range(2):
+            try:
+                granted = await retrying(
+                    release,
+                    what="orphaned lease release",
+                    retry_on=grpc_transient,
+                    give_up_after_s=TTL_S,
+                    stop=self._stopping,
+                    first_delay_s=0.25,
+                    max_delay_s=5.0,
+                    extra={"lease_id": lease_id},
+                )
+            except Exception as e:
+                unknown = isinstance(e, LeaseRefused)  # the ledger has no such lease (or it is closed)
+                if unknown and attempt == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), ORPHAN_RECHECK_S)
+                    if not self._stopping.is_set():
+                        continue
+                if not unknown:
+                    log.warning(
+                        "orphaned lease not released; it will expire", extra={"lease_id": lease_id, "error": repr(e)}
+                    )
+                return
+            if granted.changed_ucr or granted.changed_uai:
+                log.info(
+                    "orphaned lease released",
+                    extra={"lease_id": lease_id, "ucr": granted.changed_ucr, "uai": granted.changed_uai},
+                )
+            return
 
     def _release_later(self, lease: Lease, keep: tuple[int, int]) -> None:
         task = asyncio.ensure_future(self._release_now(lease, keep, patient=True))

@@ -82,6 +82,8 @@ class FakeLeaseLedger:
         self.calls.append("release")
         if release_id in self.seen:
             return self.seen[release_id]
+        if lease_id not in self.held:
+            raise LeaseRefused(f"lease {lease_id!r} not found")
         freed = max(self.held[lease_id] - keep[0], 0)
         self.held[lease_id] -= freed
         self.available += freed
@@ -332,5 +334,60 @@ def test_a_lease_near_its_expiry_takes_nothing_more():
         lease.expires_at = time.time() + leases.EXPIRY_MARGIN_S / 2  # its renewals failed
         ledger.open.discard(lease.lease_id)  # and the ledger will not extend it any more
         assert await book.reserve("k1", TERMS, 1_000) is None  # reserved on its own instead
+
+    asyncio.run(go())
+
+
+def test_an_acquire_made_but_never_answered_is_released_by_its_id():
+    """The ledger made the lease, then its answer was lost (it died, or answered after the
+    deadline): the book releases that lease id, so the money goes back now rather than at
+    the lease's expiry (up to TTL_S later)."""
+
+    class LostAnswer(FakeLeaseLedger):
+        async def acquire(self, lease_id, terms, want, least, ttl_s) -> Granted:
+            await super().acquire(lease_id, terms, want, least, ttl_s)
+            raise TimeoutError("deadline exceeded")
+
+    async def go():
+        ledger = LostAnswer(available=10**9)
+        book = LeaseBook(ledger, worker_id="w")
+        assert await book.reserve("k1", TERMS, 1_000) is None  # reserved on its own instead
+        assert sum(ledger.held.values()) > 0  # held by a lease nobody knows of
+        for _ in range(200):
+            if not ledger.open:
+                break
+            await asyncio.sleep(0.01)
+        await book.close()
+        assert sum(ledger.held.values()) == 0 and ledger.available == 10**9 and not ledger.open
+
+    asyncio.run(go())
+
+
+def test_an_acquire_still_on_its_way_is_released_when_it_lands(monkeypatch):
+    """The release came first (the ledger had no such lease yet): asked once more later."""
+    monkeypatch.setattr(leases, "ORPHAN_RECHECK_S", 0.05)
+
+    class Late(FakeLeaseLedger):
+        async def acquire(self, lease_id, terms, want, least, ttl_s) -> Granted:
+            async def lands() -> None:
+                await asyncio.sleep(0.02)
+                await FakeLeaseLedger.acquire(self, lease_id, terms, want, least, ttl_s)
+
+            self.landing = asyncio.ensure_future(lands())
+            raise TimeoutError("deadline exceeded")
+
+    async def go():
+        ledger = Late(available=10**9)
+        book = LeaseBook(ledger, worker_id="w")
+        assert await book.reserve("k1", TERMS, 1_000) is None
+        await ledger.landing
+        assert sum(ledger.held.values()) > 0
+        for _ in range(200):
+            if not ledger.open:
+                break
+            await asyncio.sleep(0.01)
+        await book.close()
+        assert sum(ledger.held.values()) == 0 and ledger.available == 10**9
+        assert ledger.calls.count("release") == 2  # refused (not there yet), then released
 
     asyncio.run(go())
