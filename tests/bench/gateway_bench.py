@@ -225,6 +225,8 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
             MODELS["sse"],
             "--pid",
             str(pids["proxy"]),
+            "--stack-pids",  # the whole stack's CPU per phase (stack_cpu_s/1k)
+            " ".join(str(pid) for pid in pids.values()),
             "--targets",
             targets,
             "--modes",

@@ -11,6 +11,7 @@
 #   --stream-model M    model mapped to http://127.0.0.1:18001/sse/v1 (mode sse; default: --model)
 #   --slow-model M      model mapped to http://127.0.0.1:18002/v1 (mode slow; skipped if unset)
 #   --pid PID           gateway process (tree) to sample for CPU and peak RSS
+#   --stack-pids "P.."  every process (tree) of the gateway's stack, for its CPU per phase
 #   --header 'K: V'     extra request header for --target (repeatable)
 #   --targets "..."     subset/order of targets (default: direct litellm portkey, or direct NAME)
 #   --modes "..."       subset of: json sse slow (default: all available)
@@ -21,7 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PEERS=${PEERS_DIR:-/opt/peers}
 ROUNDS=3 C1_SECS=10 C32_SECS=15 MODES="" TARGETS="" OUT=""
-G_NAME=target G_URL="" G_KEY="" G_MODEL="" G_SMODEL="" G_SLOW="" G_PID="" G_HEADERS="" UPSTREAM_ONLY=""
+G_NAME=target G_URL="" G_KEY="" G_MODEL="" G_SMODEL="" G_SLOW="" G_PID="" G_STACK="" G_HEADERS="" UPSTREAM_ONLY=""
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
         --targets) TARGETS=$2; shift ;;          --modes) MODES=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;            --out) OUT=$2; shift ;;
         --c1-secs) C1_SECS=$2; shift ;;          --c32-secs) C32_SECS=$2; shift ;;
+        --stack-pids) G_STACK=$2; shift ;;
         --upstream-only) UPSTREAM_ONLY=1 ;;
         -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -107,9 +109,9 @@ upstream_base() {  # mode -> base URL (with /v1) of the fake upstream flavour
     case $1 in json) echo http://127.0.0.1:18001/v1 ;; sse) echo http://127.0.0.1:18001/sse/v1 ;;
                slow) echo http://127.0.0.1:18002/v1 ;; esac
 }
-# sets URL KEY MODEL HDRS PID for target $1, mode $2
+# sets URL KEY MODEL HDRS PID SPIDS for target $1, mode $2
 target_spec() {
-    HDRS="" PID=""
+    HDRS="" PID="" SPIDS=""
     case $1 in
         direct)  URL="$(upstream_base "$2")/chat/completions"; KEY=sk-fake-upstream; MODEL=gpt-4o-mini
                  PID=$(pid_of upstream) ;;
@@ -119,7 +121,7 @@ target_spec() {
         portkey) URL=http://127.0.0.1:18020/v1/chat/completions; KEY=sk-fake-upstream; MODEL=gpt-4o-mini
                  HDRS="x-portkey-provider: openai|x-portkey-custom-host: $(upstream_base "$2")"
                  PID=$(pid_of portkey) ;;
-        *)       URL="$G_URL/chat/completions"; KEY=$G_KEY; HDRS=$G_HEADERS; PID=$G_PID
+        *)       URL="$G_URL/chat/completions"; KEY=$G_KEY; HDRS=$G_HEADERS; PID=$G_PID; SPIDS=$G_STACK
                  MODEL=$(case $2 in json) echo "$G_MODEL" ;; sse) echo "${G_SMODEL:-$G_MODEL}" ;; slow) echo "$G_SLOW" ;; esac) ;;
     esac
 }
@@ -131,6 +133,11 @@ cpu_ticks() {  # utime+stime(+children) of a process tree, in clock ticks
     for p in $(tree_pids "$1"); do
         t=$(( t + $(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{s = $12 + $13 + $14 + $15} END {print s + 0}') ))
     done
+    echo $t
+}
+stack_ticks() {  # the sum of cpu_ticks over the trees of the pids in $1 (0 when none)
+    local p t=0
+    for p in $1; do t=$(( t + $(cpu_ticks "$p") )); done
     echo $t
 }
 mem_kb() {  # FIELD PID: sum of VmHWM (peak) or VmRSS over the tree
@@ -183,7 +190,7 @@ for t in $TARGETS; do for m in $MODES; do wrk_run "$t" "$m" 16 3 >/dev/null; don
 
 {
     echo "# date=$(date -u +%FT%TZ) host=$(hostname) nproc=$(nproc) mem_total_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"
-    printf 'round\ttarget\tmode\tconc\trequests\tsecs\trps\tp50_ms\tp90_ms\tp99_ms\tmax_ms\terrors\tnon2xx\tcpu_s_per_1k\n'
+    printf 'round\ttarget\tmode\tconc\trequests\tsecs\trps\tp50_ms\tp90_ms\tp99_ms\tmax_ms\terrors\tnon2xx\tcpu_s_per_1k\tstack_cpu_s_per_1k\n'
 } >"$OUT/results.tsv"
 for r in $(seq 1 "$ROUNDS"); do
     for m in $MODES; do
@@ -191,15 +198,17 @@ for r in $(seq 1 "$ROUNDS"); do
             secs=$([ "$c" = 1 ] && echo "$C1_SECS" || echo "$C32_SECS")
             for t in $TARGETS; do
                 target_spec "$t" "$m"
-                before=$(cpu_ticks "$PID")
+                before=$(cpu_ticks "$PID") sbefore=$(stack_ticks "$SPIDS")
                 line=$(wrk_run "$t" "$m" "$c" "$secs")
-                after=$(cpu_ticks "$PID")
+                after=$(cpu_ticks "$PID") safter=$(stack_ticks "$SPIDS")
                 # RESULT requests=.. secs=.. rps=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. errors=.. non2xx=..
                 vals=$(sed 's/RESULT //; s/[a-z0-9_]*=//g' <<<"$line")
                 cpu=$(awk -v d=$(( after - before )) -v n="${vals%% *}" -v hz="$(getconf CLK_TCK)" \
                       'BEGIN { printf (n > 0 ? "%.3f" : "-"), d / hz / n * 1000 }')
-                printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$m" "$c" "$(tr ' ' '\t' <<<"$vals")" "$cpu" >>"$OUT/results.tsv"
-                echo "round $r  $t  $m  c=$c  $line  cpu_s/1k=$cpu"
+                scpu=$(awk -v d=$(( safter - sbefore )) -v n="${vals%% *}" -v hz="$(getconf CLK_TCK)" -v s="$SPIDS" \
+                      'BEGIN { printf (n > 0 && s != "" ? "%.3f" : "-"), d / hz / n * 1000 }')
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$m" "$c" "$(tr ' ' '\t' <<<"$vals")" "$cpu" "$scpu" >>"$OUT/results.tsv"
+                echo "round $r  $t  $m  c=$c  $line  cpu_s/1k=$cpu  stack_cpu_s/1k=$scpu"
             done
         done
     done
