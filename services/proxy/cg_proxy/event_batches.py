@@ -1,13 +1,14 @@
 """Usage events published in batches, per subject, while JetStream acknowledges the last.
 
-An event whose subject has no publication in flight goes out at once, alone (a plain
-``UsageEvent``, ``Nats-Msg-Id`` = its request id, exactly as before batching). Events of
-the subject that come while that publication awaits its acknowledgement queue, and go
-together in the next one (``cglib.usage_batch``: up to ``MAX_EVENTS`` in one message).
-Nothing waits on a timer: the batch is whatever came during one acknowledgement, so a
-quiet key adds no delay and a busy one sends one message per round trip instead of one
-per request. Each caller learns its own event's fate: acknowledged, or the publication's
-error (the recorder then stores it in the outbox, as for a single event).
+An event whose subject has no publication in flight waits ``LINGER_S`` for others of its
+subject, then goes out: alone as a plain ``UsageEvent`` (``Nats-Msg-Id`` = its request id,
+exactly as before batching), or with them in one message (``cglib.usage_batch``: up to
+``MAX_EVENTS``). Events that come while a publication awaits its acknowledgement go in
+the next one. So a busy key sends one message per round trip (or per linger) instead of
+one per request, and every consumer (worker, keys, bff, JetStream itself) handles one
+message instead of many; the events reach them ``LINGER_S`` later, the clients nothing.
+Each caller learns its own event's fate: acknowledged, or the publication's error (the
+recorder then stores it in the outbox, as for a single event).
 
 With tracing on, every event is published alone from its request's task, so that its
 trace context (``traceparent``) travels with it to the consumers.
@@ -26,6 +27,9 @@ from cg_proxy.collaborators import EventBus
 from cglib import tracing, usage_batch
 
 log = logging.getLogger(__name__)
+
+# How long the first event of a subject waits for others before it is published.
+LINGER_S = 0.01
 
 BATCH_SIZE = Histogram(
     "cg_proxy_usage_batch_events",
@@ -48,10 +52,13 @@ class _Subject:
 
 
 class EventBatcher:
-    def __init__(self, bus: EventBus, timeout_s: float, max_events: int = usage_batch.MAX_EVENTS) -> None:
+    def __init__(
+        self, bus: EventBus, timeout_s: float, max_events: int = usage_batch.MAX_EVENTS, linger_s: float = LINGER_S
+    ) -> None:
         self.bus = bus
         self.timeout_s = timeout_s
         self.max_events = max_events
+        self.linger_s = linger_s
         self._subjects: dict[str, _Subject] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -77,6 +84,8 @@ class EventBatcher:
     async def _send(self, subject: str, state: _Subject) -> None:
         """Publishes the subject's queue, one message per round trip, until it is empty."""
         try:
+            if self.linger_s > 0:
+                await asyncio.sleep(self.linger_s)
             while state.queue:
                 n = min(len(state.queue), self.max_events)
                 items = [state.queue.popleft() for _ in range(n)]

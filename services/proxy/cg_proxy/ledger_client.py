@@ -103,6 +103,12 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
+# A leased request's settlement waits this long for others to go with it: nothing waits on
+# it (the client has its answer, the money is held by the lease), and one SettleLeased per
+# 10 ms instead of one per request is most of the ledger's work saved at low concurrency.
+LEASED_SETTLE_LINGER_S = 0.01
+
+
 class SettleBatcher:
     """Settlements leave together: what is queued within ``linger_s`` (or ``max_batch``
     of it) goes in one ``SettleBatch`` call, which the ledger commits as one group. Each
@@ -189,6 +195,7 @@ class LedgerClient:
         self.leased_settlements = SettleBatcher(
             stub,
             timeout_s,
+            linger_s=LEASED_SETTLE_LINGER_S,
             send=lambda items, timeout: stub.SettleLeased(
                 ledger_pb2.SettleLeasedRequest(settlements=items), timeout=timeout
             ),

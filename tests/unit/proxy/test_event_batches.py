@@ -1,6 +1,7 @@
-"""The proxy's usage events in batches (cg_proxy.event_batches): alone when nothing is in
-flight, together when they come while JetStream acknowledges the last, each caller told
-its own event's fate."""
+"""The proxy's usage events in batches (cg_proxy.event_batches): alone when nothing else
+comes, together when they come within the linger or while JetStream acknowledges the last,
+each caller told its own event's fate. Most tests here set no linger, to see the batching
+by acknowledgement alone."""
 
 from __future__ import annotations
 
@@ -45,13 +46,13 @@ async def settle() -> None:
 async def test_a_lone_event_goes_out_at_once_as_itself():
     bus = GatedBus()
     bus.gate.set()
-    await EventBatcher(bus, 2.0).publish(SUBJECT, event(1), "req_1")
+    await EventBatcher(bus, 2.0, linger_s=0).publish(SUBJECT, event(1), "req_1")
     assert bus.sent == [(SUBJECT, event(1), "req_1", {})]
 
 
 async def test_events_that_come_during_a_publication_go_in_the_next_as_one_batch():
     bus = GatedBus()
-    batcher = EventBatcher(bus, 2.0)
+    batcher = EventBatcher(bus, 2.0, linger_s=0)
     first = asyncio.create_task(batcher.publish(SUBJECT, event(0), "req_0"))
     await settle()
     rest = [asyncio.create_task(batcher.publish(SUBJECT, event(i), f"req_{i}")) for i in range(1, 6)]
@@ -69,7 +70,7 @@ async def test_events_that_come_during_a_publication_go_in_the_next_as_one_batch
 
 async def test_subjects_are_batched_apart():
     bus = GatedBus()
-    batcher = EventBatcher(bus, 2.0)
+    batcher = EventBatcher(bus, 2.0, linger_s=0)
     tasks = [asyncio.create_task(batcher.publish(f"usage.p1.k{i % 2}", event(i), f"req_{i}")) for i in range(6)]
     await settle()
     bus.gate.set()
@@ -82,7 +83,7 @@ async def test_subjects_are_batched_apart():
 
 async def test_a_batch_holds_at_most_max_events():
     bus = GatedBus()
-    batcher = EventBatcher(bus, 2.0, max_events=3)
+    batcher = EventBatcher(bus, 2.0, max_events=3, linger_s=0)
     tasks = [asyncio.create_task(batcher.publish(SUBJECT, event(i), f"req_{i}")) for i in range(8)]
     await settle()
     bus.gate.set()
@@ -93,7 +94,7 @@ async def test_a_batch_holds_at_most_max_events():
 
 async def test_a_failed_publication_fails_each_of_its_events_and_the_next_goes_on():
     bus = GatedBus()
-    batcher = EventBatcher(bus, 2.0)
+    batcher = EventBatcher(bus, 2.0, linger_s=0)
     first = asyncio.create_task(batcher.publish(SUBJECT, event(0), "req_0"))
     await settle()
     batched = [asyncio.create_task(batcher.publish(SUBJECT, event(i), f"req_{i}")) for i in (1, 2)]
@@ -110,7 +111,7 @@ async def test_a_failed_publication_fails_each_of_its_events_and_the_next_goes_o
 
 async def test_a_caller_that_gives_up_does_not_stop_the_others():
     bus = GatedBus()
-    batcher = EventBatcher(bus, 2.0)
+    batcher = EventBatcher(bus, 2.0, linger_s=0)
     first = asyncio.create_task(batcher.publish(SUBJECT, event(0), "req_0"))
     await settle()
     gone = asyncio.create_task(batcher.publish(SUBJECT, event(1), "req_1"))
@@ -123,3 +124,17 @@ async def test_a_caller_that_gives_up_does_not_stop_the_others():
     # the cancelled caller's event was already queued: published anyway (at least once is the
     # rule; its caller stores it in the outbox too, and the consumers key by request id)
     assert [m for _, _, m, _ in bus.sent] == ["req_0", "batch:req_1:2"]
+
+
+async def test_events_within_the_linger_go_as_one_message():
+    bus = GatedBus()
+    bus.gate.set()
+    batcher = EventBatcher(bus, 2.0, linger_s=0.05)
+    first = asyncio.create_task(batcher.publish(SUBJECT, event(0), "req_0"))
+    await asyncio.sleep(0.01)
+    assert bus.started == 0  # still lingering
+    rest = [asyncio.create_task(batcher.publish(SUBJECT, event(i), f"req_{i}")) for i in (1, 2)]
+    await asyncio.gather(first, *rest)
+    assert [m for _, _, m, _ in bus.sent] == ["batch:req_0:3"]
+    await batcher.publish(SUBJECT, event(3), "req_3")  # alone, after its linger: as itself
+    assert bus.sent[-1][2:] == ("req_3", {})
