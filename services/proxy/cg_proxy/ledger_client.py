@@ -318,11 +318,16 @@ class LedgerClient:
                 raise
             raise refused from None
 
-    async def settle(self, request_id: str, usage: Usage, lease: Leased | None = None) -> ledger_pb2.SettleResponse:
-        """Settles from the request's lease (``lease``: as journaled, after a restart) or its reservation."""
+    async def settle(
+        self, request_id: str, usage: Usage, lease: Leased | None = None, requested_at_ms: int = 0
+    ) -> ledger_pb2.SettleResponse:
+        """Settles from the request's lease (``lease``: as journaled, after a restart) or its
+        reservation. A leased request is counted in its key's window from when it took its
+        slot; after a restart, from when it came in (``requested_at_ms``, by the journal: a
+        moment earlier), or from the settlement when that is not known (0)."""
         entry = self._leased.get(request_id)
         lease = entry[1] if entry else lease
-        requested_at_ms = entry[2] if entry else 0  # after a restart: counted from the settlement (later)
+        requested_at_ms = entry[2] if entry else requested_at_ms
         if lease is not None:
             lease_id, model, in_price, out_price, version = lease
             settled = await self.leased_settlements.settle(
