@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 
@@ -139,12 +141,27 @@ def test_a_key_revoked_with_requests_in_flight_returns_every_unused_credit_once(
     assert partner_after == partner_before + CREDIT - sum(costs)  # every other credit back, once
 
 
+def _reserve_calls(stack: Stack) -> float:
+    """Reserve calls the ledger has answered so far (any outcome), from its metrics."""
+    text = httpx.get(f"http://127.0.0.1:{stack.ports['ledger_metrics']}/metrics", timeout=5).text
+    return sum(
+        float(v) for v in re.findall(r'^cg_grpc_server_handled_total\{[^}]*method="Reserve"[^}]*\} (\S+)$', text, re.M)
+    )
+
+
 def test_a_60_rpm_key_gets_60_in_total_from_three_leasing_replicas(stack, seeder, replicas):
-    """A key with limits is not leased: every request is counted in the ledger's window, so
-    the limit holds across replicas exactly as without leases."""
+    """A key with limits leases request slots with its money: every slot is counted in the
+    ledger's window until its deadline, so the limit holds across replicas exactly, and the
+    requests take their slots with far fewer than one ledger call each (``Reserve`` only
+    answers once no slot can be had: the 429s)."""
     partner = seeder.partner("leases-rpm", credits=100, tier="enterprise")
     key = seeder.funded_key(partner, 10, [MODEL], name="leases-rpm", rpm_limit=60)
+    before = _reserve_calls(stack)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         got = list(pool.map(lambda url: _ask(url, key.secret), replicas * 30))  # 90 requests at once
     assert sum(not isinstance(g, str) for g in got) == 60
     assert sorted(g for g in got if isinstance(g, str)) == ["rate_limit_exceeded"] * 30
+    reserves = _reserve_calls(stack) - before
+    assert reserves <= 30 + 6  # the refusals (some answered from a slot-less lease at once) and a few more
+    answered_by_slots = 60 - max(reserves - 30, 0)
+    assert answered_by_slots >= 50

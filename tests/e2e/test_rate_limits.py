@@ -11,6 +11,7 @@ import pytest
 
 from cg_devstack import Stack
 from cg_devstack.seed import Seeder
+from cg_ledger.ratelimits import SLOT_TTL_MS, WINDOW_MS
 from helpers import eventually
 
 BODY = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -37,14 +38,20 @@ def test_a_60_rpm_key_gets_60_successes_in_total_from_two_replicas(stack, seeder
     ok = [r for r in replies if r.status_code == 200]
     limited = [r for r in replies if r.status_code == 429]
     assert len(ok) == 60 and len(limited) == 30, [r.status_code for r in replies]
-    # every success saw the window exactly: remaining 59, 58, ... 0, each once
-    assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in ok) == list(range(60))
+    # x-ratelimit-remaining-requests never promises more than is left: at most 60 - v
+    # successes say v or more (so the least says 0). A value may repeat: the key's
+    # requests are taken from slots leased to each replica, and a slot given back unused
+    # (a lease released) is a request the window has again (docs/leases.md).
+    remaining = sorted((int(r.headers["x-ratelimit-remaining-requests"]) for r in ok), reverse=True)
+    assert all(v <= 60 - rank for rank, v in enumerate(remaining, 1)), remaining
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"60"}
     for r in limited:
         error = r.json()["error"]
         assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
         assert "60" in error["message"]
-        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        # when the ledger admits a request again: a leased slot counts until its deadline
+        # (SLOT_TTL_MS after the grant), so a full window can take up to 63 s to reopen
+        assert 1 <= int(r.headers["Retry-After"]) <= (WINDOW_MS + SLOT_TTL_MS) // 1000
         assert r.headers["x-ratelimit-remaining-requests"] == "0"
         assert "x-request-id" in r.headers
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
 
 from cg_devstack.procs import Proc, free_port, grpc_serving, start_on_free_ports
+from cglib.db import sync_url
 from cglib.money import UCR_PER_CREDIT as CREDIT
 from creditgate.ledger.v1 import ledger_pb2 as pb
 from creditgate.ledger.v1 import ledger_pb2_grpc
@@ -135,10 +137,31 @@ def test_the_ledger_voids_stale_holds_by_itself(tmp_path):
 # before the commit, a replay after one), checks the books, then makes the next call,
 # which kills it at its own point. Ten ledger starts per database instead of three per
 # point. The lease: 1 credit, grown by 1 credit, three requests settled in one batch
-# (11,000 + 0 + 11,000 µcr), then released: the remainder goes back once.
+# (11,000 + 0 + 11,000 µcr), then released: the remainder goes back once. The key has an
+# RPM limit, so acquire and extend grant 8 request slots each and the release gives the
+# unused ones back (those not lapsed yet: it depends on how long the restarts took).
 LEASE_ID = "lease-1"
-ACQUIRE = pb.AcquireLeaseRequest(lease_id=LEASE_ID, account="key:k", want_ucr=CREDIT, min_ucr=60_000, ttl_seconds=600)
-EXTEND = pb.ExtendLeaseRequest(extension_id="lease-1:x1", lease_id=LEASE_ID, want_ucr=CREDIT, ttl_seconds=600)
+RATE = pb.RateLimit(key="k", rpm=1000)
+SLOTS = 8  # wanted, and granted (less than 1/8 of the 1000 left)
+ACQUIRE = pb.AcquireLeaseRequest(
+    lease_id=LEASE_ID,
+    account="key:k",
+    want_ucr=CREDIT,
+    min_ucr=60_000,
+    ttl_seconds=600,
+    rate_limit=RATE,
+    want_requests=SLOTS,
+    min_requests=1,
+)
+EXTEND = pb.ExtendLeaseRequest(
+    extension_id="lease-1:x1",
+    lease_id=LEASE_ID,
+    want_ucr=CREDIT,
+    ttl_seconds=600,
+    rate_limit=RATE,
+    want_requests=SLOTS,
+    min_requests=1,
+)
 SETTLE_LEASED = pb.SettleLeasedRequest(
     settlements=[
         pb.LeasedSettlement(
@@ -153,7 +176,7 @@ SETTLE_LEASED = pb.SettleLeasedRequest(
         for rid, tin, tout in (("lr-1", 10, 20), ("lr-2", 0, 0), ("lr-3", 10, 20))
     ]
 )
-RELEASE = pb.ReleaseLeaseRequest(release_id="lease-1:r", lease_id=LEASE_ID)
+RELEASE = pb.ReleaseLeaseRequest(release_id="lease-1:r", lease_id=LEASE_ID, return_requests=2 * SLOTS)
 SPENT = 22_000
 LEASE_CHAIN = [  # (the point the ledger dies at, the call that gets it there)
     ("acquire_lease:before_commit", "acquire"),
@@ -187,6 +210,26 @@ def replayed(op: str, out) -> bool:
     return flags.pop()
 
 
+def slot_grants(db_url: str) -> dict[str, int]:
+    """The key's request slot grants as the ledger keeps them (``rate_slots``): grant id ->
+    requests still counted."""
+    engine = create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            return {gid: int(n) for gid, n in conn.execute(text("SELECT grant_id, requests FROM rate_slots"))}
+    finally:
+        engine.dispose()
+
+
+def check_slots(db_url: str, done: str, out, returned: int) -> None:
+    """Each grant once, answered the same on a replay; a release's return taken once."""
+    if done in ("acquire", "extend"):
+        assert out.granted_requests == SLOTS, out
+    grants = {LEASE_ID: SLOTS, "lease-1:x1": SLOTS} if done != "acquire" else {LEASE_ID: SLOTS}
+    assert sum(slot_grants(db_url).values()) == sum(grants.values()) - returned
+    assert set(slot_grants(db_url)) == set(grants)
+
+
 def check_lease_books(stub, done: str) -> None:
     """The key's books once ``done`` (and everything before it) happened exactly once."""
     key = stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5)
@@ -213,6 +256,7 @@ def test_a_lease_survives_a_crash_at_every_point_of_its_life(db_url, tmp_path):
     a crash before the commit applies the call, so it reaches ``after_commit``: were the
     first attempt committed after all, the retry would be a replay and answer instead)."""
     died_in, died_at = "", ""  # the call the previous ledger died in, and where
+    returned = 0  # request slots the release took back
     for point, op in LEASE_CHAIN:
         with ledger(db_url, tmp_path, crash_at=point) as stub:
             if not died_in:
@@ -221,8 +265,13 @@ def test_a_lease_survives_a_crash_at_every_point_of_its_life(db_url, tmp_path):
                 out = lease_call(stub, died_in)
                 # after a commit the retry is answered from the record; before it, applied now
                 assert replayed(died_in, out) == died_at.endswith("after_commit"), point
-                assert replayed(died_in, lease_call(stub, died_in)), point  # and again: a replay
+                again = lease_call(stub, died_in)
+                assert replayed(died_in, again), point  # and again: a replay
                 check_lease_books(stub, died_in)
+                if died_in == "release":
+                    returned = out.granted_requests
+                    assert again.granted_requests == returned  # the same return, answered again
+                check_slots(db_url, died_in, again if died_in != "settle" else None, returned)
             with pytest.raises(grpc.RpcError) as e:
                 lease_call(stub, op)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE, point
@@ -232,6 +281,7 @@ def test_a_lease_survives_a_crash_at_every_point_of_its_life(db_url, tmp_path):
         freed = lease_call(stub, "release")
         assert freed.replayed and (freed.status, freed.held_ucr, freed.changed_ucr) == ("closed", 0, 2 * CREDIT - SPENT)
         check_lease_books(stub, "release")  # each request settled once, the remainder returned once
+        check_slots(db_url, "release", freed, freed.granted_requests)
         key = stub.GetBalance(pb.GetBalanceRequest(account="key:k"), timeout=5)
         assert (key.available_ucr, key.pending_ucr) == (10 * CREDIT - SPENT, 0)  # nothing stuck
         admin = ledger_pb2_grpc.LedgerAdminServiceStub(stub.channel)

@@ -166,7 +166,7 @@ class FakeLedger:
     def lease_of(self, request_id: str) -> None:
         return None
 
-    async def settle(self, request_id: str, usage: Usage, lease=None) -> ledger_pb2.SettleResponse:
+    async def settle(self, request_id: str, usage: Usage, lease=None, requested_at_ms=0) -> ledger_pb2.SettleResponse:
         return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=42, price_book_version="v1")
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 from cg_proxy import slots
 from cg_proxy.collaborators import Finished
-from cg_proxy.journal import Journal, read_open, stamped
+from cg_proxy.journal import Journal, read_open, requested_at_ms, stamped
 from cg_proxy.outbox import Outbox
 from cg_proxy.token_usage import Usage
 from cg_proxy.usage_recorder import UsageRecorder
@@ -34,6 +35,17 @@ def finished(request_id: str) -> Finished:
             True,
         )
     )
+
+
+def test_a_replayed_request_says_when_it_came_in(tmp_path: Path):
+    """A leased request settled after a restart is counted in its key's rate window from
+    when it came in: its answer's time less its latency, both journaled."""
+    path = tmp_path / "journal.log"
+    Journal(path).answered(finished("req_a"))
+    (replayed,) = Journal(path).unsettled()
+    assert replayed.time_unix_ms is not None and replayed.latency_ms is not None
+    assert requested_at_ms(replayed) == replayed.time_unix_ms - replayed.latency_ms > 0
+    assert requested_at_ms(replace(finished("req_b"), latency_ms=None)) == 0  # not known: from the settlement
 
 
 def test_what_is_answered_and_not_done_is_there_after_a_reopen(tmp_path: Path):
@@ -141,7 +153,7 @@ class HeldLedger:
     def lease_of(self, request_id: str) -> None:
         return None
 
-    async def settle(self, request_id: str, usage: Usage, lease=None) -> ledger_pb2.SettleResponse:
+    async def settle(self, request_id: str, usage: Usage, lease=None, requested_at_ms=0) -> ledger_pb2.SettleResponse:
         await self.open.wait()
         self.settled.append(request_id)
         return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=42, price_book_version="v1")

@@ -32,6 +32,16 @@ kind and lease): used again for another lease, or for the other operation, it is
 ``Conflict``. Crash points (``cglib.faults``): ``acquire_lease:``, ``extend_lease:``,
 ``release_lease:`` ``before_commit`` / ``after_commit``, ``settle_leased:mid_batch``,
 ``:before_commit``, ``:after_commit``.
+
+Request slots (a rate-limited key, ``ratelimits``): ``acquire`` and ``extend`` given the
+key's ``RateLimit`` and ``(want, least)`` requests also grant ``k`` request slots in the
+same transaction, by the window rule a reservation obeys (under the payer's lock, as a
+rate-limited ``Reserve``), recorded as a ``rate_slots`` row (id: the lease's or the
+extension's id, so a replay answers the same grant) that counts ``k`` requests in the
+key's window until its deadline ``now + SLOT_TTL_MS``. None left: ``k = 0``, the money is
+still granted, and the proxy falls back to ``Reserve``, which refuses. ``release`` takes
+back unused slots (``return_requests``); ``settle`` records each request in the key's
+window at the time it was made, with its tokens and no request (its slot counted it).
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from cg_ledger.limits import (
     check_text,
     decimal_or_invalid,
 )
+from cg_ledger.ratelimits import SLOT_TTL_MS, WINDOW_MS, RateLimit, RateState, slots
 from cg_ledger.reservations import Reservations, SettleOutcome, _release, settle_memo, settle_outcome
 from cg_ledger.rows import Rows, now_ms
 from cglib.faults import crash_point
@@ -67,6 +78,8 @@ log = logging.getLogger(__name__)
 LEASE_FRACTION = 8
 MAX_TTL_S = 3600
 LEASE = "lease"
+# A release's transfer memo when it gave back unused request slots (a replay answers them).
+_SLOTS_BACK = "lease released, requests returned: "
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,26 @@ class LeaseOutcome:
     changed_ucr: int  # what this call added (acquire, extend) or freed (release)
     changed_uai: int
     replayed: bool
+    # request slots this call granted (acquire, extend) or took back (release), usable
+    # until slots_end_ms; the key's window as of the grant, for x-ratelimit-*
+    slots: int = 0
+    slots_end_ms: int = 0
+    rate: RateState | None = None
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """A rate-limited key's slots wanted with a lease: ``want``, at least ``least``."""
+
+    limit: RateLimit
+    want: int
+    least: int
+
+    @classmethod
+    def of(cls, limit: RateLimit | None, want: int, least: int) -> SlotRequest | None:
+        if want < 0 or least < 0 or want > 10_000 or least > want:
+            raise InvalidArgument("want_requests, min_requests: 0 <= min <= want <= 10000")
+        return cls(limit, want, least) if limit is not None and want else None
 
 
 @dataclass(frozen=True)
@@ -92,13 +125,16 @@ class LeasedSettlement:
     input_tokens: int
     output_tokens: int
     usage_source: str
+    requested_at_ms: int = 0  # when the request was made (0: now); its tokens count in the window from then
 
 
 def _status(row: Any) -> str:
     return {"pending": "open", "closed": "closed", "expired": "expired"}.get(row.status, row.status)
 
 
-def _outcome(row: Any, changed: tuple[int, int], replayed: bool) -> LeaseOutcome:
+def _outcome(
+    row: Any, changed: tuple[int, int], replayed: bool, granted: tuple[int, int, RateState | None] = (0, 0, None)
+) -> LeaseOutcome:
     return LeaseOutcome(
         row.request_id,
         row.held_ucr,
@@ -108,7 +144,25 @@ def _outcome(row: Any, changed: tuple[int, int], replayed: bool) -> LeaseOutcome
         changed[0],
         changed[1],
         replayed,
+        *granted,
     )
+
+
+def _grant_slots(db: Rows, grant_id: str, lease_id: str, want: SlotRequest | None, now: int) -> tuple:
+    """Grants the lease request slots by the window rule (the payer locked: every window
+    decision of the key waits on it); ``(k, end_ms, state)``."""
+    if want is None:
+        return 0, 0, None
+    k, state = slots(want.limit, db.window(want.limit.key, now - WINDOW_MS), now, want.want, want.least)
+    end = now + SLOT_TTL_MS
+    if k:
+        db.insert_slots(grant_id, want.limit.key, lease_id, k, end, now)
+    return k, (end if k else 0), state
+
+
+def _replayed_slots(db: Rows, grant_id: str) -> tuple:
+    k, end = db.slots(grant_id)
+    return k, end, None
 
 
 def grant(available: int, want: int, least: int) -> int:
@@ -167,6 +221,7 @@ class Leases:
         want: tuple[int, int],
         least: tuple[int, int],
         ttl_s: int,
+        want_slots: SlotRequest | None = None,
     ) -> LeaseOutcome:
         check_id(lease_id, "lease_id")
         payer = accounts.parse(account, kinds={"key", "partner"}).id
@@ -176,7 +231,7 @@ class Leases:
         out = await idempotent.once(
             self.db,
             lambda db: self._acquire(
-                db, lease_id, payer, billing, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms
+                db, lease_id, payer, billing, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms, want_slots
             ),
             lambda db: self._store_refusal(db, lease_id, payer),
             lambda db: self._replay_acquire(db, lease_id, payer),
@@ -194,6 +249,7 @@ class Leases:
         want: tuple[int, int],
         least: tuple[int, int],
         ttl_ms: int,
+        want_slots: SlotRequest | None = None,
     ) -> LeaseOutcome:
         if db.reservation(lease_id) is not None or db.transfer(f"reserve:{lease_id}") is not None:
             return Leases._replay_acquire(db, lease_id, payer)
@@ -224,7 +280,7 @@ class Leases:
             price_per_ai_credit_cents=str(billing.terms.price_per_ai_credit_cents) if billing else "",
             floor_usd_per_mtok=str(billing.terms.floor_usd_per_mtok) if billing else "",
             customer_held_uai=held_uai,
-            rate_key="",
+            rate_key=want_slots.limit.key if want_slots else "",
             kind=LEASE,
             expires_at_ms=now + ttl_ms,
             created_at_ms=now,
@@ -240,9 +296,10 @@ class Leases:
                 lease_id,
                 LEASE,
             )
+        granted = _grant_slots(db, lease_id, lease_id, want_slots, now)
         lease = db.reservation(lease_id)
         crash_point("acquire_lease:before_commit")  # the hold and the lease are written, not committed
-        return _outcome(lease, (held, held_uai), replayed=False)
+        return _outcome(lease, (held, held_uai), replayed=False, granted=granted)
 
     @staticmethod
     def _store_refusal(db: Rows, lease_id: str, payer: str) -> None:
@@ -261,10 +318,16 @@ class Leases:
         if lease.kind != LEASE or lease.account != payer:
             raise Conflict(f"id {lease_id!r} is used by another reservation or lease")
         changed = (_transfer_amount(db, f"reserve:{lease_id}"), _transfer_amount(db, f"reserve:{lease_id}:customer"))
-        return _outcome(lease, changed, replayed=True)
+        return _outcome(lease, changed, replayed=True, granted=_replayed_slots(db, lease_id))
 
     async def extend(
-        self, extension_id: str, lease_id: str, want: tuple[int, int], least: tuple[int, int], ttl_s: int
+        self,
+        extension_id: str,
+        lease_id: str,
+        want: tuple[int, int],
+        least: tuple[int, int],
+        ttl_s: int,
+        want_slots: SlotRequest | None = None,
     ) -> LeaseOutcome:
         check_id(extension_id, "extension_id")
         check_id(lease_id, "lease_id")
@@ -273,7 +336,9 @@ class Leases:
         ttl_ms = _ttl_ms(ttl_s)
         out = await idempotent.once(
             self.db,
-            lambda db: self._extend(db, extension_id, lease_id, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms),
+            lambda db: self._extend(
+                db, extension_id, lease_id, (want_ucr, want_uai), (least_ucr, least_uai), ttl_ms, want_slots
+            ),
             lambda db: self._store_extension_refusal(db, extension_id, lease_id),
             lambda db: self._replay_extension(db, extension_id, lease_id),
         )
@@ -297,6 +362,7 @@ class Leases:
         want: tuple[int, int],
         least: tuple[int, int],
         ttl_ms: int,
+        want_slots: SlotRequest | None = None,
     ) -> LeaseOutcome:
         lease = cls._lease(db, lease_id, lock=True)
         if db.transfer(extension_id) is not None:
@@ -307,6 +373,8 @@ class Leases:
         available, closed_to = db.state(lease.account, lock=True)
         if closed_to:
             raise AccountClosed(f"account {lease.account!r} is closed (the key was revoked)")
+        if want_slots is not None and want_slots.limit.key != lease.rate_key:
+            raise InvalidArgument(f"rate_limit.key: lease {lease_id!r} was taken for {lease.rate_key!r}")
         add = grant(available, want[0], least[0]) if want[0] else 0
         add_uai = 0
         if lease.customer_account and want[1]:
@@ -328,8 +396,9 @@ class Leases:
                 lease_id,
                 "lease grows",
             )
+        granted = _grant_slots(db, extension_id, lease_id, want_slots, now)
         crash_point("extend_lease:before_commit")
-        return _outcome(cls._lease(db, lease_id), (add, add_uai), replayed=False)
+        return _outcome(cls._lease(db, lease_id), (add, add_uai), replayed=False, granted=granted)
 
     @staticmethod
     def _store_extension_refusal(db: Rows, extension_id: str, lease_id: str) -> None:
@@ -349,29 +418,38 @@ class Leases:
             raise Conflict(f"id {extension_id!r} was used for another lease or operation")
         if t.outcome != "ok":
             raise InsufficientFunds(f"extension {extension_id!r} was refused")
-        return _outcome(lease, (int(t.amount_ucr), _transfer_amount(db, f"{extension_id}:customer")), replayed=True)
+        changed = (int(t.amount_ucr), _transfer_amount(db, f"{extension_id}:customer"))
+        return _outcome(lease, changed, replayed=True, granted=_replayed_slots(db, extension_id))
 
-    async def release(self, release_id: str, lease_id: str, keep: tuple[int, int]) -> LeaseOutcome:
+    async def release(
+        self, release_id: str, lease_id: str, keep: tuple[int, int], return_requests: int = 0
+    ) -> LeaseOutcome:
         check_id(release_id, "release_id")
         check_id(lease_id, "lease_id")
-        if keep[0] < 0 or keep[1] < 0:
-            raise InvalidArgument("keep_ucr, keep_uai: zero or more")
-        out = await self.db.run(self._release, release_id, lease_id, keep)
+        if keep[0] < 0 or keep[1] < 0 or return_requests < 0:
+            raise InvalidArgument("keep_ucr, keep_uai, return_requests: zero or more")
+        out = await self.db.run(self._release, release_id, lease_id, keep, return_requests)
         if not out.replayed:
             crash_point("release_lease:after_commit")
         return out
 
     @classmethod
-    def _release(cls, db: Rows, release_id: str, lease_id: str, keep: tuple[int, int]) -> LeaseOutcome:
+    def _release(
+        cls, db: Rows, release_id: str, lease_id: str, keep: tuple[int, int], return_requests: int = 0
+    ) -> LeaseOutcome:
         lease = cls._lease(db, lease_id, lock=True)
         t = db.transfer(release_id)
         if t is not None:
             if not _names(t, "void", lease_id):
                 raise Conflict(f"id {release_id!r} was used for another lease or operation")
-            return _outcome(lease, (int(t.amount_ucr), _transfer_amount(db, f"{release_id}:customer")), True)
+            back = (int(t.memo[len(_SLOTS_BACK) :]), 0, None) if t.memo.startswith(_SLOTS_BACK) else (0, 0, None)
+            return _outcome(lease, (int(t.amount_ucr), _transfer_amount(db, f"{release_id}:customer")), True, back)
+        # unused slots given back: fewer requests counted than granted, never more made
+        returned = db.return_slots(lease_id, return_requests, now_ms()) if return_requests else 0
+        memo = f"{_SLOTS_BACK}{returned}" if returned else "lease released"
         if lease.status != "pending":  # closed or expired: nothing is held any more
-            db.insert_transfer(release_id, "void", lease.account, lease.credit_account, 0, lease_id, "lease released")
-            return _outcome(lease, (0, 0), replayed=False)
+            db.insert_transfer(release_id, "void", lease.account, lease.credit_account, 0, lease_id, memo)
+            return _outcome(lease, (0, 0), replayed=False, granted=(returned, 0, None))
         free = max(lease.held_ucr - keep[0], 0)
         free_uai = max(lease.customer_held_uai - keep[1], 0) if lease.customer_account else 0
         _release(db, lease.account, free, 0, f"refund:{release_id}", lease_id)
@@ -380,7 +458,7 @@ class Leases:
         db.run_named("lease_held", rid=lease_id, ucr=-free, uai=-free_uai)
         if keep == (0, 0):
             db.set_status(lease_id, "closed")
-        db.insert_transfer(release_id, "void", lease.account, lease.credit_account, free, lease_id, "lease released")
+        db.insert_transfer(release_id, "void", lease.account, lease.credit_account, free, lease_id, memo)
         if lease.customer_account:
             db.insert_transfer(
                 f"{release_id}:customer",
@@ -392,7 +470,7 @@ class Leases:
                 "lease released",
             )
         crash_point("release_lease:before_commit")  # freed (and forwarded), not committed
-        return _outcome(cls._lease(db, lease_id), (free, free_uai), replayed=False)
+        return _outcome(cls._lease(db, lease_id), (free, free_uai), replayed=False, granted=(returned, 0, None))
 
     # -- settlements ---------------------------------------------------------------------
 
@@ -503,7 +581,10 @@ class Leases:
                 charged_ucr=paid,
                 unpaid_ucr=charge - paid,
                 usage_source=s.usage_source,
-                created_at_ms=now,
+                # a limited key's window counts the request's tokens (not the request:
+                # its slot did) from when it was made
+                created_at_ms=min(s.requested_at_ms, now) if s.requested_at_ms > 0 else now,
+                rate_key=lease.rate_key,
                 lease_id=s.lease_id,
             )
             rows.append(row)

@@ -103,3 +103,18 @@ class Reservation(SQLModel, table=True):
     kind: str = Field(default="request", max_length=8)
     # For a request settled from a lease: the lease's id ("" otherwise).
     lease_id: str = Field(default="", max_length=120)
+
+
+class RateSlot(SQLModel, table=True):
+    """Request slots granted with a lease (``ratelimits``): ``requests`` the lease's proxy
+    may start until ``end_ms``, counted in the key's window until then."""
+
+    __tablename__ = "rate_slots"
+
+    # the lease's id (acquire) or the extension's id (extend): one grant per call
+    grant_id: str = Field(primary_key=True, max_length=120)
+    rate_key: str = Field(max_length=80)
+    lease_id: str = Field(max_length=120, index=True)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    end_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -220,6 +220,26 @@ class Rows:
     def due(self, now: int, limit: int) -> list[str]:
         return [r[0] for r in self._run("due", now=now, limit=limit).fetchall()]
 
-    def window(self, key: str, since_ms: int) -> list[tuple[int, int]]:
-        """(created_at_ms, settled tokens) of the key's reservations after ``since_ms``, oldest first."""
-        return [(int(t), int(n)) for t, n in self._run("window", key=key, since=since_ms).fetchall()]
+    def window(self, key: str, since_ms: int) -> list[tuple[int, int, int]]:
+        """The key's window entries ending after ``since_ms``: (end_ms, requests, settled
+        tokens), oldest end first (``ratelimits``)."""
+        rows = self._run("window", key=key, since=since_ms).fetchall()
+        return [(int(t), int(n), int(tokens)) for t, n, tokens in rows]
+
+    def insert_slots(self, grant_id: str, key: str, lease_id: str, requests: int, end_ms: int, now: int) -> None:
+        self._run("insert_slots", gid=grant_id, key=key, lease_id=lease_id, requests=requests, end_ms=end_ms, now=now)
+
+    def slots(self, grant_id: str) -> tuple[int, int]:
+        """(requests, end_ms) of a slot grant; (0, 0) when it granted none."""
+        row = self._run("slots", gid=grant_id).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def return_slots(self, lease_id: str, count: int, now: int) -> int:
+        """Takes up to ``count`` unused slots back from the lease's open grants; returns how many."""
+        back = 0
+        for grant_id, requests in self._run("open_slots", lease_id=lease_id, now=now).fetchall():
+            n = min(int(requests), count - back)
+            if n <= 0:
+                break
+            back += n * self.run_named("return_slots", gid=grant_id, n=n)
+        return back

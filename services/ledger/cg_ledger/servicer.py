@@ -25,7 +25,7 @@ from cg_ledger.errors import (
     NotFound,
     OutOfRange,
 )
-from cg_ledger.leases import LeasedSettlement, LeaseOutcome, Leases
+from cg_ledger.leases import LeasedSettlement, LeaseOutcome, Leases, SlotRequest
 from cg_ledger.limits import check_bound, decimal_or_invalid
 from cg_ledger.ratelimits import RateLimit
 from cg_ledger.reservations import Reservations, SettleOutcome
@@ -134,7 +134,17 @@ def _lease_pb(out: LeaseOutcome) -> ledger_pb2.LeaseResponse:
         replayed=out.replayed,
         changed_ucr=out.changed_ucr,
         changed_uai=out.changed_uai,
+        granted_requests=out.slots,
+        granted_requests_deadline_unix_ms=out.slots_end_ms,
+        rate_limit=ledger_pb2.RateLimitState(**dataclasses.asdict(out.rate)) if out.rate else None,
     )
+
+
+def _slots(request: ledger_pb2.AcquireLeaseRequest | ledger_pb2.ExtendLeaseRequest) -> SlotRequest | None:
+    if not request.HasField("rate_limit"):
+        return None
+    limit = RateLimit.parse(request.rate_limit.key, request.rate_limit.rpm, request.rate_limit.tpm)
+    return SlotRequest.of(limit, request.want_requests, request.min_requests)
 
 
 def _billing(request: ledger_pb2.ReserveRequest | ledger_pb2.AcquireLeaseRequest) -> Billing | None:
@@ -295,6 +305,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             (request.want_ucr, request.want_uai),
             (request.min_ucr, request.min_uai),
             request.ttl_seconds,
+            _slots(request),
         )
         return _lease_pb(out)
 
@@ -307,13 +318,16 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
             (request.want_ucr, request.want_uai),
             (request.min_ucr, request.min_uai),
             request.ttl_seconds,
+            _slots(request),
         )
         return _lease_pb(out)
 
     async def ReleaseLease(
         self, request: ledger_pb2.ReleaseLeaseRequest, context: grpc.aio.ServicerContext
     ) -> ledger_pb2.LeaseResponse:
-        out = await self.leases.release(request.release_id, request.lease_id, (request.keep_ucr, request.keep_uai))
+        out = await self.leases.release(
+            request.release_id, request.lease_id, (request.keep_ucr, request.keep_uai), request.return_requests
+        )
         return _lease_pb(out)
 
     async def SettleLeased(
@@ -336,6 +350,7 @@ class LedgerServicer(ledger_pb2_grpc.LedgerServiceServicer):
                         s.input_tokens,
                         s.output_tokens,
                         source,
+                        s.requested_at_unix_ms,
                     )
                 )
             except LedgerError as e:

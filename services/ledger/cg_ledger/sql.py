@@ -76,7 +76,7 @@ STATEMENTS = {
     "close": "UPDATE accounts SET closed_to = :closed_to WHERE id = :id AND closed_to = ''",
     # -- transfers -----------------------------------------------------------------
     "transfer": (
-        "SELECT id, idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr, request_id"
+        "SELECT id, idempotency_id, kind, outcome, debit_account, credit_account, amount_ucr, request_id, memo"
         " FROM transfers WHERE idempotency_id = :iid"
     ),
     "insert_transfer": (
@@ -110,7 +110,7 @@ STATEMENTS = {
         " :price_book_version, :held_ucr, :customer_account, :revenue_account, :profit_multiplier,"
         " :price_per_ai_credit_cents, :floor_usd_per_mtok, :customer_held_uai, :customer_charged_uai,"
         " :customer_unpaid_uai, :input_tokens, :output_tokens, 'posted', :charged_ucr, :unpaid_ucr,"
-        " :usage_source, :created_at_ms, :created_at_ms, '', 'request', :lease_id)"
+        " :usage_source, :created_at_ms, :created_at_ms, :rate_key, 'request', :lease_id)"
     ),
     # What a lease holds grows (acquire, extend) or shrinks (settlements, releases) by a delta.
     "lease_held": (
@@ -126,11 +126,28 @@ STATEMENTS = {
     ),
     "status": "UPDATE reservations SET status = :status WHERE request_id = :rid",
     "due": ("SELECT request_id FROM reservations WHERE status = 'pending' AND expires_at_ms <= :now LIMIT :limit"),
-    # A rate-limited key's window, oldest first (index rate_key, created_at_ms).
+    # A rate-limited key's window (``ratelimits``), oldest end first: its reservations (1
+    # request each; a request settled from a lease, 0: its slot counted it) and its request
+    # slot grants (``requests`` each, ending at their deadline). Indexes (rate_key,
+    # created_at_ms) and (rate_key, end_ms).
     "window": (
-        "SELECT created_at_ms, input_tokens + output_tokens FROM reservations"
-        " WHERE rate_key = :key AND created_at_ms > :since ORDER BY created_at_ms"
+        "SELECT created_at_ms AS end_ms, CASE WHEN lease_id = '' THEN 1 ELSE 0 END AS n,"
+        " input_tokens + output_tokens AS tokens FROM reservations"
+        " WHERE rate_key = :key AND created_at_ms > :since AND kind = 'request'"
+        " UNION ALL SELECT end_ms, requests, 0 FROM rate_slots WHERE rate_key = :key AND end_ms > :since"
+        " ORDER BY end_ms"
     ),
+    "insert_slots": (
+        "INSERT INTO rate_slots (grant_id, rate_key, lease_id, requests, end_ms, created_at_ms)"
+        " VALUES (:gid, :key, :lease_id, :requests, :end_ms, :now)"
+    ),
+    "slots": "SELECT requests, end_ms FROM rate_slots WHERE grant_id = :gid",
+    # Unused slots given back (``ReleaseLease``): the lease's grants still open, newest first.
+    "open_slots": (
+        "SELECT grant_id, requests FROM rate_slots WHERE lease_id = :lease_id AND end_ms > :now AND requests > 0"
+        " ORDER BY end_ms DESC"
+    ),
+    "return_slots": "UPDATE rate_slots SET requests = requests - :n WHERE grant_id = :gid AND requests >= :n",
 }
 
 

@@ -85,10 +85,15 @@ class Ledger(Protocol):
         ...
 
     async def settle(
-        self, request_id: str, usage: Usage, lease: tuple[str, str, str, str, str] | None = None
+        self,
+        request_id: str,
+        usage: Usage,
+        lease: tuple[str, str, str, str, str] | None = None,
+        requested_at_ms: int = 0,
     ) -> ledger_pb2.SettleResponse:
         """Posts the usage: from the request's lease when it took its bound from one
-        (``lease``: what the journal kept of it, after a restart), else its reservation."""
+        (``lease``: what the journal kept of it, after a restart; ``requested_at_ms``: when
+        the request came in, by the journal, 0 if unknown), else its reservation."""
         ...
 
     async def void(self, request_id: str, reason: str) -> ledger_pb2.VoidResponse: ...

@@ -57,6 +57,14 @@ def stamped(f: Finished) -> Finished:
     return replace(f, latency_ms=int((time.perf_counter() - f.started) * 1000), time_unix_ms=int(time.time() * 1000))
 
 
+def requested_at_ms(f: Finished) -> int:
+    """When a stamped request came in, on the wall clock (0 if not stamped): a leased
+    request settled after a restart is counted in its key's rate window from then."""
+    if f.latency_ms is None or f.time_unix_ms is None:
+        return 0
+    return max(f.time_unix_ms - f.latency_ms, 0)
+
+
 def _line(f: Finished) -> bytes:
     return (
         orjson.dumps(

@@ -12,7 +12,23 @@ _REFUSED = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 
 
 def _granted(resp: ledger_pb2.LeaseResponse) -> Granted:
-    return Granted(resp.changed_ucr, resp.changed_uai, resp.expires_at_unix_ms, resp.status)
+    return Granted(
+        resp.changed_ucr,
+        resp.changed_uai,
+        resp.expires_at_unix_ms,
+        resp.status,
+        resp.granted_requests,
+        resp.granted_requests_deadline_unix_ms,
+        resp.rate_limit if resp.HasField("rate_limit") else None,
+    )
+
+
+def _slot_fields(terms: Terms, slots: tuple[int, int] | None) -> dict:
+    """A rate-limited key's lease call: its limits and the slots wanted."""
+    if terms.rate is None or slots is None:
+        return {}
+    rate = ledger_pb2.RateLimit(key=terms.rate.key, rpm=terms.rate.rpm, tpm=terms.rate.tpm)
+    return {"rate_limit": rate, "want_requests": slots[0], "min_requests": slots[1]}
 
 
 def customer_billing(terms: Terms) -> ledger_pb2.CustomerBilling | None:
@@ -33,7 +49,13 @@ class GrpcLeaseLedger:
         self.timeout_s = timeout_s
 
     async def acquire(
-        self, lease_id: str, terms: Terms, want: tuple[int, int], least: tuple[int, int], ttl_s: int
+        self,
+        lease_id: str,
+        terms: Terms,
+        want: tuple[int, int],
+        least: tuple[int, int],
+        ttl_s: int,
+        slots: tuple[int, int] | None = None,
     ) -> Granted:
         req = ledger_pb2.AcquireLeaseRequest(
             lease_id=lease_id,
@@ -44,6 +66,7 @@ class GrpcLeaseLedger:
             min_ucr=least[0],
             min_uai=least[1],
             ttl_seconds=ttl_s,
+            **_slot_fields(terms, slots),
         )
         try:
             return _granted(await self.stub.AcquireLease(req, timeout=self.timeout_s))
@@ -53,7 +76,14 @@ class GrpcLeaseLedger:
             raise
 
     async def extend(
-        self, extension_id: str, lease_id: str, want: tuple[int, int], least: tuple[int, int], ttl_s: int
+        self,
+        extension_id: str,
+        lease_id: str,
+        want: tuple[int, int],
+        least: tuple[int, int],
+        ttl_s: int,
+        slots: tuple[int, int] | None = None,
+        terms: Terms | None = None,
     ) -> Granted:
         req = ledger_pb2.ExtendLeaseRequest(
             extension_id=extension_id,
@@ -63,6 +93,7 @@ class GrpcLeaseLedger:
             min_ucr=least[0],
             min_uai=least[1],
             ttl_seconds=ttl_s,
+            **(_slot_fields(terms, slots) if terms is not None else {}),
         )
         try:
             return _granted(await self.stub.ExtendLease(req, timeout=self.timeout_s))
@@ -71,9 +102,13 @@ class GrpcLeaseLedger:
                 raise LeaseRefused(e.details() or e.code().name) from None
             raise
 
-    async def release(self, release_id: str, lease_id: str, keep: tuple[int, int]) -> Granted:
+    async def release(self, release_id: str, lease_id: str, keep: tuple[int, int], return_requests: int = 0) -> Granted:
         req = ledger_pb2.ReleaseLeaseRequest(
-            release_id=release_id, lease_id=lease_id, keep_ucr=keep[0], keep_uai=keep[1]
+            release_id=release_id,
+            lease_id=lease_id,
+            keep_ucr=keep[0],
+            keep_uai=keep[1],
+            return_requests=return_requests,
         )
         try:
             return _granted(await self.stub.ReleaseLease(req, timeout=self.timeout_s))

@@ -24,6 +24,17 @@ rest); the key is not offered a lease again for ``REFUSED_BACKOFF_S``.
 Key changes (revoke, suspend, regenerate, new terms) end the key's lease: nothing new is
 taken from it, what is not taken is released at once, and the rest when the requests in
 flight settle. Idle leases are released after ``IDLE_S``; ``close`` releases them all.
+
+Request slots (a key with RPM/TPM limits: ``Terms.rate``): a request also takes one
+request slot, granted by the ledger with the lease (acquire, extend) by the window rule a
+``Reserve`` obeys. A slot must be used before its deadline: the book counts it usable
+until ``SLOT_MARGIN_S`` before the ledger's deadline, converted to its own clock from the
+wall time at which it SENT the call (an answer that arrives late does not stretch it),
+so the margin also covers the clocks' skew. Slots are asked for when none is usable
+(awaited, like money) or ahead of need (``SLOT_HORIZON_S`` of the key's request rate, in
+the background); when the ledger grants none (the window is full) the request is reserved
+on its own, and the ledger's refusal answers it (the 429), for ``SLOT_BACKOFF_S`` without
+asking again. Unused slots go back with the lease's releases (``return_requests``).
 """
 
 from __future__ import annotations
@@ -32,11 +43,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cglib.retry import grpc_transient, retrying
 
@@ -55,10 +67,23 @@ REFUSED_BACKOFF_S = 1.0
 # An orphaned lease (its acquire unanswered) the ledger does not know is asked for once more
 # after this long: the acquire may have been on its way still.
 ORPHAN_RECHECK_S = 5.0
+SLOT_MARGIN_S = 1.0  # a slot is used no later than this before the ledger's deadline (3 s after the grant)
+SLOT_HORIZON_S = 1.5  # slots are asked for this many seconds of the key's request rate ...
+MAX_SLOTS = 200  # ... at most this many at once (the ledger grants at most 1/8 of what is left)
+SLOT_BACKOFF_S = 0.25  # after a grant of none, requests go to the per-request path this long
 
 
 class LeaseRefused(Exception):
     """The ledger cannot hold even the minimum asked for (or the lease is not open)."""
+
+
+@dataclass(frozen=True)
+class RateSpec:
+    """A key's limits (the ledger's ``RateLimit``): its leases carry request slots."""
+
+    key: str
+    rpm: int
+    tpm: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,7 @@ class Terms:
     profit_multiplier: str = ""
     price_per_ai_credit_cents: str = ""
     floor_usd_per_mtok: str = ""
+    rate: RateSpec | None = None  # a rate-limited key: its requests need slots too
 
 
 @dataclass(frozen=True)
@@ -85,20 +111,41 @@ class Granted:
     changed_uai: int
     expires_at_ms: int
     status: str = "open"
+    slots: int = 0  # request slots granted (acquire, extend) or taken back (release)
+    slots_deadline_ms: int = 0  # the ledger's wall clock
+    rate_state: Any = None  # the ledger's RateLimitState as of the grant (x-ratelimit-*)
 
 
 class LeaseLedger(Protocol):
+    """``slots`` (want, least) is passed only for a rate-limited key's lease, and
+    ``return_requests`` only when there are slots to give back."""
+
     async def acquire(
-        self, lease_id: str, terms: Terms, want: tuple[int, int], least: tuple[int, int], ttl_s: int
+        self,
+        lease_id: str,
+        terms: Terms,
+        want: tuple[int, int],
+        least: tuple[int, int],
+        ttl_s: int,
+        slots: tuple[int, int] | None = None,
     ) -> Granted:
         """Raises ``LeaseRefused`` when even ``least`` (µcr, µai) cannot be held."""
         ...
 
     async def extend(
-        self, extension_id: str, lease_id: str, want: tuple[int, int], least: tuple[int, int], ttl_s: int
+        self,
+        extension_id: str,
+        lease_id: str,
+        want: tuple[int, int],
+        least: tuple[int, int],
+        ttl_s: int,
+        slots: tuple[int, int] | None = None,
+        terms: Terms | None = None,
     ) -> Granted: ...
 
-    async def release(self, release_id: str, lease_id: str, keep: tuple[int, int]) -> Granted: ...
+    async def release(
+        self, release_id: str, lease_id: str, keep: tuple[int, int], return_requests: int = 0
+    ) -> Granted: ...
 
 
 @dataclass(frozen=True)
@@ -109,6 +156,21 @@ class Ticket:
     lease_id: str
     ucr: int
     uai: int
+    # a rate-limited key: the ledger's window state at the grant the slot came from, the
+    # slots of that grant still unused here, and how long ago it was granted (seconds)
+    rate_state: Any = None
+    slots_left: int = 0
+    state_age_s: float = 0.0
+
+
+@dataclass
+class _Slots:
+    """One grant of request slots: ``left`` usable until ``until`` (the book's clock)."""
+
+    left: int
+    until: float
+    state: Any
+    at: float
 
 
 @dataclass
@@ -139,6 +201,21 @@ class Lease:
     closing: bool = False
     growing: asyncio.Task[None] | None = None
     seq: itertools.count = field(default_factory=itertools.count)
+    slots: list[_Slots] = field(default_factory=list)  # oldest grant first
+    slots_refused_until: float = 0.0
+    slot_waiters: int = 0  # requests waiting for slots (a burst: the next grant asks for them all)
+
+    def usable_slots(self, now: float) -> int:
+        self.slots = [g for g in self.slots if g.left > 0 and g.until > now]
+        return sum(g.left for g in self.slots)
+
+    def take_slot(self, now: float) -> _Slots | None:
+        """One slot of the oldest grant still usable (the soonest to lapse), or None."""
+        if not self.usable_slots(now):
+            return None
+        grant = self.slots[0]
+        grant.left -= 1
+        return grant
 
     @property
     def free(self) -> tuple[int, int]:
@@ -169,6 +246,7 @@ class LeaseBook:
         self.clock = clock
         self._leases: dict[str, Lease] = {}
         self._rates: dict[str, tuple[_Rate, _Rate]] = {}
+        self._requests: dict[str, _Rate] = {}  # a rate-limited key's requests per second
         self._refused_until: dict[str, float] = {}
         self._acquiring: dict[str, asyncio.Task[Lease | None]] = {}
         self._ids = itertools.count(1)
@@ -187,7 +265,20 @@ class LeaseBook:
                 self._end(lease)  # the key's billing changed: a new lease on the new terms
                 lease = None
             if lease is not None and lease.fits(ucr, uai):
-                return self._take(lease, ucr, uai, now)
+                if terms.rate is None or lease.usable_slots(now):
+                    return self._take(lease, ucr, uai, now)
+                if lease.slots_refused_until > now:  # the window is full: the per-request path answers
+                    return None
+                if lease.growing is None:
+                    self._grow(lease, 0, 0, slots=True)
+                assert lease.growing is not None
+                lease.slot_waiters += 1  # the next grant asks for as many as wait
+                try:
+                    await asyncio.shield(lease.growing)
+                finally:
+                    lease.slot_waiters -= 1
+                now = self.clock()
+                continue
             if self._refused_until.get(key_id, 0.0) > now:
                 await self._give_back(lease)
                 return None
@@ -196,7 +287,7 @@ class LeaseBook:
                 continue
             if lease is not None:
                 free_ucr, free_uai = lease.free
-                self._grow(lease, max(ucr - free_ucr, 0), max(uai - free_uai, 0))
+                self._grow(lease, max(ucr - free_ucr, 0), max(uai - free_uai, 0), slots=terms.rate is not None)
                 assert lease.growing is not None
                 await asyncio.shield(lease.growing)
                 if self._refused_until.get(key_id, 0.0) > now:
@@ -206,6 +297,7 @@ class LeaseBook:
             lease = await self._acquire(key_id, terms, ucr, uai)
             if lease is None:
                 return None
+            now = self.clock()
         return None
 
     def settled(self, ticket: Ticket, charged_ucr: int, charged_uai: int) -> None:
@@ -263,6 +355,7 @@ class LeaseBook:
     # -- inside --------------------------------------------------------------------------
 
     def _take(self, lease: Lease, ucr: int, uai: int, now: float) -> Ticket:
+        slot = lease.take_slot(now) if lease.terms.rate is not None else None
         lease.taken_ucr += ucr
         lease.taken_uai += uai
         lease.last_used = now
@@ -272,9 +365,24 @@ class LeaseBook:
         free_ucr, free_uai = lease.free
         low_ucr = max(rate_ucr.per_s * LOW_WATER_S, ucr)
         low_uai = max(rate_uai.per_s * LOW_WATER_S, uai)
-        if lease.growing is None and (free_ucr < low_ucr or (uai and free_uai < low_uai)):
-            self._grow(lease, 0, 0, ahead=(ucr, uai))
-        return Ticket(lease.key_id, lease.lease_id, ucr, uai)
+        slots_low = False
+        if slot is not None:
+            requests = self._requests.setdefault(lease.key_id, _Rate())
+            requests.add(1, now)
+            slots_low = lease.slots_refused_until <= now and lease.usable_slots(now) < max(
+                requests.per_s * SLOT_HORIZON_S / 2, 1
+            )
+        if lease.growing is None and (free_ucr < low_ucr or (uai and free_uai < low_uai) or slots_low):
+            self._grow(lease, 0, 0, ahead=(ucr, uai), slots=lease.terms.rate is not None)
+        if slot is None:
+            return Ticket(lease.key_id, lease.lease_id, ucr, uai)
+        return Ticket(lease.key_id, lease.lease_id, ucr, uai, slot.state, slot.left, now - slot.at)
+
+    def _want_slots(self, key_id: str) -> tuple[int, int]:
+        requests = self._requests.get(key_id, _Rate())
+        # a key's slack stays in the window: a slot lapsed unused counts there until its
+        # deadline is a minute old, so a key with little traffic asks for one at a time
+        return min(max(math.ceil(requests.per_s * SLOT_HORIZON_S), 1), MAX_SLOTS), 1
 
     def _want(self, key_id: str, ucr: int, uai: int) -> tuple[int, int]:
         rate_ucr, rate_uai = self._rates.get(key_id, (_Rate(), _Rate()))
@@ -292,8 +400,12 @@ class LeaseBook:
 
     async def _acquire_now(self, key_id: str, terms: Terms, ucr: int, uai: int) -> Lease | None:
         lease_id = f"lease:{self.worker_id}:{next(self._ids)}"
+        sent = (self.clock(), time.time())
+        slots: dict[str, Any] = {"slots": self._want_slots(key_id)} if terms.rate is not None else {}
         try:
-            granted = await self.ledger.acquire(lease_id, terms, self._want(key_id, ucr, uai), (ucr, uai), TTL_S)
+            granted = await self.ledger.acquire(
+                lease_id, terms, self._want(key_id, ucr, uai), (ucr, uai), TTL_S, **slots
+            )
         except LeaseRefused:
             self._refused_until[key_id] = self.clock() + REFUSED_BACKOFF_S
             return None
@@ -303,37 +415,50 @@ class LeaseBook:
             self._release_orphan(lease_id)
             return None
         lease = Lease(key_id, lease_id, terms, last_used=self.clock())
-        self._apply(lease, granted)
+        self._apply(lease, granted, sent)
         if key_id in self._leases:  # cannot happen (one acquire per key at a time): keep the money exact anyway
             self._end(self._leases[key_id])
         self._leases[key_id] = lease
         return lease
 
-    def _grow(self, lease: Lease, ucr: int, uai: int, ahead: tuple[int, int] = (0, 0)) -> None:
+    def _grow(self, lease: Lease, ucr: int, uai: int, ahead: tuple[int, int] = (0, 0), slots: bool = False) -> None:
         """Extends the lease by at least (``ucr``, ``uai``) — 0 when it is topped up ahead
         of need, sized from ``ahead`` (a request's bound) and the key's rate — or, with all
-        zero, only renews its expiry."""
-        lease.growing = asyncio.ensure_future(self._grow_now(lease, (ucr, uai), ahead))
+        zero, only renews its expiry; with ``slots`` it asks for request slots too."""
+        lease.growing = asyncio.ensure_future(self._grow_now(lease, (ucr, uai), ahead, slots))
 
-    async def _grow_now(self, lease: Lease, least: tuple[int, int], ahead: tuple[int, int]) -> None:
+    async def _grow_now(self, lease: Lease, least: tuple[int, int], ahead: tuple[int, int], slots: bool) -> None:
         extension_id = f"{lease.lease_id}:x{next(lease.seq)}"
         size = (max(least[0], ahead[0]), max(least[1], ahead[1]))
         want = self._want(lease.key_id, *size) if any(size) else (0, 0)
+        sent = (self.clock(), time.time())
+        wanted: dict[str, Any] = {}
+        if slots and lease.terms.rate is not None:
+            want_slots, least_slots = self._want_slots(lease.key_id)
+            want_slots = min(max(want_slots, lease.slot_waiters + 1), MAX_SLOTS)
+            wanted = {"slots": (want_slots, least_slots), "terms": lease.terms}
         try:
-            granted = await self.ledger.extend(extension_id, lease.lease_id, want, least, TTL_S)
+            granted = await self.ledger.extend(extension_id, lease.lease_id, want, least, TTL_S, **wanted)
         except LeaseRefused:
             self._refused_until[lease.key_id] = self.clock() + REFUSED_BACKOFF_S
         except Exception as e:  # the ledger unreachable: the lease keeps what it has
             log.warning("lease not extended", extra={"lease_id": lease.lease_id, "error": repr(e)})
         else:
-            self._apply(lease, granted)
+            self._apply(lease, granted, sent)
+            if wanted and not granted.slots:  # the window is full: Reserve answers for a while
+                lease.slots_refused_until = self.clock() + SLOT_BACKOFF_S
         finally:
             lease.growing = None
 
-    def _apply(self, lease: Lease, granted: Granted) -> None:
+    def _apply(self, lease: Lease, granted: Granted, sent: tuple[float, float]) -> None:
+        """``sent``: (the book's clock, the wall clock) when the call went out."""
         lease.held_ucr += granted.changed_ucr
         lease.held_uai += granted.changed_uai
         lease.expires_at = granted.expires_at_ms / 1000
+        if granted.slots:
+            sent_at, sent_wall = sent
+            until = sent_at + (granted.slots_deadline_ms / 1000 - sent_wall) - SLOT_MARGIN_S
+            lease.slots.append(_Slots(granted.slots, until, granted.rate_state, sent_at))
         if granted.status != "open":
             self._end(lease)
 
@@ -419,9 +544,14 @@ class LeaseBook:
         lease would have expired anyway or the book closes; the payer gets the money back
         when the ledger returns rather than at the expiry."""
         release_id = f"{lease.lease_id}:r{next(lease.seq)}"
+        # unused slots go back with it (never used from now on: the lease is ending or
+        # cannot grow, and a request that finds none asks for new ones)
+        unused = lease.usable_slots(self.clock())
+        lease.slots = []
+        returning: dict[str, Any] = {"return_requests": unused} if unused else {}
 
         def release() -> Awaitable[Granted]:
-            return self.ledger.release(release_id, lease.lease_id, keep)
+            return self.ledger.release(release_id, lease.lease_id, keep, **returning)
 
         try:
             try:

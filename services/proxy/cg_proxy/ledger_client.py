@@ -7,19 +7,22 @@ leave a few milliseconds' worth at a time, in one ``SettleBatch`` call. The usag
 recorder (``cg_proxy.usage_recorder``) calls ``settle`` and ``void`` off the request
 path, and retries them.
 
-With budget leases (``leases``, ``CG_PROXY_LEASES``) a request of a key without rate
-limits takes its bound (``hold_bound``, priced with ``cglib.pricing`` exactly as the
+With budget leases (``leases``, ``CG_PROXY_LEASES``) a request takes its bound (``hold_bound``, priced with ``cglib.pricing`` exactly as the
 ledger prices a hold) from the key's lease in memory, with no ledger call; it settles
 with ``SettleLeased`` (batched the same way) and a void just gives the bound back. When
 no lease can be had (the end of a budget) the request is reserved on its own, as without
-leases. ``lease_of`` tells the recorder what the journal must keep to settle a leased
-request after a restart.
+leases. A key with an RPM limit (and no TPM limit) leases request slots with the money (one lease per key
+and payer, ``lease_terms``): its request takes a slot too, and its x-ratelimit-* headers
+come from the window state the ledger answered when it granted the slot
+(``_leased_rate_state``); when no slot can be had, ``Reserve`` answers (the 429). ``lease_of``
+tells the recorder what the journal must keep to settle a leased request after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import decimal
+import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 import grpc
 
 from cg_proxy import errors
-from cg_proxy.leases import LeaseBook, Terms, Ticket
+from cg_proxy.leases import LeaseBook, RateSpec, Terms, Ticket
 from cg_proxy.token_usage import Usage
 from cglib import pricing
 from cglib.grpc_client import TRANSIENT
@@ -67,8 +70,11 @@ def hold_bound(
     return ucr, uai
 
 
-def lease_terms(billing: keys_pb2.LedgerBilling) -> tuple[str, Terms]:
-    """The lease a key's requests are paid from: its book key and its terms."""
+def lease_terms(billing: keys_pb2.LedgerBilling, rate_limit: ledger_pb2.RateLimit | None = None) -> tuple[str, Terms]:
+    """The lease a key's requests are paid from: its book key and its terms. A
+    rate-limited key has a lease of its own (its slots count in its own window), even when
+    its partner pays; new limits are new terms, so a new lease."""
+    rate = RateSpec(rate_limit.key, rate_limit.rpm, rate_limit.tpm) if rate_limit is not None else None
     terms = Terms(
         account=billing.payer_account,
         customer_account=billing.customer_account,
@@ -76,8 +82,29 @@ def lease_terms(billing: keys_pb2.LedgerBilling) -> tuple[str, Terms]:
         profit_multiplier=billing.profit_multiplier if billing.customer_account else "",
         price_per_ai_credit_cents=billing.price_per_ai_credit_cents if billing.customer_account else "",
         floor_usd_per_mtok=billing.floor_usd_per_mtok if billing.customer_account else "",
+        rate=rate,
     )
-    return f"{terms.account}|{terms.customer_account}", terms
+    book_key = f"{terms.account}|{terms.customer_account}"
+    return (f"{book_key}|{rate.key}" if rate is not None else book_key), terms
+
+
+def _leased_rate_state(ticket: Ticket) -> ledger_pb2.RateLimitState | None:
+    """A leased request's x-ratelimit-* state: the window as the ledger counted it when it
+    granted the slot (every slot of the grant counted), give back the grant's slots still
+    unused here, the resets moved on by the time since."""
+    state = ticket.rate_state
+    if not isinstance(state, ledger_pb2.RateLimitState):
+        return None
+    age_ms = int(ticket.state_age_s * 1000)
+    out = ledger_pb2.RateLimitState()
+    out.CopyFrom(state)
+    out.limited, out.limited_by, out.retry_after_ms = False, "", 0
+    if out.limit_requests:
+        out.remaining_requests = min(state.remaining_requests + ticket.slots_left, out.limit_requests)
+        out.reset_requests_ms = max(state.reset_requests_ms - age_ms, 1)
+    if out.limit_tokens and out.reset_tokens_ms:
+        out.reset_tokens_ms = max(state.reset_tokens_ms - age_ms, 1)
+    return out
 
 
 def refusal(code: grpc.StatusCode) -> errors.APIError | None:
@@ -200,8 +227,9 @@ class LedgerClient:
                 ledger_pb2.SettleLeasedRequest(settlements=items), timeout=timeout
             ),
         )
-        # requests in flight that took their bound from a lease: request id -> (ticket, journal entry)
-        self._leased: dict[str, tuple[Ticket, Leased]] = {}
+        # requests in flight that took their bound from a lease: request id -> (ticket, journal
+        # entry, when it was made: a rate-limited key's window counts its tokens from then)
+        self._leased: dict[str, tuple[Ticket, Leased, int]] = {}
 
     def lease_of(self, request_id: str) -> Leased | None:
         entry = self._leased.get(request_id)
@@ -224,12 +252,13 @@ class LedgerClient:
         route: keys_pb2.ModelRoute,
         max_input: int,
         max_output: int,
+        rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse | None:
         assert self.leases is not None
         bound = hold_bound(billing, route, max_input, max_output)
         if bound is None:
             return None
-        book_key, terms = lease_terms(billing)
+        book_key, terms = lease_terms(billing, rate_limit)
         ticket = await self.leases.reserve(book_key, terms, *bound)
         if ticket is None:
             return None
@@ -240,8 +269,12 @@ class LedgerClient:
             route.output_usd_per_mtok,
             route.price_book_version,
         )
-        self._leased[request_id] = (ticket, entry)
-        return ledger_pb2.ReserveResponse(request_id=request_id, held_ucr=bound[0], customer_held_uai=bound[1])
+        self._leased[request_id] = (ticket, entry, int(time.time() * 1000))
+        resp = ledger_pb2.ReserveResponse(request_id=request_id, held_ucr=bound[0], customer_held_uai=bound[1])
+        if rate_limit is not None:
+            state = _leased_rate_state(ticket)
+            resp.rate_limit.CopyFrom(state or ledger_pb2.RateLimitState(limit_requests=rate_limit.rpm))
+        return resp
 
     async def reserve(
         self,
@@ -253,8 +286,11 @@ class LedgerClient:
         rate_limit: ledger_pb2.RateLimit | None = None,
     ) -> ledger_pb2.ReserveResponse:
         """The hold, or the ``APIError`` the client gets for a refusal (``refusal``)."""
-        if self.leases is not None and rate_limit is None:
-            leased = await self._from_lease(request_id, billing, route, max_input, max_output)
+        # A key with a TPM limit stays on the per-request path: a slot granted before the
+        # window's tokens settled would let a replica serve for up to its lifetime after
+        # another one was refused for tokens (docs/leases.md).
+        if self.leases is not None and (rate_limit is None or not rate_limit.tpm):
+            leased = await self._from_lease(request_id, billing, route, max_input, max_output, rate_limit)
             if leased is not None:
                 return leased
         req = ledger_pb2.ReserveRequest(
@@ -289,10 +325,16 @@ class LedgerClient:
                 raise
             raise refused from None
 
-    async def settle(self, request_id: str, usage: Usage, lease: Leased | None = None) -> ledger_pb2.SettleResponse:
-        """Settles from the request's lease (``lease``: as journaled, after a restart) or its reservation."""
+    async def settle(
+        self, request_id: str, usage: Usage, lease: Leased | None = None, requested_at_ms: int = 0
+    ) -> ledger_pb2.SettleResponse:
+        """Settles from the request's lease (``lease``: as journaled, after a restart) or its
+        reservation. A leased request is counted in its key's window from when it took its
+        slot; after a restart, from when it came in (``requested_at_ms``, by the journal: a
+        moment earlier), or from the settlement when that is not known (0)."""
         entry = self._leased.get(request_id)
         lease = entry[1] if entry else lease
+        requested_at_ms = entry[2] if entry else requested_at_ms
         if lease is not None:
             lease_id, model, in_price, out_price, version = lease
             settled = await self.leased_settlements.settle(
@@ -306,6 +348,7 @@ class LedgerClient:
                     input_tokens=usage.input_tokens,
                     output_tokens=usage.output_tokens,
                     usage_source=usage.source,
+                    requested_at_unix_ms=requested_at_ms,
                 )
             )
             if entry is not None and self._leased.pop(request_id, None) is not None and self.leases is not None:

@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 
 from cg_proxy.collaborators import EventBus, Finished, Ledger
 from cg_proxy.event_batches import EventBatcher
-from cg_proxy.journal import Journal, stamped
+from cg_proxy.journal import Journal, requested_at_ms, stamped
 from cg_proxy.outbox import Outbox
 from cglib import faults, natsx
 from cglib.grpc_client import TRANSIENT
@@ -206,7 +206,7 @@ class UsageRecorder:
         await faults.hold_point("settle:before_send")
         try:
             settled = await _until_acknowledged(
-                "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage, f.lease)
+                "settle", f.request_id, lambda: self.ledger.settle(f.request_id, f.usage, f.lease, requested_at_ms(f))
             )
             SETTLED.labels("ok").inc()
             CHARGED.inc(settled.charged_ucr)

@@ -136,7 +136,7 @@ class FakeLedger:
             resp.rate_limit.CopyFrom(self.rate_limit)
         return resp
 
-    async def settle(self, request_id: str, usage: Usage, lease=None) -> ledger_pb2.SettleResponse:
+    async def settle(self, request_id: str, usage: Usage, lease=None, requested_at_ms=0) -> ledger_pb2.SettleResponse:
         self.settled.append((request_id, usage))
         return ledger_pb2.SettleResponse(request_id=request_id, charged_ucr=123, price_book_version="pb-1")
 

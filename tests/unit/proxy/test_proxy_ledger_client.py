@@ -13,6 +13,7 @@ from proxy_fakes import BILLING, GPT, FakeBus, rpc_error
 
 from cg_proxy import errors, usage_recorder
 from cg_proxy.collaborators import Finished
+from cg_proxy.leases import Granted, LeaseBook, RateSpec
 from cg_proxy.ledger_client import LedgerClient
 from cg_proxy.outbox import Outbox
 from cg_proxy.token_usage import Usage
@@ -99,6 +100,46 @@ async def test_refusals_become_the_clients_answer(code, status):
 async def test_other_codes_are_raised_as_they_are():
     with pytest.raises(grpc.aio.AioRpcError):
         await LedgerClient(FakeStub(rpc_error(grpc.StatusCode.INTERNAL)), 1, 900).reserve("r", BILLING, GPT, 1, 1)
+
+
+class PlentyLeases:
+    """A lease ledger with money to spare and every request slot asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def _grant(self, call: str, rate: RateSpec | None, slots: tuple[int, int] | None) -> Granted:
+        self.calls.append((call, slots))
+        now_ms = int(time.time() * 1000)
+        k = slots[0] if slots else 0
+        state = ledger_pb2.RateLimitState(limit_requests=rate.rpm, remaining_requests=rate.rpm - k) if rate else None
+        return Granted(10**12, 10**12, now_ms + 600_000, "open", k, now_ms + 3_000 if k else 0, state)
+
+    async def acquire(self, lease_id, terms, want, least, ttl_s, slots=None) -> Granted:
+        return self._grant("acquire", terms.rate, slots)
+
+    async def extend(self, extension_id, lease_id, want, least, ttl_s, slots=None, terms=None) -> Granted:
+        return self._grant("extend", terms.rate if terms else None, slots)
+
+    async def release(self, release_id, lease_id, keep, return_requests=0) -> Granted:
+        return Granted(0, 0, 0, "closed", return_requests)
+
+
+@pytest.mark.parametrize("rpm, tpm, leased", [(60, 0, True), (0, 1000, False), (60, 1000, False), (0, 0, True)])
+async def test_only_a_key_without_a_tpm_limit_is_served_from_its_lease(rpm, tpm, leased):
+    """RPM only: a request slot from the lease, no Reserve; a TPM limit (with or without
+    RPM): every request reserved at the ledger, which checks the window (docs/leases.md)."""
+    stub, lease_ledger = FakeStub(), PlentyLeases()
+    client = LedgerClient(stub, 1, 900, leases=LeaseBook(lease_ledger, worker_id="w"))
+    limit = ledger_pb2.RateLimit(key="key_1", rpm=rpm, tpm=tpm) if rpm or tpm else None
+    resp = await client.reserve("r1", BILLING, GPT, 40, 300, limit)
+    assert [c[0] for c in stub.calls] == ([] if leased else ["Reserve"])
+    assert bool(lease_ledger.calls) == leased
+    if leased and rpm:
+        assert lease_ledger.calls[0][1] is not None  # the lease was asked for request slots
+        assert (resp.rate_limit.limit_requests, resp.rate_limit.remaining_requests) == (60, 59)
+    assert client.leases is not None
+    await client.leases.close()
 
 
 # -- the recorder's retries -------------------------------------------------------------
