@@ -504,16 +504,7 @@ class LeaseBook:
 
         for attempt in range(2):
             try:
-                granted = await retrying(
-                    release,
-                    what="orphaned lease release",
-                    retry_on=grpc_transient,
-                    give_up_after_s=TTL_S,
-                    stop=self._stopping,
-                    first_delay_s=0.25,
-                    max_delay_s=5.0,
-                    extra={"lease_id": lease_id},
-                )
+                granted = await self._until_released(release, "orphaned lease release", lease_id)
             except Exception as e:
                 unknown = isinstance(e, LeaseRefused)  # the ledger has no such lease (or it is closed)
                 if unknown and attempt == 0:
@@ -532,6 +523,20 @@ class LeaseBook:
                     extra={"lease_id": lease_id, "ucr": granted.changed_ucr, "uai": granted.changed_uai},
                 )
             return
+
+    async def _until_released(self, release: Callable[[], Awaitable[Granted]], what: str, lease_id: str) -> Granted:
+        """``release`` (one release id) retried through a ledger outage, until the lease would
+        have expired anyway or the book closes."""
+        return await retrying(
+            release,
+            what=what,
+            retry_on=grpc_transient,
+            give_up_after_s=TTL_S,
+            stop=self._stopping,
+            first_delay_s=0.25,
+            max_delay_s=5.0,
+            extra={"lease_id": lease_id},
+        )
 
     def _release_later(self, lease: Lease, keep: tuple[int, int]) -> None:
         task = asyncio.ensure_future(self._release_now(lease, keep, patient=True))
@@ -559,16 +564,7 @@ class LeaseBook:
             except Exception as e:
                 if not patient or not grpc_transient(e):
                     raise
-                granted = await retrying(
-                    release,
-                    what="lease release",
-                    retry_on=grpc_transient,
-                    give_up_after_s=TTL_S,
-                    stop=self._stopping,
-                    first_delay_s=0.25,
-                    max_delay_s=5.0,
-                    extra={"lease_id": lease.lease_id},
-                )
+                granted = await self._until_released(release, "lease release", lease.lease_id)
         except Exception as e:  # the lease expires on the ledger's side: nothing is lost
             log.warning("lease not released; it will expire", extra={"lease_id": lease.lease_id, "error": repr(e)})
             return
