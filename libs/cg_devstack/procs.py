@@ -20,10 +20,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ReadyCheck = Callable[[], bool]
 
 
+# Ports free_port has handed out in this process: the kernel may hand the same free port to
+# two bind(0) calls in a row (nothing listens on it yet), and a stack asks for a dozen at once.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, not one this process was given lately."""
+    if len(_handed_out) > 10_000:  # most of the ephemeral range: start over
+        _handed_out.clear()
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_is_free(port: int) -> bool:

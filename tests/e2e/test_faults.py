@@ -173,7 +173,7 @@ def test_a_client_that_disconnects_mid_stream_is_billed_the_upstreams_usage_once
         assert before - seeder.balance_ucr(key.account) == cost
         try:
             eventually(
-                lambda: '"client_disconnected": 1' in stack.procs["worker"].log_text(),
+                lambda: '"outcome": "client_disconnected"' in stack.procs["worker"].log_text(),
                 what="the usage event, marked client_disconnected, at the worker",
             )
         except AssertionError:

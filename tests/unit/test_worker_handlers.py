@@ -58,8 +58,6 @@ async def test_a_batch_checks_each_partner_once():
 
 
 async def test_usage_events_are_logged_with_their_enums_as_words(caplog):
-    """Each event at DEBUG (the proxy's access log has every request at INFO); a batch's
-    summary at INFO, its outcomes counted by name."""
     rules = FakeRules()
     event = epb.UsageEvent(
         request_id="r1",
@@ -70,11 +68,9 @@ async def test_usage_events_are_logged_with_their_enums_as_words(caplog):
         outcome=epb.USAGE_OUTCOME_CLIENT_DISCONNECTED,
     )
     newer = epb.UsageEvent(request_id="r2", key_id="k1", partner_id="p1", outcome=99)  # a value from a newer proxy
-    with caplog.at_level(logging.DEBUG, logger="cg_worker.usage"):
+    with caplog.at_level(logging.INFO, logger="cg_worker.usage"):
         await Handlers(rules).usage([event, newer])
-    logged = {r.request_id: r for r in caplog.records if r.msg == "usage event"}
-    (summary,) = [r for r in caplog.records if r.msg == "usage events"]
-    assert (summary.events, summary.outcomes, summary.keys) == (2, {"client_disconnected": 1, "99": 1}, 1)
+    logged = {r.request_id: r for r in caplog.records}
     assert (logged["r1"].usage_source, logged["r1"].outcome, logged["r1"].customer_id) == (
         "estimated",
         "client_disconnected",

@@ -40,39 +40,25 @@ class Handlers:
         self.webhooks = webhooks  # partner.balance_low, key.* and customer_key.* (cg_worker.webhook_events)
 
     async def usage(self, events: list[epb.UsageEvent]) -> None:
-        outcomes: dict[str, int] = {}
-        detailed = log.isEnabledFor(logging.DEBUG)
         for e in events:
             CHARGED.inc(e.charged_ucr)
-            outcome = _word(epb.UsageOutcome.Name, e.outcome, "USAGE_OUTCOME_")
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            if detailed:  # one line per request: the proxy's access log already has one
-                log.debug(
-                    "usage event",
-                    extra={
-                        "request_id": e.request_id,
-                        "partner_id": e.partner_id,
-                        "customer_id": e.customer_id,
-                        "key_id": e.key_id,
-                        "model": e.model,
-                        "input_tokens": e.input_tokens,
-                        "output_tokens": e.output_tokens,
-                        "charged_ucr": e.charged_ucr,
-                        "usage_source": _word(lpb.UsageSource.Name, e.source, "USAGE_SOURCE_"),
-                        "outcome": outcome,
-                        "stream": e.stream,
-                        "latency_ms": e.latency_ms,
-                    },
-                )
-        log.info(
-            "usage events",
-            extra={
-                "events": len(events),
-                "charged_ucr": sum(e.charged_ucr for e in events),
-                "outcomes": outcomes,
-                "keys": len({e.key_id for e in events}),
-            },
-        )
+            log.info(
+                "usage event",
+                extra={
+                    "request_id": e.request_id,
+                    "partner_id": e.partner_id,
+                    "customer_id": e.customer_id,
+                    "key_id": e.key_id,
+                    "model": e.model,
+                    "input_tokens": e.input_tokens,
+                    "output_tokens": e.output_tokens,
+                    "charged_ucr": e.charged_ucr,
+                    "usage_source": _word(lpb.UsageSource.Name, e.source, "USAGE_SOURCE_"),
+                    "outcome": _word(epb.UsageOutcome.Name, e.outcome, "USAGE_OUTCOME_"),
+                    "stream": e.stream,
+                    "latency_ms": e.latency_ms,
+                },
+            )
         for partner_id, key_id in dict.fromkeys((e.partner_id, e.key_id) for e in events):
             await self.rules.check_key(partner_id, key_id)
         for partner_id in dict.fromkeys(e.partner_id for e in events):
