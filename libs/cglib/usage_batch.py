@@ -1,13 +1,13 @@
 """Usage events in batches on the USAGE stream.
 
-A proxy publishes each usage event as its own message while JetStream keeps up; events of
-a subject (a key) that come while a publication of that subject is awaiting its
-acknowledgement go together in the next one, as a ``UsageEvents`` message with the header
-``Cg-Usage-Batch``. Under load one message (one publication, one delivery and one
-acknowledgement per consumer, one JetStream write) then carries many requests; alone, an
-event goes out at once, with nothing added to wait for. Consumers read both forms with
-``events_of``; every consumer keys its effects by request id, so an event delivered twice
-(a batch whose acknowledgement was lost, then sent again from the outbox) changes nothing.
+A proxy publishes a key's usage events together: those of the same 10 ms, and those that
+come while the key's last publication awaits JetStream's acknowledgement, go in one
+``UsageEvents`` message with the header ``Cg-Usage-Batch`` (``cg_proxy.event_batches``);
+an event with no company goes alone, as a plain ``UsageEvent``. Under load one message
+(one publication, one delivery and one acknowledgement per consumer, one JetStream write)
+then carries many requests. Consumers read both forms with ``events_of``; every consumer
+keys its effects by request id, so an event delivered twice (a batch whose acknowledgement
+was lost, then sent again from the outbox) changes nothing.
 """
 
 from __future__ import annotations

@@ -194,27 +194,24 @@ class UsageConsumer:
         """The message's rows (one per event: a proxy batches a key's events under load,
         cglib.usage_batch), or None when it is terminated (nothing in it can be stored).
         An event that can never be stored is dropped alone, not with its batch."""
-        error = "no events"
         try:
             events = usage_batch.events_of(msg.data, msg.headers)
         except DecodeError as e:
-            events, error = [], str(e)
+            log.error("usage event dropped: it can never be stored", extra={"subject": msg.subject, "error": str(e)})
+            EVENTS.labels("invalid").inc()
+            events = []
         rows = []
         for event in events:
             try:
                 rows.append(ingest.row_of(event, msg.subject, _published_ms(msg, now_ms)))
             except ingest.Invalid as e:
-                error = str(e)
                 log.error(
                     "usage event dropped: it can never be stored",
-                    extra={"subject": msg.subject, "request_id": event.request_id[:120], "error": error},
+                    extra={"subject": msg.subject, "request_id": event.request_id[:120], "error": str(e)},
                 )
                 EVENTS.labels("invalid").inc()
         if rows:
             return rows
-        if not events:
-            log.error("usage event dropped: it can never be stored", extra={"subject": msg.subject, "error": error})
-            EVENTS.labels("invalid").inc()
         await msg.term()
         return None
 
