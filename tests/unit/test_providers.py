@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from cg_proxy import errors, upstream
+from cg_proxy.http_client import Disconnected
 from cg_proxy.providers import adapter_for, provider_error
 from cg_proxy.providers.anthropic import StreamTranslator, to_chat_completion
 from cg_proxy.providers.anthropic_request import to_messages_request
@@ -785,7 +785,7 @@ async def test_no_retry_for_client_errors_or_a_long_retry_after(fast_backoff, an
 
 async def test_no_retry_once_the_stream_started(fast_backoff):
     provider = Provider(sse_then_drop(), message())
-    with pytest.raises(aiohttp.ClientPayloadError):  # what the relay sees, and bills as upstream_error
+    with pytest.raises(Disconnected):  # what the relay sees, and bills as upstream_error
         await _open(provider, body=_req(stream=True))
     assert provider.attempts == 1
 

@@ -9,7 +9,7 @@ interface           what it does                              the real one
 ``Ledger``          reserve before forwarding; settle or      ``ledger_client.LedgerClient``
                     void after                                (ledger over gRPC)
 ``UpstreamPool``    the provider's reply, in OpenAI's format  ``upstream.Upstreams``
-                    (retries and fallbacks inside)            (aiohttp)
+                    (retries and fallbacks inside)            (http_client)
 ``Recorder``        settle (or void) and publish the usage    ``usage_recorder.UsageRecorder``
                     event, off the request path
 ``EventBus``        NATS: usage events out, key changes in    ``bus.Bus``

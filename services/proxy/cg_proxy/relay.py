@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import orjson
 from starlette.types import Receive, Send
 
@@ -101,7 +100,7 @@ class StreamRelay:
             rest = splitter.rest()
             if rest:
                 self._forward([rest])
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+        except (TimeoutError, ConnectionError) as e:  # http_client.UpstreamError is a ConnectionError
             outcome = events_pb2.USAGE_OUTCOME_UPSTREAM_ERROR
             log.warning("upstream stream broke", extra={"error": repr(e)})
         finally:

@@ -1,4 +1,4 @@
-"""The provider side: one pooled aiohttp session for every upstream.
+"""The provider side: one pooled HTTP client (``cg_proxy.http_client``) for every upstream.
 
 Each upstream's ``api`` picks its adapter (``cg_proxy.providers``), which speaks the
 provider's wire format; the routes and the stream relay only ever see OpenAI's format.
@@ -34,10 +34,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from prometheus_client import Counter
 
 from cg_proxy import errors
+from cg_proxy.http_client import HttpClient, UpstreamError
 from cg_proxy.providers import Adapter, BufferedResponse, ProviderRequest, UpstreamResponse, adapter_for
 from cg_proxy.settings import Settings, Upstream
 from creditgate.keys.v1 import keys_pb2
@@ -150,23 +150,15 @@ def asked_body(upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
 class Upstreams:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.session: aiohttp.ClientSession | None = None
+        self.http: HttpClient | None = None
         self.fallbacks = fallback_chains(settings)  # a bad chain fails here, at start-up
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self.settings.upstream_timeout_s
-            ),
-            auto_decompress=True,
-            # a provider's cookies must never ride along on another tenant's request
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.http = HttpClient()  # keeps no cookies: none ride along on another tenant's request
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self.http is not None:
+            await self.http.close()
 
     def chain(self, route: keys_pb2.ModelRoute) -> list[tuple[str, Upstream]]:
         """(name, upstream) in the order they are tried for ``route``: its provider's upstream
@@ -185,7 +177,7 @@ class Upstreams:
         an SSE stream when ``stream`` (the routes decided it), else the whole JSON reply,
         read. A provider error becomes an OpenAI-shaped ``APIError`` (after the retries and
         the fallbacks: the last upstream's error)."""
-        assert self.session is not None
+        assert self.http is not None
         failed: tuple[str, _Transient] | None = None  # the upstream that failed last, and how
         for name, upstream in self.chain(route):
             adapter = adapter_for(upstream.api)
@@ -227,14 +219,12 @@ class Upstreams:
         this is one request's retry policy: a count (``max_retries``), the provider's own
         ``Retry-After`` honoured up to a cap, a window after which no retry starts, and the
         retries of each upstream counted by reason."""
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=upstream.timeout_s or self.settings.upstream_timeout_s
-        )
+        read_s = upstream.timeout_s or self.settings.upstream_timeout_s
         first_try = time.monotonic()
         attempt = 0
         while True:
             try:
-                return await self._attempt(adapter, request, timeout, stream)
+                return await self._attempt(adapter, request, read_s, stream)
             except _Transient as failed:
                 delay = backoff_s(attempt, failed.retry_after_s) if attempt < upstream.max_retries else None
                 if delay is None or time.monotonic() + delay - first_try > RETRY_WINDOW_S:
@@ -248,11 +238,13 @@ class Upstreams:
                 await asyncio.sleep(delay)
 
     async def _attempt(
-        self, adapter: Adapter, request: ProviderRequest, timeout: aiohttp.ClientTimeout, stream: bool
+        self, adapter: Adapter, request: ProviderRequest, read_s: float, stream: bool
     ) -> UpstreamResponse:
-        assert self.session is not None
+        assert self.http is not None
         try:
-            resp = await self.session.post(request.url, data=request.body, headers=request.headers, timeout=timeout)
+            resp = await self.http.post(
+                request.url, request.body, request.headers, connect_s=CONNECT_TIMEOUT_S, read_s=read_s
+            )
         except TimeoutError:
             raise _Transient(
                 errors.APIError(
@@ -260,7 +252,7 @@ class Upstreams:
                 ),
                 "timeout",
             ) from None
-        except aiohttp.ClientError as e:
+        except UpstreamError as e:
             raise _Transient(
                 errors.APIError(
                     502,
@@ -273,7 +265,7 @@ class Upstreams:
         if resp.status >= 300:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (UpstreamError, TimeoutError):
                 raw = b""
             finally:
                 resp.release()
@@ -285,7 +277,7 @@ class Upstreams:
             return adapter.stream(resp)
         try:
             raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError):
+        except (UpstreamError, TimeoutError):
             raise _Transient(
                 errors.APIError(
                     502, "The upstream provider's reply was cut off.", type="server_error", code="upstream_error"

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 import httpx
 
 from cg_proxy.app import create_app
 from cg_proxy.auth import KeyAuthenticator
 from cg_proxy.collaborators import Finished, Handler, Recorder
+from cg_proxy.http_client import Disconnected
 from cg_proxy.ledger_client import refusal
 from cg_proxy.middleware import RequestContext
 from cg_proxy.outbox import Outbox
@@ -163,11 +163,11 @@ class FakeResponse:
     async def iter_any(self) -> AsyncIterator[bytes]:
         for i, piece in enumerate(self.pieces):
             if i == self.fail_after:
-                raise aiohttp.ClientPayloadError("connection broke")
+                raise Disconnected("connection broke")
             await asyncio.sleep(self.delay_s)
             yield piece
         if self.fail_after is not None and self.fail_after >= len(self.pieces):
-            raise aiohttp.ClientPayloadError("connection broke")
+            raise Disconnected("connection broke")
 
     async def read(self) -> bytes:
         return b"".join([piece async for piece in self.iter_any()])

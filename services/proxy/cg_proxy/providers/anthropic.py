@@ -17,9 +17,8 @@ import logging
 import time
 from typing import Any
 
-import aiohttp
-
 from cg_proxy import errors
+from cg_proxy.http_client import Response
 from cg_proxy.providers.anthropic_request import to_messages_request
 from cg_proxy.providers.base import Adapter, ProviderRequest, TranslatedStream, UpstreamResponse, join_url
 from cg_proxy.settings import Upstream
@@ -305,5 +304,5 @@ class AnthropicMessages(Adapter):
             ) from None
         return json.dumps(to_chat_completion(message)).encode()
 
-    def stream(self, resp: aiohttp.ClientResponse) -> UpstreamResponse:
+    def stream(self, resp: Response) -> UpstreamResponse:
         return TranslatedStream(resp, StreamTranslator())

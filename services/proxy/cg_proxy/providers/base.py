@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
-
 from cg_proxy import errors
+from cg_proxy.http_client import Response
 from cg_proxy.settings import Upstream
 from creditgate.keys.v1 import keys_pb2
 
@@ -70,7 +69,7 @@ class Adapter(abc.ABC):
         """A complete 2xx JSON reply, as OpenAI ``chat.completion`` JSON bytes."""
 
     @abc.abstractmethod
-    def stream(self, resp: aiohttp.ClientResponse) -> UpstreamResponse:
+    def stream(self, resp: Response) -> UpstreamResponse:
         """An open 2xx streaming reply, as a response yielding OpenAI SSE bytes."""
 
     def error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> errors.APIError:
@@ -99,7 +98,7 @@ class TranslatedStream:
     """An open provider stream seen through a ``StreamTranslator``. Errors of the
     underlying connection propagate unchanged (the relay handles them)."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, translator: StreamTranslator) -> None:
+    def __init__(self, resp: Response, translator: StreamTranslator) -> None:
         self.resp = resp
         self.status = resp.status
         self.translator = translator

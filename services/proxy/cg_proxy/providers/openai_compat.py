@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 
+from cg_proxy.http_client import Response
 from cg_proxy.providers.base import Adapter, ProviderRequest, UpstreamResponse, join_url
 from cg_proxy.settings import Upstream
 from creditgate.keys.v1 import keys_pb2
@@ -32,5 +32,5 @@ class OpenAICompatible(Adapter):
     def reply(self, raw: bytes) -> bytes:
         return raw
 
-    def stream(self, resp: aiohttp.ClientResponse) -> UpstreamResponse:
+    def stream(self, resp: Response) -> UpstreamResponse:
         return resp  # already OpenAI SSE

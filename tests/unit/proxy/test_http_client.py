@@ -1,0 +1,306 @@
+"""The provider-side HTTP client against real sockets: raw asyncio servers on loopback
+that answer exactly the bytes each case needs (keep-alive, chunked, close-delimited,
+gzip, a connection dropped idle or mid-reply, silence, garbage, TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from cg_devstack.certs import make_certs
+from cg_proxy.http_client import BadReply, ConnectFailed, Disconnected, HttpClient
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+FAST = {"connect_s": 2.0, "read_s": 2.0}
+
+
+class Server:
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.url = ""
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """One request (head and Content-Length body), or None at EOF."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def serving(
+    answer: Callable[[Server, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]],
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[Server]:
+    """A server calling ``answer(server, n, reader, writer)`` for each request n on a
+    connection; ``answer`` returns False to close the connection."""
+    server = Server()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        writers.append(writer)
+        n = 0
+        try:
+            while (request := await read_request(reader)) is not None:
+                server.requests.append(request)
+                if not await answer(server, n, reader, writer):
+                    break
+                n += 1
+        except (ConnectionError, asyncio.CancelledError):  # the client left, or the test is over
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    port = srv.sockets[0].getsockname()[1]
+    server.url = f"{'https' if tls else 'http'}://{'localhost' if tls else '127.0.0.1'}:{port}/v1/chat/completions"
+    try:
+        yield server
+    finally:
+        srv.close()
+        for w in writers:
+            w.close()
+        await srv.wait_closed()
+
+
+def reply(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+
+
+async def ok(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    writer.write(reply(b'{"n": %d}' % n, "Content-Type: application/json", "X-Twice: a", "x-twice: b"))
+    await writer.drain()
+    return True
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    http = HttpClient()
+    yield http
+    await http.close()
+
+
+async def test_replies_are_read_and_connections_reused(client: HttpClient) -> None:
+    async with serving(ok) as server:
+        for n in range(3):
+            resp = await client.post(server.url, b'{"q": 1}', {"Authorization": "Bearer sk-x"}, **FAST)
+            assert resp.status == 200 and await resp.read() == b'{"n": %d}' % n
+            assert resp.headers.get("content-type") == "application/json"
+            assert resp.headers.get("X-Twice") == "a, b" and "x-twice" in resp.headers
+            resp.release()
+        assert server.connections == 1
+        request = server.requests[0]
+        assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nAuthorization: Bearer sk-x\r\n" in request and request.endswith(b'\r\n\r\n{"q": 1}')
+
+
+async def test_chunked_stream_arrives_in_order_and_gzip_is_undone(client: HttpClient) -> None:
+    events = [b"data: %d\n\n" % i for i in range(50)]
+    packed = gzip.compress(b"".join(events))
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if n == 0:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n")
+            for event in events:
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        else:
+            writer.write(reply(packed, "Content-Encoding: gzip"))
+        await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        assert b"".join([piece async for piece in resp.content.iter_any()]) == b"".join(events)
+        resp.release()
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        assert await resp.read() == b"".join(events)
+        resp.release()
+        assert server.connections == 1
+        assert b"Accept-Encoding: gzip, deflate" in server.requests[0]
+
+
+async def test_a_close_delimited_reply_ends_at_eof_and_is_not_reused(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        return False
+
+    async with serving(answer) as server:
+        for _ in range(2):
+            resp = await client.post(server.url, b"{}", {}, **FAST)
+            assert await resp.read() == b"all of it"
+            resp.release()
+        assert server.connections == 2 and client.idle_connections() == 0
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_without_an_error(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(b"one"))  # keep-alive promised, then the server closes anyway
+        await writer.drain()
+        return False
+
+    async with serving(answer) as server:
+        for _ in range(3):
+            resp = await client.post(server.url, b"{}", {}, **FAST)
+            assert await resp.read() == b"one"
+            resp.release()
+            await asyncio.sleep(0.05)
+        assert server.connections == 3 and len(server.requests) == 3  # each request sent once
+
+
+async def test_a_reply_cut_off_mid_body_is_an_error_and_the_connection_is_dropped(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        await writer.drain()
+        return False
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        with pytest.raises(Disconnected):
+            await resp.read()
+        resp.release()
+        resp = await client.post(server.url, b"{}", {"Accept-Encoding": "identity"}, **FAST)
+        with pytest.raises(Disconnected):
+            async for _ in resp.content.iter_any():
+                pass
+        resp.release()
+        assert client.idle_connections() == 0 and len(server.requests) == 2
+
+
+async def test_silence_times_out_before_the_head_and_between_pieces(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if len(server.requests) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, connect_s=2, read_s=0.2)
+        pieces = resp.content.iter_any()
+        assert await anext(pieces) == b"hello"
+        with pytest.raises(TimeoutError):
+            await anext(pieces)
+        resp.release()
+        with pytest.raises(TimeoutError):
+            await client.post(server.url, b"{}", {}, connect_s=2, read_s=0.2)
+        assert client.idle_connections() == 0
+
+
+async def test_what_is_not_http_is_a_bad_reply(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+        return False
+
+    async with serving(answer) as server:
+        with pytest.raises(BadReply):
+            await client.post(server.url, b"{}", {}, **FAST)
+
+
+async def test_an_informational_reply_is_skipped(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(b"real", status="201 Created"))
+        await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        assert (resp.status, await resp.read()) == (201, b"real")
+        resp.release()
+
+
+async def test_a_cancelled_request_closes_its_connection(client: HttpClient) -> None:
+    closed = asyncio.Event()
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        await reader.read()  # until the client closes
+        closed.set()
+        return False
+
+    async with serving(answer) as server:
+        task = asyncio.create_task(client.post(server.url, b"{}", {}, **FAST))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 2)
+        assert client.idle_connections() == 0
+
+
+async def test_a_big_stream_read_slowly_arrives_whole(client: HttpClient) -> None:
+    block = bytes(range(256)) * 256  # 64 KiB
+    blocks = 40
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(block) * blocks))
+        for _ in range(blocks):
+            writer.write(block)
+            await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        received = bytearray()
+        async for piece in resp.content.iter_any():
+            received += piece
+            await asyncio.sleep(0.001)
+        resp.release()
+        assert bytes(received) == block * blocks
+        resp = await client.post(server.url, b"{}", {}, **FAST)  # the pooled connection reads on
+        assert await resp.read() == block * blocks
+        resp.release()
+        assert server.connections == 1
+
+
+async def test_a_header_that_would_split_the_request_is_refused(client: HttpClient) -> None:
+    async with serving(ok) as server:
+        with pytest.raises(ValueError):
+            await client.post(server.url, b"{}", {"X-Api-Key": "k\r\nX-Injected: 1"}, **FAST)
+        assert server.requests == []
+
+
+async def test_nothing_listening_is_a_connect_failure(client: HttpClient) -> None:
+    async with serving(ok) as server:
+        url = server.url
+    with pytest.raises(ConnectFailed):
+        await client.post(url, b"{}", {}, **FAST)
+
+
+async def test_tls_checks_the_certificate(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs / "proxy.crt", certs / "proxy.key")
+    trusting = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    async with serving(ok, tls=server_tls) as server:
+        http = HttpClient(ssl_context=trusting)
+        try:
+            resp = await http.post(server.url, b"{}", {}, **FAST)
+            assert await resp.read() == b'{"n": 0}'
+            resp.release()
+        finally:
+            await http.close()
+        stranger = HttpClient()  # the system's CAs do not know the dev CA
+        try:
+            with pytest.raises(ConnectFailed):
+                await stranger.post(server.url, b"{}", {}, **FAST)
+        finally:
+            await stranger.close()
