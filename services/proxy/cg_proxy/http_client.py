@@ -38,7 +38,7 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httptools
@@ -156,6 +156,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.decoder: Any = None
+        self.decoder_fed = False
         self.waiter: asyncio.Future[None] | None = None
 
     # ---- asyncio.Protocol
@@ -179,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self.client._forget(self)
         if self.done or self.error is not None:
             return
-        if self.head_done and self._close_delimited():
+        if self.head_done and exc is None and self._close_delimited():  # a reset is no end
             self._complete(keep_alive=False)
             return
         self.error = Disconnected(
@@ -206,7 +207,14 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.decoder is not None:
-            body = self.decoder.decompress(body)
+            self.decoder_fed = True
+            room = MAX_REPLY_BYTES - self.buffered
+            try:
+                body = self.decoder.decompress(body, room + 1)  # a bomb inflates no further than the cap
+            except zlib.error as e:
+                self._stop(BadReply(f"the provider's compressed reply could not be decoded ({e})"))
+            if len(body) > room:
+                self._stop(BadReply(f"the provider's reply is larger than {MAX_REPLY_BYTES} bytes"))
             if not body:
                 return
         self.chunks.append(body)
@@ -240,6 +248,9 @@ class _Connection(asyncio.Protocol):
             except zlib.error:
                 self._fail(BadReply("the provider's compressed reply is cut off"))
                 return
+            if not self.decoder.eof and self.decoder_fed:
+                self._fail(BadReply("the provider's compressed reply is cut off"))
+                return
             if tail:
                 self.chunks.append(tail)
                 self.buffered += len(tail)
@@ -252,6 +263,12 @@ class _Connection(asyncio.Protocol):
             self.error = error
         self.close()
         self._wake()
+
+    def _stop(self, error: Exception) -> NoReturn:
+        """From a parser callback: fails the reply and stops the parser (``feed_data`` raises;
+        ``data_received`` keeps this first error)."""
+        self._fail(error)
+        raise error
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -322,11 +339,16 @@ class Response:
                 conn.paused = False  # reading whole: no flow control, the cap bounds it
                 conn.transport.resume_reading()
             await conn.wait(self._read_s)
+        if conn.buffered > MAX_REPLY_BYTES:
+            conn.close()
+            raise BadReply(f"the provider's reply is larger than {MAX_REPLY_BYTES} bytes")
         return conn.take()
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         conn = self._open()
         while True:
+            if self._conn is not conn:  # released meanwhile: the connection may carry another reply now
+                raise Disconnected("the reply was already released")
             if conn.chunks:
                 yield conn.take()
                 continue
