@@ -115,12 +115,19 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} has a character that would split the request")
 
 
+# Written by the client itself: a caller's own would be a second, conflicting one.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+
+
 def _head(target: _Target, headers: Mapping[str, str], body_length: int) -> bytes:
     lines = [f"Content-Length: {body_length}\r\n"]
     names = set()
     for name, value in headers.items():
         _check_header(name, value)
-        names.add(name.lower())
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
+            raise ValueError(f"header {name!r} is written by the HTTP client itself")
+        names.add(lowered)
         lines.append(f"{name}: {value}\r\n")
     if "user-agent" not in names:
         lines.append(f"User-Agent: {USER_AGENT}\r\n")
@@ -164,6 +171,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.done:  # past the end of the reply (idle in the pool, or not yet released): unasked for
+            self._fail(BadReply("the provider sent bytes past the end of its reply"))
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -190,6 +200,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.done:  # a second reply in the same bytes as the first: never asked for
+            self._stop(BadReply("the provider sent bytes past the end of its reply"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_items.append((name, value))
 

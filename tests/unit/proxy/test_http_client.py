@@ -493,3 +493,112 @@ async def test_a_header_value_that_is_not_latin1_is_a_value_error(client: HttpCl
         with pytest.raises(ValueError):
             await client.post(server.url, b"{}", {"X-Api-Key": "kéy\u2028"}, **FAST)
         assert server.requests == []
+
+
+async def test_bytes_on_an_idle_connection_take_it_out_of_the_pool(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(b"reply %d" % n))
+        await writer.drain()
+        if n == 0:  # then, unasked, the start of something else: the parser is left mid-reply
+            await asyncio.sleep(0.02)
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 50\r\n\r\n")
+            await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        assert await resp.read() == b"reply 0"
+        resp.release()
+        await asyncio.sleep(0.1)
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        assert (resp.status, await resp.read()) == (200, b"reply 0")  # on a new connection
+        resp.release()
+        assert server.connections == 2
+
+
+async def test_a_stream_left_mid_way_closes_its_connection(client: HttpClient) -> None:
+    closed = asyncio.Event()
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()
+        closed.set()
+        return False
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+
+        async def pump() -> None:
+            try:
+                async for _ in resp.content.iter_any():
+                    pass
+            finally:
+                resp.release()
+
+        task = asyncio.create_task(pump())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 2)
+        assert client.idle_connections() == 0
+
+
+async def test_a_stream_paused_by_its_reader_longer_than_read_s_does_not_time_out(client: HttpClient) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB: far past HIGH_WATER
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(body))
+        await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, connect_s=1, read_s=0.2)
+        got = bytearray()
+        async for piece in resp.content.iter_any():
+            got += piece
+            if len(got) == len(piece):
+                await asyncio.sleep(0.5)  # the reader is slow: the socket is paused meanwhile
+        resp.release()
+        assert bytes(got) == body
+        resp = await client.post(server.url, b"{}", {}, connect_s=1, read_s=0.2)
+        assert await resp.read() == body
+        resp.release()
+        assert server.connections == 1
+
+
+async def test_early_hints_are_skipped(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + reply(b"real"))
+        await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        for _ in range(2):
+            resp = await client.post(server.url, b"{}", {}, **FAST)
+            assert (resp.status, await resp.read(), resp.headers.get("link")) == (200, b"real", None)
+            resp.release()
+        assert server.connections == 1
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding"])
+async def test_a_header_the_client_writes_itself_is_refused(client: HttpClient, name: str) -> None:
+    async with serving(ok) as server:
+        with pytest.raises(ValueError):
+            await client.post(server.url, b"{}", {name: "1"}, **FAST)
+        assert server.requests == []
+
+
+async def test_a_second_reply_in_the_same_bytes_is_not_mixed_into_the_first(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(b"mine") + reply(b"stray", status="408 Request Timeout"))
+        await writer.drain()
+        return True
+
+    async with serving(answer) as server:
+        resp = await client.post(server.url, b"{}", {}, **FAST)
+        await asyncio.sleep(0.05)
+        assert (resp.status, await resp.read()) == (200, b"mine")
+        resp.release()
+        assert client.idle_connections() == 0
