@@ -454,6 +454,7 @@ class HttpClient:
                     port,
                     ssl=context,
                     server_hostname=host if context else None,
+                    happy_eyeballs_delay=0.25,  # as aiohttp: an address that hangs (a dead IPv6 route) is not waited out
                 )
         except TimeoutError:
             raise

@@ -602,3 +602,16 @@ async def test_a_second_reply_in_the_same_bytes_is_not_mixed_into_the_first(clie
         assert (resp.status, await resp.read()) == (200, b"mine")
         resp.release()
         assert client.idle_connections() == 0
+
+
+async def test_a_protocol_switch_is_a_bad_reply(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x00")
+        await writer.drain()
+        await asyncio.sleep(1)
+        return False
+
+    async with serving(answer) as server:
+        with pytest.raises(BadReply):
+            await client.post(server.url, b"{}", {}, **FAST)
+        assert client.idle_connections() == 0
