@@ -615,3 +615,30 @@ async def test_a_protocol_switch_is_a_bad_reply(client: HttpClient) -> None:
         with pytest.raises(BadReply):
             await client.post(server.url, b"{}", {}, **FAST)
         assert client.idle_connections() == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="asyncio's SSL layer calls eof_received for a bare TCP FIN as for a close_notify: a cut is not seen",
+)
+async def test_a_tls_close_delimited_reply_cut_without_close_notify_is_not_complete(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs / "proxy.crt", certs / "proxy.key")
+
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe start of it")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)  # a TCP FIN with no TLS close_notify
+        return False
+
+    async with serving(answer, tls=server_tls) as server:
+        http = HttpClient(ssl_context=ssl.create_default_context(cafile=str(certs / "ca.crt")))
+        try:
+            resp = await http.post(server.url, b"{}", {}, **FAST)
+            with pytest.raises(Disconnected):
+                await resp.read()
+            resp.release()
+        finally:
+            await http.close()
