@@ -52,6 +52,8 @@ MAX_IDLE_PER_ORIGIN = 256
 # can make the proxy hold. Streams are bounded by ``HIGH_WATER`` instead.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 HIGH_WATER = 256 * 1024
+# The reply's header lines (and a chunked reply's trailers) together, at most.
+MAX_HEADER_BYTES = 256 * 1024
 LOW_WATER = 64 * 1024
 USER_AGENT = "creditgate"
 
@@ -153,6 +155,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.header_items: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
         self.head_done = False
         self.informational = False
         self.done = False
@@ -205,6 +208,9 @@ class _Connection(asyncio.Protocol):
             self._stop(BadReply("the provider sent bytes past the end of its reply"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            self._stop(BadReply(f"the provider's reply headers are larger than {MAX_HEADER_BYTES} bytes"))
         self.header_items.append((name, value))
 
     def on_headers_complete(self) -> None:

@@ -642,3 +642,17 @@ async def test_a_tls_close_delimited_reply_cut_without_close_notify_is_not_compl
             resp.release()
         finally:
             await http.close()
+
+
+async def test_endless_headers_are_refused_before_the_timeout(client: HttpClient) -> None:
+    async def answer(server: Server, n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(2000):  # ~2 MB of headers and no end to them
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000))
+            await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async with serving(answer) as server:
+        with pytest.raises(BadReply):
+            await client.post(server.url, b"{}", {}, connect_s=1, read_s=1.5)
