@@ -38,7 +38,7 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httptools
@@ -52,6 +52,8 @@ MAX_IDLE_PER_ORIGIN = 256
 # can make the proxy hold. Streams are bounded by ``HIGH_WATER`` instead.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
 HIGH_WATER = 256 * 1024
+# The reply's header lines (and a chunked reply's trailers) together, at most.
+MAX_HEADER_BYTES = 256 * 1024
 LOW_WATER = 64 * 1024
 USER_AGENT = "creditgate"
 
@@ -115,12 +117,19 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} has a character that would split the request")
 
 
+# Written by the client itself: a caller's own would be a second, conflicting one.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+
+
 def _head(target: _Target, headers: Mapping[str, str], body_length: int) -> bytes:
     lines = [f"Content-Length: {body_length}\r\n"]
     names = set()
     for name, value in headers.items():
         _check_header(name, value)
-        names.add(name.lower())
+        lowered = name.lower()
+        if lowered in _OWN_HEADERS:
+            raise ValueError(f"header {name!r} is written by the HTTP client itself")
+        names.add(lowered)
         lines.append(f"{name}: {value}\r\n")
     if "user-agent" not in names:
         lines.append(f"User-Agent: {USER_AGENT}\r\n")
@@ -146,6 +155,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.header_items: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
         self.head_done = False
         self.informational = False
         self.done = False
@@ -156,6 +166,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.decoder: Any = None
+        self.decoder_fed = False
         self.waiter: asyncio.Future[None] | None = None
 
     # ---- asyncio.Protocol
@@ -163,6 +174,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.done:  # past the end of the reply (idle in the pool, or not yet released): unasked for
+            self._fail(BadReply("the provider sent bytes past the end of its reply"))
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -179,7 +193,7 @@ class _Connection(asyncio.Protocol):
         self.client._forget(self)
         if self.done or self.error is not None:
             return
-        if self.head_done and self._close_delimited():
+        if self.head_done and exc is None and self._close_delimited():  # a reset is no end
             self._complete(keep_alive=False)
             return
         self.error = Disconnected(
@@ -189,7 +203,14 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.done:  # a second reply in the same bytes as the first: never asked for
+            self._stop(BadReply("the provider sent bytes past the end of its reply"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            self._stop(BadReply(f"the provider's reply headers are larger than {MAX_HEADER_BYTES} bytes"))
         self.header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -206,7 +227,14 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.decoder is not None:
-            body = self.decoder.decompress(body)
+            self.decoder_fed = True
+            room = MAX_REPLY_BYTES - self.buffered
+            try:
+                body = self.decoder.decompress(body, room + 1)  # a bomb inflates no further than the cap
+            except zlib.error as e:
+                self._stop(BadReply(f"the provider's compressed reply could not be decoded ({e})"))
+            if len(body) > room:
+                self._stop(BadReply(f"the provider's reply is larger than {MAX_REPLY_BYTES} bytes"))
             if not body:
                 return
         self.chunks.append(body)
@@ -240,6 +268,9 @@ class _Connection(asyncio.Protocol):
             except zlib.error:
                 self._fail(BadReply("the provider's compressed reply is cut off"))
                 return
+            if not self.decoder.eof and self.decoder_fed:
+                self._fail(BadReply("the provider's compressed reply is cut off"))
+                return
             if tail:
                 self.chunks.append(tail)
                 self.buffered += len(tail)
@@ -252,6 +283,12 @@ class _Connection(asyncio.Protocol):
             self.error = error
         self.close()
         self._wake()
+
+    def _stop(self, error: Exception) -> NoReturn:
+        """From a parser callback: fails the reply and stops the parser (``feed_data`` raises;
+        ``data_received`` keeps this first error)."""
+        self._fail(error)
+        raise error
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -322,11 +359,16 @@ class Response:
                 conn.paused = False  # reading whole: no flow control, the cap bounds it
                 conn.transport.resume_reading()
             await conn.wait(self._read_s)
+        if conn.buffered > MAX_REPLY_BYTES:
+            conn.close()
+            raise BadReply(f"the provider's reply is larger than {MAX_REPLY_BYTES} bytes")
         return conn.take()
 
     async def iter_any(self) -> AsyncIterator[bytes]:
         conn = self._open()
         while True:
+            if self._conn is not conn:  # released meanwhile: the connection may carry another reply now
+                raise Disconnected("the reply was already released")
             if conn.chunks:
                 yield conn.take()
                 continue
@@ -418,6 +460,7 @@ class HttpClient:
                     port,
                     ssl=context,
                     server_hostname=host if context else None,
+                    happy_eyeballs_delay=0.25,  # as aiohttp: an address that hangs (a dead IPv6 route) is not waited out
                 )
         except TimeoutError:
             raise
