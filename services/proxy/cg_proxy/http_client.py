@@ -453,6 +453,7 @@ class HttpClient:
             context = self._ssl
         loop = asyncio.get_running_loop()
         try:
+            # no happy_eyeballs_delay: uvloop's create_connection (the proxy's loop) has none
             async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, origin),
@@ -460,7 +461,6 @@ class HttpClient:
                     port,
                     ssl=context,
                     server_hostname=host if context else None,
-                    happy_eyeballs_delay=0.25,  # as aiohttp: an address that hangs (a dead IPv6 route) is not waited out
                 )
         except TimeoutError:
             raise

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from cg_devstack.certs import make_certs
 from cg_proxy import http_client
@@ -656,3 +657,33 @@ async def test_endless_headers_are_refused_before_the_timeout(client: HttpClient
     async with serving(answer) as server:
         with pytest.raises(BadReply):
             await client.post(server.url, b"{}", {}, connect_s=1, read_s=1.5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        test_replies_are_read_and_connections_reused,
+        test_chunked_stream_arrives_in_order_and_gzip_is_undone,
+        test_an_idle_connection_the_server_closed_is_replaced_without_an_error,
+        test_silence_times_out_before_the_head_and_between_pieces,
+        test_a_cancelled_request_closes_its_connection,
+        test_a_big_stream_read_slowly_arrives_whole,
+    ],
+)
+def test_the_same_on_uvloop(case: Callable[[HttpClient], Awaitable[None]]) -> None:
+    """The proxy runs on uvloop, whose loop methods take fewer arguments than asyncio's."""
+
+    async def run() -> None:
+        http = HttpClient()
+        try:
+            await case(http)
+        finally:
+            await http.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+
+
+def test_tls_on_uvloop(tmp_path: Path) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test_tls_checks_the_certificate(tmp_path))
