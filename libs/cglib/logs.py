@@ -7,8 +7,6 @@ import logging
 import sys
 import time
 
-import orjson
-
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
@@ -39,16 +37,13 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        try:
-            return orjson.dumps(entry, default=str).decode()
-        except TypeError:  # orjson refuses what json takes, e.g. an int past 64 bits
-            return json.dumps(entry, default=str)
+        return json.dumps(entry, default=str)
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:
     """Routes the root logger (and uvicorn's) to JSON lines on stderr."""
     # The lines carry none of the caller's file, line, thread or process: not collecting
-    # them makes each record (the proxy's access line is one per request) much cheaper.
+    # them makes each record (the proxy's access line is one per request) cheaper.
     logging._srcfile = None  # the documented switch ("Optimization" in the logging HOWTO)
     logging.logThreads = False
     logging.logProcesses = False

@@ -28,8 +28,9 @@ from cglib import tracing, usage_batch
 
 log = logging.getLogger(__name__)
 
-# How long the first event of a subject waits for others before it is published.
-LINGER_S = 0.01
+# How long the first event of a subject waits for others before it is published (as the
+# leased settlements' linger, ``ledger_client.LEASED_SETTLE_LINGER_S``).
+LINGER_S = 0.05
 
 BATCH_SIZE = Histogram(
     "cg_proxy_usage_batch_events",
