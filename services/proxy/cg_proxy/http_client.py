@@ -5,8 +5,8 @@ headers, cookie and trace hooks, payload writers, per-request timeout contexts) 
 of the proxy's CPU per request. The provider side needs much less: POST a body that is
 already bytes to a fixed set of origins, over pooled keep-alive connections, and read the
 reply whole or as it comes. This module does only that, on an ``asyncio.Protocol`` with
-``httptools`` (llhttp, the parser uvicorn already uses for the client side) doing the
-parsing: status, headers, content-length, chunked and close-delimited bodies.
+``httptools`` (llhttp, the parser uvicorn already uses for the requests it serves) doing
+the parsing: status, headers, content-length, chunked and close-delimited bodies.
 
 What a caller gets, and what it can rely on:
 
@@ -19,7 +19,9 @@ What a caller gets, and what it can rely on:
   ``TimeoutError``.
 - Every other failure is an ``UpstreamError`` (a ``ConnectionError``): the connect failed,
   the server broke or closed the connection before the reply was complete, the reply was
-  not HTTP, or it was larger than ``MAX_REPLY_BYTES`` when read whole.
+  not HTTP (or came with bytes past its end, or headers over ``MAX_HEADER_BYTES``), or
+  it was larger than ``MAX_REPLY_BYTES`` when read whole (decompressed: a gzip bomb stops
+  at the cap), or a compressed body was cut off.
 - A pooled connection the server closed while it sat idle is noticed when the request
   fails before any byte of a reply came back: the request is then sent once more, on a
   new connection. Nothing else is retried here (``cg_proxy.upstream`` owns the policy).
@@ -27,7 +29,9 @@ What a caller gets, and what it can rely on:
 - A stream is read with flow control: past ``HIGH_WATER`` bytes not yet taken by the
   reader, the socket is paused until the reader catches up.
 - Header names and values with CR or LF are refused (``ValueError``) before anything is
-  sent, so a configured value can never split the request.
+  sent, so a configured value can never split the request; so are ``Host``,
+  ``Content-Length`` and ``Transfer-Encoding``, which the client writes itself.
+- It runs on asyncio's loop and on uvloop (the proxy's): only loop methods both have.
 - No cookies are kept: one tenant's provider cookies can never reach another's request.
 """
 
@@ -54,7 +58,6 @@ MAX_REPLY_BYTES = 64 * 1024 * 1024
 HIGH_WATER = 256 * 1024
 # The reply's header lines (and a chunked reply's trailers) together, at most.
 MAX_HEADER_BYTES = 256 * 1024
-LOW_WATER = 64 * 1024
 USER_AGENT = "creditgate"
 
 _Origin = tuple[str, str, int]  # scheme, host, port
