@@ -63,6 +63,54 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+class RunToTheEndInterceptor(grpc.aio.ServerInterceptor):
+    """A unary call, once its handler starts, runs to the end even if its caller goes.
+
+    gRPC cancels a handler when its caller's deadline passes or the caller disconnects
+    (a crashed worker, a client that gave up). Cancelled half way, a handler can leave
+    work half done, and SQLAlchemy's async sessions lose their connection to the pool
+    when cancelled in the wrong await: on SQLite, with one connection, the service then
+    waits for a connection that never comes back. So the handler runs in a task of its
+    own that the cancellation does not reach; the call ends for the caller at once, and
+    the handler's answer (or error) goes nowhere. Every handler is bounded by its own
+    timeouts (database, ledger calls), so nothing runs on for long."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = cast(UnaryHandler, handler.unary_unary)
+        running = self._running
+
+        async def to_the_end(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            task = asyncio.ensure_future(inner(request, context))
+            running.add(task)
+            task.add_done_callback(_forget(running))
+            return await asyncio.shield(task)
+
+        return grpc.unary_unary_rpc_method_handler(
+            to_the_end,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _forget(running: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that went away has nobody to hear it
+
+    return done
+
+
 def create_server(
     addr: str,
     register: Registrar,
@@ -85,12 +133,13 @@ def create_server(
     if tls is not None and policy is None:
         raise ValueError("a server with mutual TLS needs its authorization table (policy)")
     # metrics first: it counts (and times) the calls the decoder (and authorization) refuse
-    # too; authorization before anything reads the request; the error mapping last, next
-    # to the handler
+    # too; authorization before anything reads the request; then the handler runs to its
+    # end whatever its caller does, the error mapping next to it
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if tls is not None and policy is not None:
         interceptors.append(AuthorizationInterceptor(policy))
-    interceptors += [RequestDecodeInterceptor(), ErrorMappingInterceptor(error_codes or {})]
+    # a handler, once started, is never cut half way (RunToTheEndInterceptor)
+    interceptors += [RequestDecodeInterceptor(), RunToTheEndInterceptor(), ErrorMappingInterceptor(error_codes or {})]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()

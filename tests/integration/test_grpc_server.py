@@ -3,6 +3,8 @@ server over loopback (a servicer whose every method is UNIMPLEMENTED is enough).
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -132,3 +134,47 @@ async def test_domain_errors_are_mapped_and_anything_else_is_internal(faulty, ca
         assert len(logged) == 1 and logged[0].exc_info is not None and "secret" not in e.value.details()
     else:
         assert not logged
+
+
+# -- a caller that gives up does not cut its handler half way ------------------------------
+
+
+class Slow(ledger_pb2_grpc.LedgerServiceServicer):
+    """Deposit waits for ``gate``, then says how it ended in ``ended``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def Deposit(
+        self, request: ledger_pb2.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_pb2.TransferResult:
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.ended.set_result("cancelled")
+            raise
+        self.ended.set_result("finished")
+        if request.memo == "fail":
+            raise RuntimeError("nobody hears this")
+        return ledger_pb2.TransferResult()
+
+
+@pytest.mark.parametrize("memo", ["answer", "fail"])
+async def test_a_handler_whose_caller_gave_up_runs_to_its_end(memo):
+    servicer = Slow()
+    server, port, _ = create_server(
+        "127.0.0.1:0", lambda s: ledger_pb2_grpc.add_LedgerServiceServicer_to_server(servicer, s), [SERVICE]
+    )
+    await server.start()
+    ch = insecure_channel(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await ledger_pb2_grpc.LedgerServiceStub(ch).Deposit(ledger_pb2.DepositRequest(memo=memo), timeout=0.2)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not servicer.ended.done()  # the deadline passed: still running
+        servicer.gate.set()
+        assert await asyncio.wait_for(servicer.ended, 5) == "finished"
+    finally:
+        await ch.close()
+        await server.stop(0)
