@@ -16,7 +16,10 @@ class Settings(BaseSettings):
     batch_size: int = 64
     # After a batch's first event, how long to let more arrive before handling them together
     # (a burst of usage events of one key costs one check): the delay every rule may add.
-    linger_s: float = 0.1
+    # Each round reads the key and its partner's keys and balances (four calls to keys and
+    # the ledger), so at a steady load their CPU follows the rounds per second: 0.25 s cut
+    # keys' share by a third against 0.1 s (docs/benchmarks.md, "Figures behind design choices").
+    linger_s: float = 0.25
     # How long a delivered event may stay unacknowledged before JetStream redelivers it
     # (e.g. to another replica, after this one died).
     ack_wait_s: float = 30.0
