@@ -19,16 +19,16 @@ Every call of that server then answers:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
+
+from cglib.grpc_intercept import UnaryHandler, UnaryInterceptor
 
 log = logging.getLogger(__name__)
 
 ErrorCodes = Mapping[type[Exception], grpc.StatusCode]
-# What an aio server's unary handler is (grpc's stubs type it as the synchronous server's).
-UnaryHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 INTERNAL_DETAILS = "internal error"
 
@@ -41,21 +41,11 @@ def status_for(error: BaseException, codes: ErrorCodes) -> grpc.StatusCode | Non
     return None
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(UnaryInterceptor):
     def __init__(self, codes: ErrorCodes) -> None:
         self.codes = dict(codes)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = cast(UnaryHandler, handler.unary_unary)
-        method = handler_call_details.method
-
+    def wrap(self, inner: UnaryHandler, method: str) -> UnaryHandler:
         async def mapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await inner(request, context)
@@ -72,6 +62,4 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("unexpected error in a gRPC handler", extra={"method": method})
                 await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAILS)
 
-        return grpc.unary_unary_rpc_method_handler(
-            mapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+        return mapped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import grpc
@@ -13,7 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cglib.grpc_authz import AuthorizationInterceptor, Policy
-from cglib.grpc_errors import ErrorCodes, ErrorMappingInterceptor, UnaryHandler
+from cglib.grpc_errors import ErrorCodes, ErrorMappingInterceptor
+from cglib.grpc_intercept import Continuation, UnaryHandler, UnaryInterceptor
 from cglib.metrics import MetricsInterceptor
 from cglib.tls import Tls
 
@@ -38,9 +39,7 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
     INVALID_ARGUMENT, and the handler never runs."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
@@ -63,7 +62,7 @@ class RequestDecodeInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class RunToTheEndInterceptor(grpc.aio.ServerInterceptor):
+class RunToTheEndInterceptor(UnaryInterceptor):
     """A unary call, once its handler starts, runs to the end even if its caller goes.
 
     gRPC cancels a handler when its caller's deadline passes or the caller disconnects
@@ -78,15 +77,7 @@ class RunToTheEndInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._running: set[asyncio.Task[Any]] = set()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = cast(UnaryHandler, handler.unary_unary)
+    def wrap(self, inner: UnaryHandler, method: str) -> UnaryHandler:
         running = self._running
 
         async def to_the_end(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -95,11 +86,7 @@ class RunToTheEndInterceptor(grpc.aio.ServerInterceptor):
             task.add_done_callback(_forget(running))
             return await asyncio.shield(task)
 
-        return grpc.unary_unary_rpc_method_handler(
-            to_the_end,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return to_the_end
 
 
 def _forget(running: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import make_server
 
 import grpc
 from prometheus_client import Counter, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+
+from cglib.grpc_intercept import UnaryHandler, UnaryInterceptor
 
 # () -> (ready?, what each part says): the body of /readyz
 ReadyCheck = Callable[[], tuple[bool, dict[str, str]]]
@@ -70,19 +72,10 @@ def serve_metrics(host: str, port: int, ready: ReadyCheck | None = None) -> int:
     return httpd.server_port
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+class MetricsInterceptor(UnaryInterceptor):
+    def wrap(self, inner: UnaryHandler, full_method: str) -> UnaryHandler:
         # "/creditgate.ledger.v1.LedgerService/Reserve" -> the service's full name, the method
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        # an aio server's handler is a coroutine function (grpc's stubs type it as the sync server's)
-        inner = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
+        service, _, method = full_method.lstrip("/").rpartition("/")
 
         async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             start = time.perf_counter()
@@ -99,11 +92,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 RPC_TOTAL.labels(service, method, code).inc()
                 RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
 
-        return grpc.unary_unary_rpc_method_handler(
-            timed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return timed
 
 
 def metrics_route(app) -> None:
