@@ -125,7 +125,6 @@ def create_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
     if tls is not None and policy is not None:
         interceptors.append(AuthorizationInterceptor(policy))
-    # a handler, once started, is never cut half way (RunToTheEndInterceptor)
     interceptors += [RequestDecodeInterceptor(), RunToTheEndInterceptor(), ErrorMappingInterceptor(error_codes or {})]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     register(server)
