@@ -61,6 +61,11 @@ async def test_callers_that_give_up_leave_the_keys_service_answering(stack):
             timeout=10,
         )
         key_id = created.key.id
+
+        def top_up(r: int, i: int) -> pb.TopUpKeyRequest:
+            """One credit, under an idempotency key of its own: call ``i`` of round ``r``."""
+            return pb.TopUpKeyRequest(actor=actor, key_id=key_id, amount_credits=1, idempotency_key=f"cut-{r}-{i}")
+
         topups = 0
         for r in range(ROUNDS):
             calls = []
@@ -72,10 +77,7 @@ async def test_callers_that_give_up_leave_the_keys_service_answering(stack):
                     calls.append(keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=key_id), timeout=deadline))
                 else:
                     topups += 1
-                    request = pb.TopUpKeyRequest(
-                        actor=actor, key_id=key_id, amount_credits=1, idempotency_key=f"cut-{r}-{i}"
-                    )
-                    calls.append(keys.TopUpKey(request, timeout=deadline))
+                    calls.append(keys.TopUpKey(top_up(r, i), timeout=deadline))
             await asyncio.gather(*calls, return_exceptions=True)
             # answers now, not after the 10 s deadline
             await keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=key_id), timeout=10)
@@ -83,9 +85,6 @@ async def test_callers_that_give_up_leave_the_keys_service_answering(stack):
         # each top-up once at most: a retry of every one with its idempotency key makes the rest
         for r in range(ROUNDS):
             for i in range(2, CALLS_PER_ROUND, 3):
-                request = pb.TopUpKeyRequest(
-                    actor=actor, key_id=key_id, amount_credits=1, idempotency_key=f"cut-{r}-{i}"
-                )
-                await keys.TopUpKey(request, timeout=10)
+                await keys.TopUpKey(top_up(r, i), timeout=10)
         detail = await keys.GetKey(pb.GetKeyRequest(actor=actor, key_id=key_id), timeout=10)
         assert detail.key.funded_ucr == (10 + topups) * CREDIT
