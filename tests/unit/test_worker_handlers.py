@@ -77,4 +77,23 @@ async def test_usage_events_are_logged_with_their_enums_as_words(caplog):
         "c1",
     )
     assert logged["r2"].outcome == "99"
-    assert (rules.keys, rules.partners) == ([("p1", "k1")], ["p1"])
+    assert (rules.keys, rules.partners) == ([("p1", "k1")], ["p1"])  # r1 bills customer c1
+
+
+async def test_only_usage_billed_to_a_customer_checks_the_deposit_line():
+    """A partner key's requests are paid from its own budget: its partner's balance did not
+    move, so no deposit-line check; a customer's request (a customer-created key is paid
+    from the partner's balance) calls for one, once per partner of the batch."""
+    rules = FakeRules()
+    partner_keys = [epb.UsageEvent(request_id=f"r{i}", key_id="k1", partner_id="p1") for i in range(3)]
+    await Handlers(rules).usage(partner_keys)
+    assert (rules.keys, rules.partners) == ([("p1", "k1")], [])
+
+    rules = FakeRules()
+    mixed = [
+        *partner_keys,
+        epb.UsageEvent(request_id="r3", key_id="k2", partner_id="p2", customer_id="c1"),
+        epb.UsageEvent(request_id="r4", key_id="k3", partner_id="p2", customer_id="c2"),
+    ]
+    await Handlers(rules).usage(mixed)
+    assert (rules.keys, rules.partners) == ([("p1", "k1"), ("p2", "k2"), ("p2", "k3")], ["p2"])

@@ -42,26 +42,32 @@ class Handlers:
     async def usage(self, events: list[epb.UsageEvent]) -> None:
         for e in events:
             CHARGED.inc(e.charged_ucr)
-            log.info(
-                "usage event",
-                extra={
-                    "request_id": e.request_id,
-                    "partner_id": e.partner_id,
-                    "customer_id": e.customer_id,
-                    "key_id": e.key_id,
-                    "model": e.model,
-                    "input_tokens": e.input_tokens,
-                    "output_tokens": e.output_tokens,
-                    "charged_ucr": e.charged_ucr,
-                    "usage_source": _word(lpb.UsageSource.Name, e.source, "USAGE_SOURCE_"),
-                    "outcome": _word(epb.UsageOutcome.Name, e.outcome, "USAGE_OUTCOME_"),
-                    "stream": e.stream,
-                    "latency_ms": e.latency_ms,
-                },
-            )
+        if log.isEnabledFor(logging.INFO):  # the line's fields cost more than the rest of the round
+            for e in events:
+                log.info(
+                    "usage event",
+                    extra={
+                        "request_id": e.request_id,
+                        "partner_id": e.partner_id,
+                        "customer_id": e.customer_id,
+                        "key_id": e.key_id,
+                        "model": e.model,
+                        "input_tokens": e.input_tokens,
+                        "output_tokens": e.output_tokens,
+                        "charged_ucr": e.charged_ucr,
+                        "usage_source": _word(lpb.UsageSource.Name, e.source, "USAGE_SOURCE_"),
+                        "outcome": _word(epb.UsageOutcome.Name, e.outcome, "USAGE_OUTCOME_"),
+                        "stream": e.stream,
+                        "latency_ms": e.latency_ms,
+                    },
+                )
         for partner_id, key_id in dict.fromkeys((e.partner_id, e.key_id) for e in events):
             await self.rules.check_key(partner_id, key_id)
-        for partner_id in dict.fromkeys(e.partner_id for e in events):
+        # Only a request billed to a customer can have moved its partner's balance: a
+        # customer-created key is paid from that balance (and always bills its customer),
+        # while a partner key's requests are paid from the key's own budget, funded
+        # beforehand (funding, top-ups and refunds come as BalanceChanged events).
+        for partner_id in dict.fromkeys(e.partner_id for e in events if e.customer_id):
             await self.rules.check_deposit_line(partner_id)
 
     async def balances(self, events: list[epb.BalanceChanged]) -> None:
