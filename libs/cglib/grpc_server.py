@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cglib import gc_tuning
 from cglib.grpc_authz import AuthorizationInterceptor, Policy
 from cglib.grpc_errors import ErrorCodes, ErrorMappingInterceptor
 from cglib.grpc_intercept import Continuation, UnaryHandler, UnaryInterceptor
@@ -156,6 +157,7 @@ async def serve(
     and stops with a grace period so in-flight calls finish."""
     names = ["", *service_names]
     await server.start()
+    gc_tuning.after_startup()  # the process's main loop from here on: its start-up heap is built
     for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()

@@ -49,7 +49,7 @@ if __name__ == "__main__":
     }
     if settings.workers == 1:
         tracing.setup("proxy")  # each of several workers does it itself (app.from_env)
-        uvicorn.run(create_app(settings, tls=tls), **options)
+        uvicorn.run(create_app(settings, tls=tls, own_process=True), **options)
     else:
         multiproc.prepare(settings.metrics_base())  # before the workers are spawned: they inherit it
         uvicorn.run("cg_proxy.app:from_env", factory=True, workers=settings.workers, **options)

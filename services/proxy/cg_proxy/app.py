@@ -35,7 +35,7 @@ from cg_proxy.settings import Settings
 from cg_proxy.state import ProxyState
 from cg_proxy.upstream import Upstreams
 from cg_proxy.usage_recorder import UsageRecorder
-from cglib import multiproc, tracing
+from cglib import gc_tuning, multiproc, tracing
 from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import metrics_route
@@ -94,11 +94,15 @@ def create_app(
     recorder: Recorder | None = None,
     bus: EventBus | None = None,
     tls: Tls | None = None,
+    own_process: bool = False,
 ) -> Gateway:
     """The proxy as an ASGI app (``fastpath.Gateway``): the metered routes on a fast path
     of their own, the rest through the FastAPI app (``.app``) inside the middleware that
     gives every request its id. Collaborators not given are built from ``settings``; their
-    gRPC channels use mutual TLS when ``tls`` is given (``cglib.tls``)."""
+    gRPC channels use mutual TLS when ``tls`` is given (``cglib.tls``). ``own_process``:
+    the app is its process's only one (``cg_proxy.__main__``), so its start-up may also
+    set the process's garbage collector (``cglib.gc_tuning``); never in a process that
+    hosts other things, such as a test run."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,6 +168,8 @@ def create_app(
                 bus=the_bus,
                 probes=probes,
             )
+            if own_process:
+                gc_tuning.after_startup()
             log.info(
                 "proxy ready", extra={"port": settings.port, "keys": settings.keys_addr, "ledger": settings.ledger_addr}
             )
@@ -207,4 +213,4 @@ def from_env() -> Gateway:
     settings = Settings()
     setup_logging("proxy", settings.log_level)
     tracing.setup("proxy")  # before any channel: they are instrumented as they are made
-    return create_app(settings, tls=from_env_or_exit("proxy"))
+    return create_app(settings, tls=from_env_or_exit("proxy"), own_process=True)

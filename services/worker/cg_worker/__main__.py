@@ -16,7 +16,7 @@ from cg_worker.settings import Settings
 from cg_worker.webhook_delivery import DURABLE as WEBHOOK_JOBS_DURABLE
 from cg_worker.webhook_delivery import Deliverer
 from cg_worker.webhook_events import WebhookEvents
-from cglib import natsx, tracing
+from cglib import gc_tuning, natsx, tracing
 from cglib.grpc_client import channel
 from cglib.logs import setup_logging
 from cglib.metrics import serve_metrics
@@ -82,6 +82,7 @@ async def main(settings: Settings, tls: Tls | None = None) -> None:
         return
     webhooks.attach(nc)
     health.nc = nc
+    gc_tuning.after_startup()
     log.info("worker started", extra={"metrics_port": metrics_port})
     batch, ack_wait = settings.batch_size, settings.ack_wait_s
     try:
