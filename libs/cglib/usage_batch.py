@@ -1,6 +1,6 @@
 """Usage events in batches on the USAGE stream.
 
-A proxy publishes a key's usage events together: those of the same 50 ms, and those that
+A proxy publishes a key's usage events together: those of the same 100 ms, and those that
 come while the key's last publication awaits JetStream's acknowledgement, go in one
 ``UsageEvents`` message with the header ``Cg-Usage-Batch`` (``cg_proxy.event_batches``);
 an event with no company goes alone, as a plain ``UsageEvent``. Under load one message

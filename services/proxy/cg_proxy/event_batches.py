@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # How long the first event of a subject waits for others before it is published (as the
 # leased settlements' linger, ``ledger_client.LEASED_SETTLE_LINGER_S``).
-LINGER_S = 0.05
+LINGER_S = 0.1
 
 BATCH_SIZE = Histogram(
     "cg_proxy_usage_batch_events",

@@ -5,7 +5,7 @@ is retried with backoff (``cglib.retry``) until acknowledged, the ledger dedupli
 by request id; after ``GIVE_UP_AFTER_S`` it is given up and logged as an error, never
 silently. The event (``usage_event``: the outcome, the token source and the customer
 billed, in the proto's enums) gets one short publish attempt when NATS is connected (with the
-key's other events of the same 50 ms or JetStream round trip, in one message:
+key's other events of the same 100 ms or JetStream round trip, in one message:
 ``event_batches``); if NATS is down or the publish fails, it goes to the durable local outbox (``outbox.py``),
 whose relay sends it, deduplicated by ``Nats-Msg-Id`` = request id, once NATS is back,
 in this run or the next. On shutdown pending work is awaited (bounded), and events not
