@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from cg_proxy.app import create_app
+from cg_proxy.server_protocol import CorkedHttpToolsProtocol
 from cg_proxy.settings import Settings
 from cg_proxy.upstream import fallback_chains
 from cglib import multiproc, tracing
@@ -43,7 +44,7 @@ if __name__ == "__main__":
         "access_log": False,
         "proxy_headers": False,  # nothing reads the client address; parsing X-Forwarded-For costs every request
         "loop": "uvloop",
-        "http": "httptools",
+        "http": CorkedHttpToolsProtocol,  # httptools, a response's head and body in one write
         "lifespan": "on",
         "timeout_graceful_shutdown": int(settings.shutdown_grace_s),
     }
