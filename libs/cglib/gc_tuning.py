@@ -6,9 +6,10 @@ collection of the oldest generation walks all of it again, and a collection of t
 youngest runs every 700 allocations. ``after_startup`` collects once, then freezes what
 is left (``gc.freeze``: never examined again) and lets the young generation grow to
 ``GEN0_THRESHOLD`` objects before a collection: a request's garbage is still found, in
-fewer, cheaper passes. Under the 50 ms upstream at c=32 this took ~8% off the proxy's CPU
-per request (docs/benchmarks.md). Reference counting, which frees almost everything, is
-untouched; only cycles wait a little longer.
+fewer, cheaper passes. Under the 50 ms upstream at c=32 this took the proxy's user CPU per
+request from 0.77 to 0.68 ms (docs/benchmarks.md, "Figures behind design choices").
+Reference counting, which frees almost everything, is untouched; only cycles wait a
+little longer.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 # 100 ms instead of one per request is most of the ledger's work saved at low concurrency
 # (50 ms instead of 10: with a 50 ms upstream at c=32 the proxy then kept up with a direct
 # call, 0.97x instead of 0.87x; 100 ms instead of 50: the stack's CPU per request there
-# 1.24 -> 1.05 ms, the ledger's 0.29 -> 0.20; docs/benchmarks.md).
+# 1.20 -> 1.04 ms, the ledger's 0.28 -> 0.21, means of three runs; docs/benchmarks.md).
 LEASED_SETTLE_LINGER_S = 0.1
 
 
