@@ -14,7 +14,7 @@ from decimal import ROUND_FLOOR, Decimal
 from cg_devstack import Stack
 from cglib import natsx, usage_batch
 from helpers import client, eventually, ledger_posts, read_model
-from support.bff_usage import partner_with_billed_key
+from support.bff_usage import consumer_drained, partner_with_billed_key
 
 CENTS = "1.25"
 
@@ -60,8 +60,7 @@ async def _republish_without_dedup(url: str, subject: str) -> int:
 async def _consumer_drained(url: str) -> bool:
     nc = await natsx.connect(url, "test-probe")
     try:
-        info = await nc.jetstream().consumer_info(natsx.USAGE_STREAM, "bff-usage")
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return await consumer_drained(nc.jetstream())
     finally:
         await nc.close()
 

@@ -24,7 +24,7 @@ from cg_bff.usage.consumer import UsageConsumer
 from cglib import natsx, usage_batch
 from cglib.db import make_engine, migrate
 from creditgate.events.v1 import events_pb2 as epb
-from support.bff_usage import nats_server, publish, usage_event, wait_for
+from support.bff_usage import consumer_drained, nats_server, publish, usage_event, wait_for
 
 DAY_MS = 86_400_000
 
@@ -156,9 +156,7 @@ async def test_duplicates_change_nothing(nats_stack, engine) -> None:
 
 
 async def _drained(nc) -> bool:
-    with contextlib.suppress(Exception):
-        return await pending(nc) == (0, 0)
-    return False
+    return await consumer_drained(nc.jetstream())
 
 
 async def test_crash_between_commit_and_ack_changes_nothing(nats_stack, engine) -> None:

@@ -214,6 +214,20 @@ async def served(settings: Settings, backends: Backends, auth: FakeAuth) -> Asyn
         await asyncio.wait_for(task, timeout=30)
 
 
+async def consumer_drained(js: Any, durable: str = "bff-usage") -> bool:
+    """Every message the USAGE stream holds was delivered to ``durable`` and acknowledged
+    (or terminated): its ack floor has reached the stream's last message. Not
+    ``num_pending == 0 and num_ack_pending == 0``: nats-server registers a consumer with
+    its stream before it counts what the stream holds (consumer.go: ``setConsumer``, then
+    ``setLeader``), so a consumer being created can be seen with nothing pending."""
+    try:
+        last = (await js.stream_info(natsx.USAGE_STREAM)).state.last_seq
+        info = await js.consumer_info(natsx.USAGE_STREAM, durable)
+    except Exception:  # not declared yet, or NATS busy: not drained
+        return False
+    return info.num_ack_pending == 0 and info.ack_floor.stream_seq >= last
+
+
 async def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while True:
