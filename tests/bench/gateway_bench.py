@@ -92,6 +92,14 @@ def tree_peak_rss_kb(pid: int) -> int:
     return total
 
 
+def stolen_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks the host gave to others (steal: a busy host), and all its
+    ticks, so far (/proc/stat's first line: user to steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    ticks = [int(x) for x in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
 def usage_events(proxy_url: str) -> int:
     """Usage events the proxy published (or put in its outbox): one per answered request,
     whichever worker answered it (the proxy's /metrics sums its workers; the USAGE stream's
@@ -243,9 +251,9 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
         if args.out:
             cmd += ["--out", args.out]
         print("+", shlex.join(c if c != key.secret else "<key>" for c in cmd), flush=True)
-        started = time.monotonic()
+        started, stolen0 = time.monotonic(), stolen_ticks()
         rc = subprocess.call(cmd)
-        elapsed = time.monotonic() - started
+        elapsed, stolen1 = time.monotonic() - started, stolen_ticks()
 
         time.sleep(3)  # settlements and events still in flight
         served = usage_events(stack.proxy_url) - served0
@@ -262,6 +270,8 @@ def measure_stack(args: argparse.Namespace, workers: int, targets: str, name: st
         f"\n{name}: the stack with {n} proxy worker(s) during the run ({elapsed:.0f} s): "
         f"{served} requests answered and metered (usage events)"
     )
+    steal, total = stolen1[0] - stolen0[0], stolen1[1] - stolen0[1]
+    print(f"the host took {100 * steal / max(total, 1):.1f}% of this machine's CPU time for others meanwhile (steal)")
     if served:
         print(f"{'service':<8} {'cpu_s':>8} {'cpu_ms/req':>11} {'peak_rss_mb':>12}")
         for svc in SERVICES:

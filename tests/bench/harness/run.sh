@@ -147,6 +147,10 @@ mem_kb() {  # FIELD PID: sum of VmHWM (peak) or VmRSS over the tree
     echo $t
 }
 
+steal_ticks() {  # "steal total": the machine's CPU ticks stolen by the host, and all of them (/proc/stat)
+    awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat
+}
+
 wrk_run() {  # target mode conc secs -> RESULT line
     target_spec "$1" "$2"
     BENCH_MODEL=$MODEL BENCH_KEY=$KEY BENCH_HEADERS=$HDRS BENCH_STREAM=$([ "$2" = sse ] && echo 1 || echo 0) \
@@ -190,7 +194,7 @@ for t in $TARGETS; do for m in $MODES; do wrk_run "$t" "$m" 16 3 >/dev/null; don
 
 {
     echo "# date=$(date -u +%FT%TZ) host=$(hostname) nproc=$(nproc) mem_total_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo)"
-    printf 'round\ttarget\tmode\tconc\trequests\tsecs\trps\tp50_ms\tp90_ms\tp99_ms\tmax_ms\terrors\tnon2xx\tcpu_s_per_1k\tstack_cpu_s_per_1k\n'
+    printf 'round\ttarget\tmode\tconc\trequests\tsecs\trps\tp50_ms\tp90_ms\tp99_ms\tmax_ms\terrors\tnon2xx\tcpu_s_per_1k\tstack_cpu_s_per_1k\tsteal_pct\n'
 } >"$OUT/results.tsv"
 for r in $(seq 1 "$ROUNDS"); do
     for m in $MODES; do
@@ -199,16 +203,21 @@ for r in $(seq 1 "$ROUNDS"); do
             for t in $TARGETS; do
                 target_spec "$t" "$m"
                 before=$(cpu_ticks "$PID") sbefore=$(stack_ticks "$SPIDS")
+                read -r st0 tt0 < <(steal_ticks)
                 line=$(wrk_run "$t" "$m" "$c" "$secs")
+                read -r st1 tt1 < <(steal_ticks)
                 after=$(cpu_ticks "$PID") safter=$(stack_ticks "$SPIDS")
+                # the share of the machine's CPU time the host took for others meanwhile (a busy host)
+                steal=$(awk -v s=$(( st1 - st0 )) -v t=$(( tt1 - tt0 )) 'BEGIN { printf (t > 0 ? "%.1f" : "-"), 100 * s / t }')
                 # RESULT requests=.. secs=.. rps=.. p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. errors=.. non2xx=..
                 vals=$(sed 's/RESULT //; s/[a-z0-9_]*=//g' <<<"$line")
                 cpu=$(awk -v d=$(( after - before )) -v n="${vals%% *}" -v hz="$(getconf CLK_TCK)" \
                       'BEGIN { printf (n > 0 ? "%.3f" : "-"), d / hz / n * 1000 }')
                 scpu=$(awk -v d=$(( safter - sbefore )) -v n="${vals%% *}" -v hz="$(getconf CLK_TCK)" -v s="$SPIDS" \
                       'BEGIN { printf (n > 0 && s != "" ? "%.3f" : "-"), d / hz / n * 1000 }')
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$m" "$c" "$(tr ' ' '\t' <<<"$vals")" "$cpu" "$scpu" >>"$OUT/results.tsv"
-                echo "round $r  $t  $m  c=$c  $line  cpu_s/1k=$cpu  stack_cpu_s/1k=$scpu"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$m" "$c" "$(tr ' ' '\t' <<<"$vals")" "$cpu" "$scpu" "$steal" \
+                    >>"$OUT/results.tsv"
+                echo "round $r  $t  $m  c=$c  $line  cpu_s/1k=$cpu  stack_cpu_s/1k=$scpu  steal%=$steal"
             done
         done
     done
