@@ -21,6 +21,7 @@ from cg_bff.app import create_app
 from cg_bff.backends import Backends
 from cg_bff.principal import Principal
 from cg_bff.settings import Settings
+from cg_bff.usage.consumer import DURABLE
 from cg_devstack import Stack, StackConfig
 from cglib import natsx
 from creditgate.events.v1 import events_pb2 as epb
@@ -214,7 +215,7 @@ async def served(settings: Settings, backends: Backends, auth: FakeAuth) -> Asyn
         await asyncio.wait_for(task, timeout=30)
 
 
-async def consumer_drained(js: Any, durable: str = "bff-usage") -> bool:
+async def consumer_drained(js: Any, durable: str = DURABLE) -> bool:
     """Every message the USAGE stream holds was delivered to ``durable`` and acknowledged
     (or terminated): its ack floor has reached the stream's last message. Not
     ``num_pending == 0 and num_ack_pending == 0``: nats-server registers a consumer with
