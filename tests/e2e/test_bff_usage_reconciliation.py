@@ -11,12 +11,16 @@ import contextlib
 import time
 from decimal import ROUND_FLOOR, Decimal
 
+from cg_bff.usage.consumer import DURABLE
 from cg_devstack import Stack
 from cglib import natsx, usage_batch
 from helpers import client, eventually, ledger_posts, read_model
 from support.bff_usage import consumer_drained, partner_with_billed_key
 
 CENTS = "1.25"
+# The BFFs started after the crash redeclare the usage consumer with this ack_wait (30 s by
+# default), so the crashed one's unacknowledged events come back within seconds.
+ACK_WAIT = {"CG_BFF_USAGE_ACK_WAIT_S": "3"}
 
 
 def call(stack: Stack, secret: str, model: str, n: int, stream: bool = False) -> None:
@@ -65,6 +69,15 @@ async def _consumer_drained(url: str) -> bool:
         await nc.close()
 
 
+async def _ack_wait_s(url: str) -> float:
+    nc = await natsx.connect(url, "test-probe")
+    try:
+        info = await nc.jetstream().consumer_info(natsx.USAGE_STREAM, DURABLE)
+        return float(info.config.ack_wait or 0)
+    finally:
+        await nc.close()
+
+
 def _if_len(d: dict, n: int) -> dict | None:
     return d if len(d) == n else None
 
@@ -91,20 +104,29 @@ def test_the_read_model_reconciles_with_the_ledger(stack: Stack) -> None:
     # duplicates: every event of the key once more, as new stream messages
     assert asyncio.run(_republish_without_dedup(stack.nats_url, natsx.usage_subject(k.partner_id, k.key_id))) == 9
 
-    # a BFF killed between its commit and its acks: the events it stored come back to it
-    stack.stop_service("bff")
-    call(stack, k.secret, k.model, 4)  # wait in the stream meanwhile
-    stack.config.env["bff"] = {"CG_CRASH_AT": "usage:after_commit"}
-    with contextlib.suppress(RuntimeError):  # it may die before it is ready
+    try:
+        # a BFF killed between its commit and its acks: the events it stored come back to it
+        stack.stop_service("bff")
+        call(stack, k.secret, k.model, 4)  # wait in the stream meanwhile
+        stack.config.env["bff"] = {"CG_CRASH_AT": "usage:after_commit", **ACK_WAIT}
+        with contextlib.suppress(RuntimeError):  # it may die before it is ready
+            stack.start_service("bff")
+        crashed = stack.procs["bff"]
+        eventually(lambda: not crashed.running, what="the BFF to crash after its commit")
+        assert crashed.popen is not None and crashed.popen.returncode == 137, crashed.tail()
+        stack.config.env["bff"] = ACK_WAIT
         stack.start_service("bff")
-    crashed = stack.procs["bff"]
-    eventually(lambda: not crashed.running, what="the BFF to crash after its commit")
-    assert crashed.popen is not None and crashed.popen.returncode == 137, crashed.tail()
-    stack.config.env["bff"] = {}
-    stack.start_service("bff")
 
-    # the dead replica's unacknowledged events come back after the consumer's ack_wait (30 s)
-    eventually(lambda: asyncio.run(_consumer_drained(stack.nats_url)), timeout_s=60, what="every event acknowledged")
+        # the dead replica's unacknowledged events come back after the consumer's ack_wait
+        eventually(
+            lambda: asyncio.run(_consumer_drained(stack.nats_url)), timeout_s=60, what="every event acknowledged"
+        )
+        assert asyncio.run(_ack_wait_s(stack.nats_url)) == 3.0
+    finally:  # the other modules sharing this stack get the BFF as configured by default
+        stack.config.env["bff"] = {}
+        stack.stop_service("bff")
+        stack.start_service("bff")
+    eventually(lambda: asyncio.run(_ack_wait_s(stack.nats_url)) == 30.0, what="the default ack_wait again")
     posts = eventually(lambda: _if_len(ledger_posts(stack, key_account), 13), what="13 settlements")
     rows = read_model(owner, k.key_id)
     assert len(rows) == 13

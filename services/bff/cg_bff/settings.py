@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cg_bff.webhooks.secretbox import parse_keys
@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     bootstrap_admin_password: SecretStr = SecretStr("")
     # Usage read model: how long request-log rows and hourly aggregates are kept.
     usage_retention_days: int = 90
+    # Usage events a BFF took but did not acknowledge (it died between its commit and its
+    # acks) come back to a live one after this long.
+    usage_ack_wait_s: float = Field(default=30.0, gt=0, le=3600)
     # Webhook URLs to loopback, private or link-local addresses are refused unless this is
     # on (development only: make run and the tests point webhooks at local servers).
     webhooks_allow_private: bool = False

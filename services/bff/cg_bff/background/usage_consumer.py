@@ -29,5 +29,10 @@ async def run(state: BffState, stop: asyncio.Event) -> None:
     if not await wait_for_nats(state, stop):
         return
     assert state.nats is not None
-    consumer = UsageConsumer(state.nats, state.engine, retention_days=state.settings.usage_retention_days)
+    consumer = UsageConsumer(
+        state.nats,
+        state.engine,
+        retention_days=state.settings.usage_retention_days,
+        ack_wait_s=state.settings.usage_ack_wait_s,
+    )
     await consumer.run(stop)
