@@ -107,9 +107,64 @@ def grpc_serving(addr: str) -> ReadyCheck:
     return check
 
 
+def _listening_inodes(port: int) -> set[str] | None:
+    """Inodes of the TCP sockets listening on ``port`` (IPv4 and IPv6); None without
+    ``/proc/net`` (not Linux)."""
+    found: set[str] = set()
+    read_any = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        read_any = True
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(fields[9])
+    return found if read_any else None
+
+
+def _tree_socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets that ``pid`` and its descendants hold."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo.extend(child for child, parent in parents.items() if parent == p and child not in tree)
+    inodes: set[str] = set()
+    for p in tree:
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    return inodes
+
+
 class Proc:
     """A child process whose output goes to ``log_path`` (and, if ``echo`` is given,
-    to that stream too, each line prefixed with the process name)."""
+    to that stream too, each line prefixed with the process name).
+
+    ``listens_on``: ports the process binds itself. It is ready only once it listens on
+    them: a ready check answered by another process, which took a port we picked before
+    this one bound it, does not count (the process then dies of "address already in use",
+    and ``start_on_free_ports`` starts it again on other ports)."""
 
     def __init__(
         self,
@@ -130,6 +185,7 @@ class Proc:
         self.echo = echo
         self.popen: subprocess.Popen | None = None
         self._pump: threading.Thread | None = None
+        self.listens_on: tuple[int, ...] = ()
 
     @classmethod
     def python_module(
@@ -174,10 +230,25 @@ class Proc:
                 raise RuntimeError(
                     f"{self.name} exited with {self.popen.returncode if self.popen else '?'}:\n{self.tail()}"
                 )
-            if self.ready():
+            if self.ready() and self.holds_its_ports():
                 return
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
+
+    def holds_its_ports(self) -> bool:
+        """Whether this process (or a child of it) listens on each of ``listens_on``."""
+        if not self.listens_on or self.popen is None:
+            return True
+        mine: set[str] | None = None
+        for port in self.listens_on:
+            listening = _listening_inodes(port)
+            if listening is None:  # no /proc: the ready check alone decides
+                return True
+            if mine is None:
+                mine = _tree_socket_inodes(self.popen.pid)
+            if not listening & mine:
+                return False
+        return True
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -391,6 +391,7 @@ class Stack:
                         self.ports[port_name] = free_port()
             attempts += 1
             proc = self._build(name)
+            proc.listens_on = (self.ports[self.OWN_PORTS[name][0]],)
             self.procs[name] = proc
             return proc
 
